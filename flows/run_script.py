@@ -1,0 +1,126 @@
+"""The `run_script` flow: runs one version of an uploaded script and keeps what it printed.
+
+Every ScriptFlow script is a deployment of this flow. Run by hand, for example::
+
+    prefect deployment run 'run_script/nightly-backup'
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from prefect import flow, get_client
+from prefect.context import get_run_context
+from prefect.logging.loggers import PrefectLogAdapter
+from prefect.states import Cancelled, Completed, Failed, State
+
+from scriptflow_prefect import store
+from scriptflow_prefect.cancel_watch import watcher
+from scriptflow_prefect.execution import (
+    LauncherMissing,
+    bat_launcher,
+    ensure_script_python,
+    fresh_workdir,
+    remove_workdir,
+    run_script_process,
+    scrubbed_env,
+)
+from scriptflow_prefect.gateway_names import EXIT_CODE_LABEL, TIMED_OUT_STATE_NAME
+from scriptflow_prefect.output_log import OutputLogWriter
+from scriptflow_prefect.settings import get_settings
+
+# Prefect's log table is for browsing; the complete output goes to the run's output file.
+# Past this many lines a run's output reaches Prefect only as a notice.
+PREFECT_LOG_LINE_LIMIT = 20_000
+
+
+def _stream_loggers(flow_run) -> dict[str, PrefectLogAdapter]:
+    extra = {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
+             "flow_name": "run_script"}
+    return {
+        stream: PrefectLogAdapter(logging.getLogger(f"prefect.flow_runs.{stream}"), extra)
+        for stream in ("stdout", "stderr")
+    }
+
+
+@flow(name="run_script", persist_result=False, log_prints=False, validate_parameters=True)
+def run_script(
+    script_id: int,
+    version: int,
+    sha256: str,
+    kind: Literal["python", "batch"] = "python",
+    filename: str = "script.py",
+    script_name: str = "",
+    timeout_seconds: int = 300,
+) -> State:
+    """Fetch the script version by hash, run it in a fresh folder, stream its output.
+
+    Example: `run_script(script_id=1, version=2, sha256="…", kind="python")`.
+    """
+    settings = get_settings()
+    flow_run = get_run_context().flow_run
+    run_id = flow_run.id
+    loggers = _stream_loggers(flow_run)
+    system = loggers["stdout"]
+    counter = {"lines": 0}
+
+    data = store.get_sync(sha256)  # raises on a hash mismatch: never run altered bytes
+    run_root = fresh_workdir(settings.work_dir, str(run_id))
+    script_dir, cwd = run_root / "script", run_root / "cwd"
+    script_dir.mkdir()
+    cwd.mkdir()
+    suffix = ".bat" if kind == "batch" else ".py"
+    script_path = script_dir / f"script{suffix}"  # never the uploaded name: it is not a path
+    script_path.write_bytes(data)
+
+    settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+    out_path = settings.outputs_dir / f"{run_id}.log"
+    cancel = watcher.register(run_id)
+    try:
+        with OutputLogWriter(out_path) as out:
+
+            def on_line(ts, stream, text):
+                out.write(ts, stream, text)
+                counter["lines"] += 1
+                n = counter["lines"]
+                if n <= PREFECT_LOG_LINE_LIMIT:
+                    if stream == "stderr":
+                        loggers["stderr"].warning(text)
+                    else:
+                        loggers["stdout"].info(text)
+                elif n == PREFECT_LOG_LINE_LIMIT + 1:
+                    system.info("… more output is kept in ScriptFlow's output file for this run")
+
+            try:
+                result = run_script_process(
+                    script_path, kind, cwd,
+                    timeout=timeout_seconds or None,
+                    on_line=on_line,
+                    cancel=cancel,
+                    python=ensure_script_python(settings.script_venv_dir)
+                    if kind == "python" else None,
+                    launcher=bat_launcher(settings.bat_launcher) if kind == "batch" else None,
+                    env=scrubbed_env(),
+                )
+            except LauncherMissing as exc:
+                system.error(str(exc))
+                return Failed(message=str(exc))
+    finally:
+        watcher.unregister(run_id)
+        remove_workdir(run_root)
+
+    if result.exit_code is not None:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run_labels(run_id, {EXIT_CODE_LABEL: str(result.exit_code)})
+    if result.outcome == "succeeded":
+        return Completed(message="Exit code 0")
+    if result.outcome == "timed_out":
+        return Failed(name=TIMED_OUT_STATE_NAME,
+                      message=f"Timed out after {timeout_seconds} s; the process tree was stopped")
+    if result.outcome == "cancelled":
+        return Cancelled(message="Cancelled; the process tree was stopped")
+    return Failed(message=f"Exit code {result.exit_code}")
+
+
+__all__ = ["run_script"]

@@ -1,0 +1,219 @@
+"""The per-run output file: every line a script printed, with when and on which stream.
+
+One record per output line, UTF-8::
+
+    2024-05-01T09:00:00.123456Z<TAB>stdout<TAB>the text as printed
+
+Only ``\\n`` ends a record, so text may hold tabs and carriage returns. Readers page through
+the file by byte offset (`read_output`) and never see a record the writer has not finished.
+
+Example::
+
+    with OutputLogWriter(run_dir / "output.log") as log:
+        run_script_process(..., on_line=None, on_lines=log.write_lines)
+    lines, cursor, more = read_output(run_dir / "output.log", after=0, limit=200)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, NamedTuple
+
+FLUSH_SECONDS = 0.05
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows would otherwise translate \n to \r\n
+_FLUSH_BYTES = 1 << 16
+_READ_CHUNK = 1 << 16
+
+
+def format_ts(ts: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and a Z; a naive datetime is taken as UTC."""
+    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class OutputLogWriter:
+    """Appends records to the output file; safe to share between threads.
+
+    Records are buffered for at most FLUSH_SECONDS (a background thread writes them out), so a
+    reader elsewhere sees a new line within ~100 ms while a flood of lines still costs few
+    system calls. Each flush writes whole records only.
+    """
+
+    def __init__(self, path: Path, *, flush_seconds: float = FLUSH_SECONDS) -> None:
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _O_BINARY, 0o644)
+        self._flush_seconds = flush_seconds
+        self._lock = threading.Lock()
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._dirty = threading.Event()
+        self._closed = False
+        self._flusher = threading.Thread(target=self._flush_loop, name="output-log", daemon=True)
+        self._flusher.start()
+
+    def write(self, ts: datetime, stream: str, text: str) -> None:
+        """One line of output (text holding newlines becomes several records)."""
+        self.write_lines(ts, stream, [text])
+
+    def write_lines(self, ts: datetime, stream: str, lines: Sequence[str]) -> None:
+        """Several lines with one timestamp: the fast path for a chunk of output."""
+        if not lines:
+            return
+        if not stream or "\t" in stream or "\n" in stream:
+            raise ValueError(f"Unusable stream name: {stream!r}")
+        prefix = f"{format_ts(ts)}\t{stream}\t"
+        body = ("\n" + prefix).join(lines)
+        if body.count("\n") != len(lines) - 1:
+            body = ("\n" + prefix).join(_split_newlines(lines))
+        self._append((prefix + body + "\n").encode("utf-8", "replace"))
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write_pending()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._dirty.set()
+        self._flusher.join()
+        with self._lock:
+            self._write_pending()
+            os.close(self._fd)
+
+    def __enter__(self) -> OutputLogWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _append(self, data: bytes) -> None:
+        with self._lock:
+            if self._closed:
+                raise ValueError("write to a closed OutputLogWriter")
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            if self._pending_bytes >= _FLUSH_BYTES:
+                self._write_pending()
+            else:
+                self._dirty.set()
+
+    def _write_pending(self) -> None:
+        # Called with the lock held. Once closed, `_dirty` stays set so the flusher ends.
+        if not self._closed:
+            self._dirty.clear()
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._dirty.wait()
+            if self._closed:
+                return
+            time.sleep(self._flush_seconds)  # lets the next few ms of lines join this write
+            self.flush()
+
+
+def _split_newlines(lines: Iterable[str]) -> Iterator[str]:
+    for text in lines:
+        yield from text.split("\n")
+
+
+class OutputPage(NamedTuple):
+    lines: list[dict[str, str]]
+    next_cursor: int
+    more: bool  # further complete lines follow next_cursor
+
+
+def read_output(path: Path, after: int = 0, limit: int = 1000) -> OutputPage:
+    """Up to `limit` complete records starting at byte offset `after`.
+
+    Returns the records as {"ts", "stream", "text"}, the offset just past the last one (the
+    cursor for the next page) and whether more complete records follow. A record still being
+    written is left for the next call. Raises ValueError for a cursor past the end of the file
+    or not at the start of a record; FileNotFoundError when there is no file.
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    if after < 0:
+        raise ValueError("cursor must not be negative")
+    with open(path, "rb") as handle:
+        _check_cursor(handle, after)
+        records: list[dict[str, str]] = []
+        cursor = after
+        for raw in _complete_lines(handle):
+            if len(records) == limit:
+                return OutputPage(records, cursor, True)
+            records.append(parse_record(raw))
+            cursor += len(raw) + 1
+        return OutputPage(records, cursor, False)
+
+
+def _check_cursor(handle: BinaryIO, after: int) -> None:
+    size = os.fstat(handle.fileno()).st_size
+    if after > size:
+        raise ValueError("cursor is past the end of the output")
+    if after > 0:
+        handle.seek(after - 1)
+        if handle.read(1) != b"\n":
+            raise ValueError("cursor is not at the start of a line")
+    else:
+        handle.seek(0)
+
+
+def _complete_lines(handle: BinaryIO) -> Iterator[bytes]:
+    """Lines (without their newline) from the current position, stopping before an unfinished
+    last line. Reads in chunks so that a page costs about what it returns."""
+    partial = bytearray()
+    while chunk := handle.read(_READ_CHUNK):
+        partial += chunk
+        start = 0
+        while (end := partial.find(b"\n", start)) >= 0:
+            yield bytes(partial[start:end])
+            start = end + 1
+        del partial[:start]
+
+
+def parse_record(raw: bytes) -> dict[str, str]:
+    parts = raw.decode("utf-8", "replace").split("\t", 2)
+    if len(parts) < 3:  # not written by OutputLogWriter; keep the text rather than fail
+        return {"ts": "", "stream": "", "text": raw.decode("utf-8", "replace")}
+    ts, stream, text = parts
+    return {"ts": ts, "stream": stream, "text": text}
+
+
+def iter_output_text(path: Path, *, lines_per_item: int = 1) -> Iterator[str]:
+    """The output as plain text, "<ts> <stream> <text>\\n" per line, for the output.txt
+    download; constant memory. `lines_per_item` > 1 yields several lines per string, which
+    makes a streaming HTTP response much cheaper for long outputs."""
+    if lines_per_item < 1:
+        raise ValueError("lines_per_item must be at least 1")
+    with open(path, "rb") as handle:
+        batch: list[str] = []
+        for raw in _complete_lines(handle):
+            record = parse_record(raw)
+            batch.append(f"{record['ts']} {record['stream']} {record['text']}\n")
+            if len(batch) >= lines_per_item:
+                yield "".join(batch)
+                batch.clear()
+        if batch:
+            yield "".join(batch)

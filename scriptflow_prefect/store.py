@@ -1,0 +1,74 @@
+"""The script store: script bytes, content-addressed by sha256, in a Prefect filesystem block.
+
+A block (local folder by default) lets a worker on another machine fetch a version by hash;
+power users may point the block at shared or remote storage."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from prefect.blocks.core import Block
+from prefect.filesystems import LocalFileSystem, WritableFileSystem
+
+STORE_BLOCK = "scriptflow-store"
+# Any writable filesystem block type works (a power user may swap in an SMB or S3 block of
+# the same name by changing this reference); the default is a local folder.
+STORE_REF = f"local-file-system/{STORE_BLOCK}"
+
+
+class IntegrityError(RuntimeError):
+    """The stored bytes do not match their hash."""
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def object_path(sha256: str) -> str:
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError("not a sha256 hex digest")
+    return f"{sha256[:2]}/{sha256}"
+
+
+async def ensure_store_block(basepath: str) -> None:
+    """Create the default local store block unless someone configured one already."""
+    try:
+        await LocalFileSystem.aload(STORE_BLOCK)
+    except ValueError:  # no such block document yet
+        await LocalFileSystem(basepath=basepath).asave(STORE_BLOCK, overwrite=True)
+
+
+_cache: tuple[float, WritableFileSystem] | None = None
+
+
+def _block_sync() -> WritableFileSystem:
+    # Loading a block is an API call; a worker reads the store on every run.
+    global _cache
+    if _cache is None or time.monotonic() - _cache[0] > 60:
+        _cache = (time.monotonic(), Block.load(STORE_REF, _sync=True))
+    return _cache[1]
+
+
+async def _block() -> WritableFileSystem:
+    return await Block.aload(STORE_REF)  # type: ignore[return-value]
+
+
+async def put(data: bytes) -> str:
+    digest = sha256_of(data)
+    await (await _block()).awrite_path(object_path(digest), data)
+    return digest
+
+
+def _verified(data: bytes, sha256: str) -> bytes:
+    if sha256_of(data) != sha256:
+        raise IntegrityError(f"script bytes for {sha256[:12]}… do not match their hash")
+    return data
+
+
+async def get(sha256: str) -> bytes:
+    return _verified(await (await _block()).aread_path(object_path(sha256)), sha256)
+
+
+def get_sync(sha256: str) -> bytes:
+    return _verified(_block_sync().read_path(object_path(sha256), _sync=True), sha256)

@@ -1,0 +1,121 @@
+"""The ScriptFlow worker: a Prefect worker type that runs `run_script` flow runs in-process.
+
+Prefect's process worker starts a ~90 MB Python per run; here each run is a thread of one
+process and the script is the only new process (ARCHITECTURE.md "Per run")."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from functools import partial
+
+import anyio
+from prefect.client.schemas.objects import FlowRun
+from prefect.workers.base import (
+    BaseJobConfiguration,
+    BaseVariables,
+    BaseWorker,
+    BaseWorkerResult,
+)
+
+log = logging.getLogger("scriptflow.worker")
+
+
+class ScriptFlowWorkerResult(BaseWorkerResult):
+    pass
+
+
+def _execute(flow_run: FlowRun):
+    from prefect.flow_engine import run_flow
+
+    from scriptflow_prefect.flows.run_script import run_script
+
+    return run_flow(run_script, flow_run=flow_run, parameters=flow_run.parameters,
+                    return_type="state")
+
+
+class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlowWorkerResult]):
+    type = "scriptflow"
+    job_configuration = BaseJobConfiguration
+    job_configuration_variables = BaseVariables
+    _description = "Runs ScriptFlow scripts in threads of one process; the script is the only child."
+    _display_name = "ScriptFlow"
+
+    def __init__(self, *args, max_runs: int = 50, **kwargs):
+        kwargs.setdefault("limit", max_runs)
+        super().__init__(*args, **kwargs)
+        self._threads = anyio.CapacityLimiter(max_runs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self, flow_run, configuration, task_status=None) -> ScriptFlowWorkerResult:
+        if task_status is not None:
+            task_status.started(os.getpid())
+        state = await anyio.to_thread.run_sync(partial(_execute, flow_run), limiter=self._threads)
+        ok = getattr(state, "is_completed", lambda: False)()
+        return ScriptFlowWorkerResult(identifier=str(flow_run.id), status_code=0 if ok else 1)
+
+    async def start(self, *args, **kwargs) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().start(*args, **kwargs)
+
+    def wake(self) -> None:
+        """Look for new runs now instead of at the next poll ("Run now" in the same process)."""
+        if self._loop is not None and self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._poll_now(), self._loop)
+
+    async def _poll_now(self) -> None:
+        try:
+            await self.get_and_submit_flow_runs()
+        except Exception as exc:  # the regular poll will catch up
+            log.debug("immediate poll failed: %s", exc)
+
+
+class WorkerThread:
+    """Hosts the worker's event loop in a thread of the web process (`scriptflow up`)."""
+
+    def __init__(self, name: str, max_runs: int):
+        self.name, self.max_runs = name, max_runs
+        self.worker: ScriptFlowWorker | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="scriptflow-worker", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        from scriptflow_prefect.gateway import WORK_POOL
+
+        self.worker = ScriptFlowWorker(work_pool_name=WORK_POOL, name=self.name,
+                                       max_runs=self.max_runs)
+        self._stop = asyncio.Event()
+        self._ready.set()
+        task = asyncio.create_task(self.worker.start(printer=log.info))
+        await self._stop.wait()
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+
+    def wake(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
+
+    def stop(self, timeout: float = 8.0) -> None:
+        from scriptflow_prefect.cancel_watch import watcher
+
+        # Running scripts must not outlive ScriptFlow: stop their process trees.
+        with watcher._lock:
+            for event in watcher._events.values():
+                event.set()
+        if self.worker is not None and self.worker._loop is not None:
+            self.worker._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)

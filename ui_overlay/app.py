@@ -1,0 +1,161 @@
+"""The web overlay: `create_app(settings)` builds the pages and the /api/v1 API."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from scriptflow_prefect import __version__, i18n
+from scriptflow_prefect.accounts import LoginThrottle
+from scriptflow_prefect.db import Database
+from scriptflow_prefect.i18n import _
+from scriptflow_prefect.scripts import ScriptError
+from scriptflow_prefect.settings import Settings
+
+from .deps import LoginRequired
+from .templating import render
+
+log = logging.getLogger("scriptflow.web")
+
+
+class LocaleMiddleware:
+    """Sets the request's language from Accept-Language (a signed-in user's own choice wins
+    later, in the user dependency), else SCRIPTFLOW_LANGUAGE."""
+
+    def __init__(self, app: ASGIApp, default: str):
+        self.app, self.default = app, default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            accept = headers.get(b"accept-language", b"").decode("latin-1")
+            token = i18n.set_locale(i18n.negotiate(accept, self.default))
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                i18n._current.reset(token)
+        else:
+            await self.app(scope, receive, send)
+
+
+class SecurityHeadersMiddleware:
+    """Everything is served by the app itself, so the policy can be strict."""
+
+    HEADERS = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"same-origin"),
+        (b"content-security-policy",
+         b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+         b"frame-ancestors 'none'; base-uri 'self'; form-action 'self'"),
+    ]
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + self.HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+def _detail_of(exc: RequestValidationError) -> str:
+    """One sentence a person can act on, from pydantic's error list."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        msg = err.get("msg", "")
+        if err.get("type") == "missing":
+            parts.append(_("%(field)s is required.", field=loc or "?"))
+        else:
+            parts.append(f"{loc}: {msg}" if loc else msg)
+    return " ".join(parts) or _("The request is not valid.")
+
+
+def _api_errors(api: FastAPI) -> None:
+    @api.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": _detail_of(exc)}, status_code=422)
+
+    @api.exception_handler(ScriptError)
+    async def _rule(request: Request, exc: ScriptError):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @api.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return JSONResponse({"detail": detail}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+
+def _page_errors(app: FastAPI) -> None:
+    @app.exception_handler(LoginRequired)
+    async def _login(request: Request, exc: LoginRequired):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.headers.get("accept", "").startswith("application/json"):
+            return JSONResponse({"detail": _("Sign in first.")}, status_code=401)
+        from urllib.parse import quote
+
+        return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        if request.headers.get("accept", "").startswith("application/json"):
+            return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code)
+        return render(request, "errors/error.html",
+                      {"status": exc.status_code, "detail": exc.detail},
+                      status_code=exc.status_code)
+
+    @app.exception_handler(ScriptError)
+    async def _rule(request: Request, exc: ScriptError):
+        return await _http(request, HTTPException(exc.status, str(exc)))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return render(request, "errors/error.html", {"status": 422, "detail": _detail_of(exc)},
+                      status_code=422)
+
+
+def create_app(settings: Settings, *, db: Database | None = None, runner=None) -> FastAPI:
+    from . import auth, dashboard, health, runs, runs_api, scripts, scripts_api, settings_pages
+
+    db = db or Database(settings.sqlalchemy_url)
+    app = FastAPI(title="ScriptFlow", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    api = FastAPI(title="ScriptFlow API", version=__version__, openapi_url="/openapi.json",
+                  docs_url="/docs", redoc_url=None)
+    for a in (app, api):
+        a.state.settings = settings
+        a.state.db = db
+        a.state.runner = runner
+        a.state.throttle = LoginThrottle()
+    api.state.throttle = app.state.throttle
+    _api_errors(api)
+    _page_errors(app)
+
+    for module in (auth, scripts_api, runs_api, settings_pages):
+        if hasattr(module, "api"):
+            api.include_router(module.api)
+    for module in (health, auth, dashboard, scripts, runs, settings_pages):
+        if hasattr(module, "pages"):
+            app.include_router(module.pages)
+    app.mount("/api/v1", api)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+
+    app.add_middleware(SessionMiddleware, secret_key=settings.session_secret,
+                       session_cookie="scriptflow_session", same_site="lax",
+                       https_only=settings.secure_cookies, max_age=14 * 24 * 3600)
+    app.add_middleware(LocaleMiddleware, default=settings.language)
+    app.add_middleware(SecurityHeadersMiddleware)
+    return app

@@ -1,0 +1,48 @@
+"""The dashboard: every visible script with its live status."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.encoders import jsonable_encoder
+
+from scriptflow_prefect import gateway
+from scriptflow_prefect import runs as run_core
+from scriptflow_prefect import scripts as core
+from scriptflow_prefect.models import Script
+
+from .deps import DbDep, PageUser
+from .templating import render
+
+pages = APIRouter()
+
+
+async def _rows(db, user) -> list[dict]:
+    scripts = list(db.scalars(core.visible_scripts_query(user).order_by(Script.name)))
+    try:
+        last = await run_core.last_runs([s.id for s in scripts])
+        prefect_ok = True
+    except gateway.PrefectUnavailable:
+        last, prefect_ok = {}, False
+    rows = [core.script_to_dict(s, last.get(s.id)) for s in scripts]
+    return rows if prefect_ok else [dict(r, prefect_down=True) for r in rows]
+
+
+@pages.get("/")
+async def dashboard(request: Request, user: PageUser, db: DbDep):
+    rows = await _rows(db, user)
+    return render(request, "dashboard/index.html", {"rows": rows})
+
+
+@pages.get("/dashboard/rows")
+async def dashboard_rows(request: Request, user: PageUser, db: DbDep):
+    """The table body alone, re-rendered by dashboard.js every few seconds."""
+    rows = await _rows(db, user)
+    return render(request, "dashboard/_rows.html", {"rows": rows})
+
+
+@pages.get("/dashboard/status.json")
+async def dashboard_status(user: PageUser, db: DbDep):
+    rows = await _rows(db, user)
+    return jsonable_encoder([{"id": r["id"], "last_run": r["last_run"]} for r in rows])
+
+

@@ -1,0 +1,104 @@
+"""Request dependencies: database session, signed-in user (pages) or token user (API), CSRF."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session
+
+from scriptflow_prefect import accounts, i18n
+from scriptflow_prefect.i18n import _
+from scriptflow_prefect.models import Script, User
+
+
+class LoginRequired(Exception):
+    """A page needs a signed-in user: the handler redirects to the login page."""
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    with request.app.state.db.session() as session:
+        yield session
+
+
+DbDep = Annotated[Session, Depends(get_db)]
+
+
+def _use_user_language(request: Request, user: User) -> None:
+    request.state.user = user
+    if user.language in i18n.LOCALES:
+        i18n.set_locale(user.language)
+
+
+async def page_user(request: Request, db: DbDep) -> User:
+    uid = request.session.get("uid")
+    user = db.get(User, uid) if uid else None
+    if user is None or not user.is_active or request.session.get("epoch") != user.session_epoch:
+        request.session.pop("uid", None)
+        raise LoginRequired()
+    _use_user_language(request, user)
+    return user
+
+
+async def api_user(request: Request, db: DbDep) -> User:
+    header = request.headers.get("authorization", "")
+    scheme, _sep, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(401, _("Send an API token: Authorization: Bearer <token>."),
+                            headers={"WWW-Authenticate": "Bearer"})
+    user = accounts.user_for_token(db, token.strip())
+    if user is None:
+        raise HTTPException(401, _("The API token is unknown, expired or revoked."),
+                            headers={"WWW-Authenticate": "Bearer"})
+    _use_user_language(request, user)
+    return user
+
+
+PageUser = Annotated[User, Depends(page_user)]
+ApiUser = Annotated[User, Depends(api_user)]
+
+
+def require_admin(user: User) -> None:
+    if not user.is_admin:
+        raise HTTPException(403, _("Only an administrator can do this."))
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not token:
+        token = request.session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+async def check_csrf(request: Request) -> None:
+    """Every state-changing page request carries the session's CSRF token (form or header)."""
+    expected = request.session.get("csrf")
+    sent = request.headers.get("x-csrf-token")
+    if sent is None:
+        content_type = request.headers.get("content-type", "")
+        if "form" in content_type:
+            form = await request.form()
+            sent = form.get("csrf_token")  # type: ignore[assignment]
+    if not expected or not sent or not secrets.compare_digest(str(sent), expected):
+        raise HTTPException(403, _("The form has expired. Reload the page and try again."))
+
+
+Csrf = Depends(check_csrf)
+
+
+def visible_script(db: Session, user: User, script_id: int, *, deleted: bool = False) -> Script:
+    """The script if this user may see it; 404 otherwise (others' scripts do not exist)."""
+    script = db.get(Script, script_id)
+    if (
+        script is None
+        or (script.deleted_at is not None and not deleted)
+        or (not user.is_admin and script.owner_id != user.id)
+    ):
+        raise HTTPException(404, _("There is no script with id %(id)s.", id=script_id))
+    return script
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "?"

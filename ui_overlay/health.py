@@ -1,0 +1,57 @@
+"""GET /health: overlay database, Prefect API and runner heartbeat (no auth)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from scriptflow_prefect import gateway
+
+pages = APIRouter()
+HEARTBEAT_MAX_AGE = timedelta(seconds=90)
+
+
+def _db_ok(request: Request) -> bool:
+    try:
+        with request.app.state.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+async def _runner(request: Request) -> tuple[bool, str]:
+    runner = request.app.state.runner
+    if runner is not None:  # in this process: ask the thread itself
+        alive = runner._thread is not None and runner._thread.is_alive()
+        return alive, "in-process"
+    beats = await gateway.worker_heartbeats()
+    now = datetime.now(UTC)
+    fresh = [n for n, at, _s in beats if at and now - at < HEARTBEAT_MAX_AGE]
+    return bool(fresh), f"{len(fresh)} worker(s) alive"
+
+
+@pages.get("/health")
+async def health(request: Request):
+    components: dict[str, dict] = {}
+    components["database"] = {"ok": await asyncio.to_thread(_db_ok, request)}
+    try:
+        prefect_ok = await asyncio.wait_for(gateway.health(), 5)
+    except Exception:
+        prefect_ok = False
+    components["prefect_api"] = {"ok": prefect_ok}
+    try:
+        runner_ok, detail = await asyncio.wait_for(_runner(request), 5) if prefect_ok else (
+            False, "Prefect API unreachable")
+    except Exception as exc:
+        runner_ok, detail = False, str(exc)
+    components["runner"] = {"ok": runner_ok, "detail": detail}
+    failing = [name for name, c in components.items() if not c["ok"]]
+    body = {"status": "ok" if not failing else "unavailable", "components": components}
+    if failing:
+        body["failing"] = failing
+    return JSONResponse(body, status_code=503 if failing else 200)

@@ -1,0 +1,165 @@
+"""Script pages: library, upload, detail, edit (new version), delete, Run now."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy import func, select
+
+from scriptflow_prefect import gateway, store
+from scriptflow_prefect import runs as run_core
+from scriptflow_prefect import scripts as core
+from scriptflow_prefect.i18n import _
+from scriptflow_prefect.models import Script
+
+from .deps import Csrf, DbDep, PageUser, visible_script
+from .scripts_api import SORTS, read_upload, refuse_huge_body
+from .templating import flash, render
+
+pages = APIRouter()
+PER_PAGE = 20
+
+
+@pages.get("/scripts")
+async def library(request: Request, user: PageUser, db: DbDep, q: str = "", type: str = "",
+                  page: int = 1, sort: str = "-created"):
+    kind = type if type in ("python", "batch") else None
+    sort = sort if sort in SORTS else "-created"
+    query = core.visible_scripts_query(user, q=q[:100] or None, kind=kind)
+    total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
+    pages_n = max(1, math.ceil(total / PER_PAGE))
+    page = min(max(page, 1), pages_n)
+    scripts = list(db.scalars(query.order_by(SORTS[sort], Script.id.desc())
+                              .offset((page - 1) * PER_PAGE).limit(PER_PAGE)))
+    try:
+        last = await run_core.last_runs([s.id for s in scripts])
+    except gateway.PrefectUnavailable:
+        last = {}
+    rows = [core.script_to_dict(s, last.get(s.id)) for s in scripts]
+    return render(request, "scripts/list.html", {
+        "rows": rows, "q": q, "type": kind or "", "sort": sort, "page": page,
+        "pages": pages_n, "total": total,
+    })
+
+
+@pages.get("/scripts/new")
+async def upload_form(request: Request, user: PageUser):
+    return render(request, "scripts/upload.html", {"error": None, "form": {}})
+
+
+@pages.post("/scripts/new", dependencies=[Csrf])
+async def upload(
+    request: Request, user: PageUser, db: DbDep,
+    file: Annotated[UploadFile | None, File()] = None,
+    name: Annotated[str, Form()] = "", description: Annotated[str, Form()] = "",
+):
+    form = {"name": name, "description": description}
+    try:
+        refuse_huge_body(request)
+        if file is None or not file.filename:
+            raise core.ScriptError(400, _("Choose a .py or .bat file to upload."))
+        data = await read_upload(request, file)
+        script = await core.create_script(db, user, filename=file.filename, data=data,
+                                          name=name or None, description=description)
+    except (core.ScriptError, HTTPException) as exc:
+        status = getattr(exc, "status", None) or getattr(exc, "status_code", 400)
+        detail = str(exc) if isinstance(exc, core.ScriptError) else exc.detail
+        return render(request, "scripts/upload.html", {"error": detail, "form": form},
+                      status_code=status)
+    flash(request, _("Uploaded %(name)s (version 1).", name=script.name))
+    return RedirectResponse(f"/scripts/{script.id}", status_code=303)
+
+
+@pages.get("/scripts/{script_id}")
+async def detail(request: Request, script_id: int, user: PageUser, db: DbDep,
+                 version: int | None = None):
+    script = visible_script(db, user, script_id)
+    shown = core.current_version(script)
+    if version is not None:
+        shown = next((v for v in script.versions if v.version == version), None)
+        if shown is None:
+            raise HTTPException(404, _("This script has no version %(n)s.", n=version))
+    content = (await store.get(shown.sha256)).decode("utf-8", errors="replace")
+    try:
+        recent, _total = await run_core.list_runs(db, user, script_id=script.id, per_page=10)
+    except gateway.PrefectUnavailable:
+        recent = []
+    return render(request, "scripts/detail.html", {
+        "script": core.script_to_dict(script, recent[0] if recent else None),
+        "versions": sorted(script.versions, key=lambda v: -v.version),
+        "shown": shown, "lines": content.splitlines() or [""], "runs": recent,
+    })
+
+
+@pages.get("/scripts/{script_id}/edit")
+async def edit_form(request: Request, script_id: int, user: PageUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    content = (await store.get(core.current_version(script).sha256)).decode("utf-8", "replace")
+    return render(request, "scripts/edit.html", {
+        "script": script, "content": content, "error": None,
+        "form": {"name": script.name, "description": script.description,
+                 "timeout_seconds": script.timeout_seconds},
+    })
+
+
+@pages.post("/scripts/{script_id}/edit", dependencies=[Csrf])
+async def edit(
+    request: Request, script_id: int, user: PageUser, db: DbDep,
+    name: Annotated[str, Form()] = "", description: Annotated[str, Form()] = "",
+    timeout_seconds: Annotated[str, Form()] = "", content: Annotated[str, Form()] = "",
+):
+    script = visible_script(db, user, script_id)
+    form = {"name": name, "description": description, "timeout_seconds": timeout_seconds}
+    try:
+        try:
+            timeout = int(timeout_seconds)
+        except ValueError:
+            raise core.ScriptError(422, _("The timeout is a whole number of seconds from 1 to "
+                                          "%(max)s.", max=core.MAX_TIMEOUT)) from None
+        # One deployment update for both changes: validate the details first.
+        core.check_timeout(timeout)
+        core.check_name(name)
+        data = content.replace("\r\n", "\n").encode("utf-8")
+        if script.kind == "batch":
+            data = data.replace(b"\n", b"\r\n")  # cmd.exe expects CRLF
+        old = await store.get(core.current_version(script).sha256)
+        if data != old:
+            await core.replace_content(db, user, script, data)
+        await core.update_details(db, user, script, {"name": name, "description": description,
+                                                     "timeout_seconds": timeout})
+    except core.ScriptError as exc:
+        db.rollback()
+        return render(request, "scripts/edit.html", {
+            "script": script, "content": content, "error": str(exc), "form": form,
+        }, status_code=exc.status)
+    flash(request, _("Saved %(name)s (version %(v)s).", name=script.name,
+                     v=script.current_version))
+    return RedirectResponse(f"/scripts/{script.id}", status_code=303)
+
+
+@pages.get("/scripts/{script_id}/delete")
+async def delete_form(request: Request, script_id: int, user: PageUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    return render(request, "scripts/delete.html", {"script": script})
+
+
+@pages.post("/scripts/{script_id}/delete", dependencies=[Csrf])
+async def delete(request: Request, script_id: int, user: PageUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    await core.delete_script(db, user, script)
+    flash(request, _("Deleted %(name)s. Its past runs stay in the history.", name=script.name))
+    return RedirectResponse("/scripts", status_code=303)
+
+
+@pages.post("/scripts/{script_id}/run", dependencies=[Csrf])
+async def run_now(request: Request, script_id: int, user: PageUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    run = await run_core.start_run(script, request.app.state.runner)
+    if request.headers.get("accept", "").startswith("application/json"):
+        return JSONResponse({"id": run["id"], "url": f"/runs/{run['id']}"}, status_code=202)
+    return RedirectResponse(f"/runs/{run['id']}", status_code=303)
+
+

@@ -1,0 +1,158 @@
+"""/api/v1/scripts: upload, list, read, edit, version and delete scripts; start runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import func, select
+
+from scriptflow_prefect import runs as run_core
+from scriptflow_prefect import scripts as core
+from scriptflow_prefect import store
+from scriptflow_prefect.i18n import _
+from scriptflow_prefect.models import Script, ScriptVersion
+
+from .deps import ApiUser, DbDep, visible_script
+
+api = APIRouter(tags=["scripts"])
+SORTS = {
+    "name": Script.name.asc(), "-name": Script.name.desc(),
+    "created": Script.created_at.asc(), "-created": Script.created_at.desc(),
+    "updated": Script.updated_at.asc(), "-updated": Script.updated_at.desc(),
+}
+
+
+async def read_upload(request: Request, upload: UploadFile) -> bytes:
+    data = await upload.read(core.MAX_BYTES + 1)
+    if len(data) > core.MAX_BYTES:
+        raise core.ScriptError(413, _("The file is larger than the 10 MB limit."))
+    return data
+
+
+def refuse_huge_body(request: Request) -> None:
+    """Refuse before reading: a 2 GB upload should not fill the disk to be refused."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > core.MAX_BYTES + 1024 * 1024:
+        raise HTTPException(413, _("The file is larger than the 10 MB limit."))
+
+
+async def script_dicts(scripts: list[Script]) -> list[dict]:
+    last = await run_core.last_runs([s.id for s in scripts]) if scripts else {}
+    return [core.script_to_dict(s, last.get(s.id)) for s in scripts]
+
+
+@api.get("/scripts")
+async def list_scripts(
+    user: ApiUser, db: DbDep,
+    q: Annotated[str | None, Query(max_length=100)] = None,
+    type: Literal["python", "batch"] | None = None,
+    sort: Literal["name", "-name", "created", "-created", "updated", "-updated"] = "-created",
+    page: Annotated[int, Query(ge=1, le=100000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+):
+    query = core.visible_scripts_query(user, q=q, kind=type)
+    total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = list(db.scalars(query.order_by(SORTS[sort], Script.id.desc())
+                           .offset((page - 1) * per_page).limit(per_page)))
+    return {"items": await script_dicts(rows), "total": total}
+
+
+@api.post("/scripts", status_code=201)
+async def upload_script(
+    request: Request, user: ApiUser, db: DbDep,
+    file: Annotated[UploadFile, File()],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+    description: Annotated[str, Form(max_length=5000)] = "",
+):
+    refuse_huge_body(request)
+    data = await read_upload(request, file)
+    script = await core.create_script(db, user, filename=file.filename or "", data=data,
+                                      name=name, description=description)
+    return core.script_to_dict(script)
+
+
+@api.get("/scripts/{script_id}")
+async def get_script(script_id: int, user: ApiUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    return (await script_dicts([script]))[0]
+
+
+class ScriptChanges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    description: str | None = None
+    timeout_seconds: int | None = None
+
+
+@api.patch("/scripts/{script_id}")
+async def patch_script(script_id: int, changes: ScriptChanges, user: ApiUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    await core.update_details(db, user, script, changes.model_dump(exclude_unset=True))
+    return (await script_dicts([script]))[0]
+
+
+@api.delete("/scripts/{script_id}", status_code=204)
+async def delete_script(script_id: int, user: ApiUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    await core.delete_script(db, user, script)
+    return Response(status_code=204)
+
+
+@api.get("/scripts/{script_id}/content", response_class=PlainTextResponse)
+async def get_content(script_id: int, user: ApiUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    data = await store.get(core.current_version(script).sha256)
+    return Response(data, media_type="text/plain; charset=utf-8")
+
+
+@api.put("/scripts/{script_id}/content")
+async def put_content(script_id: int, request: Request, user: ApiUser, db: DbDep):
+    """Raw body, or multipart with a `file` field."""
+    script = visible_script(db, user, script_id)
+    refuse_huge_body(request)
+    filename = None
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if not hasattr(upload, "read"):
+            raise HTTPException(422, _("file is required."))
+        data = await read_upload(request, upload)  # type: ignore[arg-type]
+        filename = upload.filename  # type: ignore[union-attr]
+    else:
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > core.MAX_BYTES:
+                raise HTTPException(413, _("The file is larger than the 10 MB limit."))
+        data = bytes(data)
+    await core.replace_content(db, user, script, data, filename)
+    return (await script_dicts([script]))[0]
+
+
+@api.get("/scripts/{script_id}/versions")
+async def list_versions(script_id: int, user: ApiUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    return {"items": [
+        {"version": v.version, "sha256": v.sha256, "size": v.size, "created_at": v.created_at,
+         "author": v.author.username if v.author else None}
+        for v in sorted(script.versions, key=lambda v: -v.version)
+    ]}
+
+
+@api.get("/scripts/{script_id}/versions/{version}/content", response_class=PlainTextResponse)
+async def get_version_content(script_id: int, version: int, user: ApiUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    row = db.scalar(select(ScriptVersion).where(ScriptVersion.script_id == script.id,
+                                                ScriptVersion.version == version))
+    if row is None:
+        raise HTTPException(404, _("This script has no version %(n)s.", n=version))
+    return Response(await store.get(row.sha256), media_type="text/plain; charset=utf-8")
+
+
+@api.post("/scripts/{script_id}/runs", status_code=202)
+async def run_script_now(script_id: int, request: Request, user: ApiUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    return await run_core.start_run(script, request.app.state.runner)
