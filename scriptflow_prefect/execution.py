@@ -60,6 +60,9 @@ POLL_SECONDS = 0.1
 # stderr pipe open for a few seconds, yet everything the script wrote is already in the pipe.
 DRAIN_GRACE_SECONDS = 0.25
 READ_CHUNK = 1 << 20
+PIPE_BYTES = 1 << 20
+BATCH_BYTES = 1 << 16
+BATCH_WAIT_SECONDS = 0.002
 # A "line" longer than this without a newline is delivered in pieces (bounded memory).
 MAX_LINE_BYTES = 1 << 20
 _DESCENDANT_SCAN_SECONDS = 1.0
@@ -511,6 +514,16 @@ class _Decoder:
             return data.decode(self._fallback or "utf-8", "replace")
 
 
+def _enlarge_pipe(fd: int) -> None:
+    # Room for the batching wait below: a 64 KiB pipe would stall a fast writer meanwhile.
+    import fcntl
+
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+    if set_size is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, set_size, PIPE_BYTES)
+
+
 class _StreamReader:
     """Reads one pipe in its own thread, in big chunks, and emits whole lines."""
 
@@ -557,6 +570,7 @@ class _StreamReader:
         import select
 
         fd = self._pipe.fileno()
+        _enlarge_pipe(fd)
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while not self._stop.is_set():
@@ -566,6 +580,10 @@ class _StreamReader:
             if not data:
                 return
             self._feed(data)
+            if len(data) < BATCH_BYTES:
+                # A flood of short writes would otherwise be read a few hundred bytes at a
+                # time, and the per-read cost would dominate; a few ms let a batch gather.
+                time.sleep(BATCH_WAIT_SECONDS)
         os.set_blocking(fd, False)
         with contextlib.suppress(BlockingIOError):
             while data := os.read(fd, READ_CHUNK):

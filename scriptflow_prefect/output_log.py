@@ -54,24 +54,36 @@ class OutputLogWriter:
         self._pending_bytes = 0
         self._dirty = threading.Event()
         self._closed = False
+        self._last_prefix: tuple[tuple[datetime, str] | None, str] = (None, "")
         self._flusher = threading.Thread(target=self._flush_loop, name="output-log", daemon=True)
         self._flusher.start()
 
     def write(self, ts: datetime, stream: str, text: str) -> None:
         """One line of output (text holding newlines becomes several records)."""
-        self.write_lines(ts, stream, [text])
+        if "\n" in text:
+            self.write_lines(ts, stream, text.split("\n"))
+        else:
+            self._append((self._prefix(ts, stream) + text + "\n").encode("utf-8", "replace"))
 
     def write_lines(self, ts: datetime, stream: str, lines: Sequence[str]) -> None:
         """Several lines with one timestamp: the fast path for a chunk of output."""
         if not lines:
             return
-        if not stream or "\t" in stream or "\n" in stream:
-            raise ValueError(f"Unusable stream name: {stream!r}")
-        prefix = f"{format_ts(ts)}\t{stream}\t"
+        prefix = self._prefix(ts, stream)
         body = ("\n" + prefix).join(lines)
         if body.count("\n") != len(lines) - 1:
             body = ("\n" + prefix).join(_split_newlines(lines))
         self._append((prefix + body + "\n").encode("utf-8", "replace"))
+
+    def _prefix(self, ts: datetime, stream: str) -> str:
+        # The engine gives all lines of one read the same timestamp: format it once.
+        key, prefix = self._last_prefix
+        if key != (ts, stream):
+            if not stream or "\t" in stream or "\n" in stream:
+                raise ValueError(f"Unusable stream name: {stream!r}")
+            prefix = f"{format_ts(ts)}\t{stream}\t"
+            self._last_prefix = ((ts, stream), prefix)
+        return prefix
 
     def flush(self) -> None:
         with self._lock:
@@ -107,7 +119,7 @@ class OutputLogWriter:
             self._pending_bytes += len(data)
             if self._pending_bytes >= _FLUSH_BYTES:
                 self._write_pending()
-            else:
+            elif not self._dirty.is_set():
                 self._dirty.set()
 
     def _write_pending(self) -> None:

@@ -1,0 +1,177 @@
+"""Shared fixtures: one real ScriptFlow stack (`scriptflow up`) per test session.
+
+Real parts only: Prefect's server, the in-process runner, real subprocesses; users
+admin / alice (owner) / bob (outsider) made through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_PASSWORD = "admin-pass-123"
+IN_CI = os.environ.get("CI") == "true"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need_tool(path_or_name: str, why: str) -> str:
+    """A missing tool skips locally but fails in CI (a skip there would hide a gap)."""
+    found = shutil.which(path_or_name) or (path_or_name if Path(path_or_name).exists() else None)
+    if found:
+        return found
+    if IN_CI:
+        pytest.fail(f"{path_or_name} is missing in CI ({why}); .ci/run must install it")
+    pytest.skip(f"{path_or_name} is not installed ({why})")
+
+
+@dataclass
+class Stack:
+    home: Path
+    url: str
+    prefect_url: str
+    env: dict[str, str]
+    proc: subprocess.Popen
+    log: Path
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "scriptflow_prefect.cli", *args],
+                              env=self.env, input=input, capture_output=True, text=True,
+                              timeout=120)
+
+    def client(self, user: str | None = "admin") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
+        return httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=30)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+            return json.load(resp)["status"] == "ok"
+    except Exception:
+        return False
+
+
+def start_stack(home: Path, extra_env: dict[str, str] | None = None) -> Stack:
+    port, prefect_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SCRIPTFLOW_", "PREFECT_"))}
+    env.update({
+        "SCRIPTFLOW_HOME": str(home), "SCRIPTFLOW_PORT": str(port),
+        "SCRIPTFLOW_PREFECT_PORT": str(prefect_port),
+        "SCRIPTFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "SCRIPTFLOW_WORKER_POLL_SECONDS": "1",
+        **(extra_env or {}),
+    })
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "up.out"
+    proc = subprocess.Popen([sys.executable, "-m", "scriptflow_prefect.cli", "up"], env=env,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 150
+    while not _healthy(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("scriptflow up did not become healthy:\n" + log.read_text())
+        time.sleep(0.3)
+    return Stack(home=home, url=url, prefect_url=f"http://127.0.0.1:{prefect_port}", env=env,
+                 proc=proc, log=log)
+
+
+def stop_stack(stack: Stack) -> None:
+    stack.proc.terminate()
+    try:
+        stack.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        stack.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Stack:
+    s = start_stack(tmp_path_factory.mktemp("scriptflow-home"))
+    try:
+        for name in ("alice", "bob"):
+            r = s.cli("user", "add", name, "--email", f"{name}@example.test",
+                      "--password-stdin", input=f"{name}-pass-123\n")
+            assert r.returncode == 0, r.stderr
+        for name in ("admin", "alice", "bob"):
+            r = s.cli("token", "create", name)
+            assert r.returncode == 0, r.stderr
+            s.tokens[name] = r.stdout.strip()
+        yield s
+    finally:
+        stop_stack(s)
+
+
+@pytest.fixture
+def admin(stack) -> httpx.Client:
+    with stack.client("admin") as c:
+        yield c
+
+
+@pytest.fixture
+def alice(stack) -> httpx.Client:
+    with stack.client("alice") as c:
+        yield c
+
+
+@pytest.fixture
+def bob(stack) -> httpx.Client:
+    with stack.client("bob") as c:
+        yield c
+
+
+_counter = {"n": 0}
+
+
+def unique(name: str) -> str:
+    _counter["n"] += 1
+    return f"{name}-{os.getpid()}-{_counter['n']}"
+
+
+def upload(client: httpx.Client, source: str, *, filename: str = "job.py",
+           name: str | None = None, **fields) -> dict:
+    data = {"name": name or unique(Path(filename).stem), **fields}
+    r = client.post("/scripts", files={"file": (filename, source.encode())}, data=data)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def wait_run(client: httpx.Client, run_id: str, timeout: float = 60,
+             until=("succeeded", "failed", "timed_out", "cancelled", "crashed")) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.get(f"/runs/{run_id}").json()
+        if run["status"] in until:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run stayed {run['status']}: {run}")
+        time.sleep(0.2)
+
+
+def output_of(client: httpx.Client, run_id: str) -> list[dict]:
+    lines, cursor = [], None
+    while True:
+        params = {"after": cursor} if cursor else {}
+        body = client.get(f"/runs/{run_id}/output", params=params).json()
+        lines += body["lines"]
+        cursor = body["next"]
+        if body["complete"] or not body["lines"]:
+            return lines
