@@ -15,6 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from .i18n import N_
 from .models import ApiToken, User, utcnow
 
 _hasher = PasswordHasher()
@@ -40,7 +41,8 @@ def hash_password(password: str) -> str:
 
 def check_password_rules(password: str) -> None:
     if len(password) < MIN_PASSWORD:
-        raise AccountError("The password must have at least %(n)s characters.", n=MIN_PASSWORD)
+        raise AccountError(N_("The password must have at least %(n)s characters."),
+                           n=MIN_PASSWORD)
 
 
 def create_user(
@@ -49,12 +51,12 @@ def create_user(
 ) -> User:
     if not USERNAME_RE.match(username):
         raise AccountError(
-            "A user name has 1 to 64 letters, digits or the characters . _ @ -"
+            N_("A user name has 1 to 64 letters, digits or the characters . _ @ -")
         )
     check_password_rules(password)
     exists = session.scalar(select(User).where(func.lower(User.username) == username.lower()))
     if exists:
-        raise AccountError("There is already a user named %(name)s.", name=username)
+        raise AccountError(N_("There is already a user named %(name)s."), name=username)
     user = User(username=username, password_hash=hash_password(password), is_admin=is_admin,
                 email=email or None)
     session.add(user)

@@ -10,6 +10,12 @@ subprocesses and no server. What it guarantees:
   stripped), empty lines kept, a final line without newline still delivered;
 - stdin is closed, the environment is scrubbed of ScriptFlow/Prefect settings and secrets.
 
+Known limit on POSIX: children that stay in the script's session (`&`, `nohup`) are always
+found; one that moves to a new session (`setsid`, a daemon) is found while its parent lives or
+once the 1 s descendant scan has seen it, not if it is orphaned faster (only cgroups could).
+With wine, the prefix's wineserver and services outlive a run by design: they are shared, and
+exit by themselves a few seconds after the last wine process.
+
 Example::
 
     result = run_script_process(
@@ -36,7 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, Protocol
 
 import psutil
 
@@ -230,9 +236,10 @@ def _venv_ready(venv_dir: Path, python: Path) -> bool:
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     with open(path, "a+b") as handle:
-        if WINDOWS:
+        if sys.platform == "win32":
             import msvcrt
 
+            handle.seek(0)  # msvcrt locks bytes from the current position
             while True:
                 try:
                     msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
@@ -332,6 +339,8 @@ def run_script_process(
     sink = _Sink(on_line, on_lines)
     started_at = datetime.now(UTC)
     started = time.monotonic()
+    if cancel.is_set():  # cancelled while waiting to start: nothing to run
+        return ExecutionResult("cancelled", None, started_at, started_at)
     proc = _spawn(argv, Path(workdir), run_env)
     tree = _ProcessTree(proc)
     readers = [
@@ -379,10 +388,10 @@ def _bat_argument(script: Path, launcher: Sequence[str]) -> str:
 def _default_fallback(kind: ScriptKind) -> str | None:
     if kind == "python":
         return None  # PYTHONIOENCODING=utf-8; undecodable bytes become U+FFFD
-    if WINDOWS:
+    if sys.platform == "win32":
         import ctypes
 
-        return "cp" + str(ctypes.windll.kernel32.GetOEMCP())  # type: ignore[attr-defined]
+        return "cp" + str(ctypes.windll.kernel32.GetOEMCP())
     return WINE_OUTPUT_CODEPAGE
 
 
@@ -397,13 +406,10 @@ def _activate_venv(env: dict[str, str], python: Path) -> None:
 def _spawn(argv: list[str], workdir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     if not workdir.is_dir():
         raise ScriptStartError(f"Working directory {workdir} does not exist")
-    options: dict[str, object] = {}
-    if WINDOWS:
-        options["creationflags"] = (
-            subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined]
-        )
-    else:
-        options["start_new_session"] = True
+    creationflags = 0
+    if sys.platform == "win32":
+        # No console window on a service; a group of its own for the tree kill.
+        creationflags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
     command: list[str] | str = argv
     if WINDOWS and os.path.basename(argv[0]).lower() in {"cmd", "cmd.exe"}:
         command = _cmd_command_line(argv)
@@ -416,7 +422,8 @@ def _spawn(argv: list[str], workdir: Path, env: dict[str, str]) -> subprocess.Po
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             bufsize=0,
-            **options,  # type: ignore[arg-type]
+            creationflags=creationflags,
+            start_new_session=not WINDOWS,
         )
     except OSError as exc:
         raise ScriptStartError(f"Could not start {argv[0]!r}: {exc}") from exc
@@ -490,6 +497,10 @@ class _Sink:
             except BaseException as exc:  # handed back to the caller's thread
                 self.error = exc
 
+    def fail(self, exc: BaseException) -> None:
+        with self._lock:
+            self.error = self.error or exc
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -551,11 +562,14 @@ class _StreamReader:
 
     def _run(self) -> None:
         try:
-            if WINDOWS:
+            if sys.platform == "win32":
                 self._read_blocking()
             else:
                 self._read_polling()
             self._flush_tail()
+        except BaseException as exc:
+            # A reader that stops would leave the script blocked on a full pipe: stop the run.
+            self._sink.fail(exc)
         finally:
             with contextlib.suppress(OSError):
                 self._pipe.close()
@@ -605,7 +619,7 @@ class _StreamReader:
         lines.pop()  # the empty string after the last newline
         self._sink.emit(ts, self._stream, lines)
         if len(self._tail) > MAX_LINE_BYTES:
-            self._flush_tail(ts)
+            self._flush_tail(ts)  # may cut a multi-byte character in two: rare, and harmless
 
     def _flush_tail(self, ts: datetime | None = None) -> None:
         if not self._tail:
@@ -620,6 +634,12 @@ class _StreamReader:
 # --- process trees -----------------------------------------------------------------------------
 
 
+class _Job(Protocol):
+    def terminate(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
 class _ProcessTree:
     """Everything the script started, and the means to kill all of it."""
 
@@ -627,7 +647,9 @@ class _ProcessTree:
         self._proc = proc
         self._known: dict[int, psutil.Process] = {}
         self._last_scan = 0.0
-        self._job = _WindowsJob.for_process(proc.pid) if WINDOWS else None
+        self._job: _Job | None = None
+        if sys.platform == "win32":
+            self._job = _WindowsJob.for_process(proc.pid)
 
     def track(self) -> None:
         """Remember descendants now and then, so that one that later leaves the session (a
@@ -639,7 +661,7 @@ class _ProcessTree:
         self._remember_descendants()
 
     def kill(self) -> None:
-        if WINDOWS:
+        if sys.platform == "win32":
             self._kill_windows()
         else:
             self._kill_posix()
@@ -726,53 +748,12 @@ def _is_shared_wineserver(process: psutil.Process) -> bool:
         return False
 
 
-class _WindowsJob:
-    """A Job Object that kills every process in it when terminated or when its handle closes."""
-
-    def __init__(self, handle: int) -> None:
-        self._handle = handle
-
-    @classmethod
-    def for_process(cls, pid: int) -> _WindowsJob | None:
-        # Not atomic with process creation: a child started in the first instant escapes the
-        # job, and the taskkill fallback in _kill_windows does not see it either. Accepted: a
-        # script's interpreter takes far longer than that to start anything.
-        kernel32 = _kernel32()
-        job = kernel32.CreateJobObjectW(None, None)
-        if not job:
-            return None
-        info = _JobExtendedLimits()
-        info.BasicLimitInformation.LimitFlags = _JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
-        process = kernel32.OpenProcess(_PROCESS_SET_QUOTA | _PROCESS_TERMINATE, False, pid)
-        ok = (
-            bool(process)
-            and kernel32.SetInformationJobObject(
-                job, _JOB_OBJECT_EXTENDED_LIMIT_INFORMATION, ctypes.byref(info), ctypes.sizeof(info)
-            )
-            and kernel32.AssignProcessToJobObject(job, process)
-        )
-        if process:
-            kernel32.CloseHandle(process)
-        if not ok:
-            kernel32.CloseHandle(job)
-            return None
-        return cls(job)
-
-    def terminate(self) -> bool:
-        return bool(self._handle and _kernel32().TerminateJobObject(self._handle, 1))
-
-    def close(self) -> None:
-        if self._handle:
-            _kernel32().CloseHandle(self._handle)
-            self._handle = 0
-
-
-_JOB_OBJECT_EXTENDED_LIMIT_INFORMATION = 9
+_JOB_INFO_EXTENDED_LIMITS = 9  # JobObjectExtendedLimitInformation
 _JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x2000
 _PROCESS_TERMINATE = 0x0001
 _PROCESS_SET_QUOTA = 0x0100
 
-if WINDOWS:
+if sys.platform == "win32":
     import ctypes
     from ctypes import wintypes
 
@@ -832,3 +813,43 @@ if WINDOWS:
         kernel32.CloseHandle.argtypes = [wintypes.HANDLE]
         kernel32.CloseHandle.restype = wintypes.BOOL
         return kernel32
+
+    class _WindowsJob:
+        """A Job Object: terminating it, or closing its handle, kills every process in it."""
+
+        def __init__(self, handle: int) -> None:
+            self._handle = handle
+
+        @classmethod
+        def for_process(cls, pid: int) -> _WindowsJob | None:
+            # Assigned just after the start, not atomically: a child started in that instant
+            # escapes the job (taskkill /T still reaches it while its parent lives). Accepted:
+            # an interpreter takes far longer than that to start anything.
+            kernel32 = _kernel32()
+            job = kernel32.CreateJobObjectW(None, None)
+            if not job:
+                return None
+            info = _JobExtendedLimits()
+            info.BasicLimitInformation.LimitFlags = _JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+            process = kernel32.OpenProcess(_PROCESS_SET_QUOTA | _PROCESS_TERMINATE, False, pid)
+            ok = (
+                bool(process)
+                and kernel32.SetInformationJobObject(
+                    job, _JOB_INFO_EXTENDED_LIMITS, ctypes.byref(info), ctypes.sizeof(info)
+                )
+                and kernel32.AssignProcessToJobObject(job, process)
+            )
+            if process:
+                kernel32.CloseHandle(process)
+            if not ok:
+                kernel32.CloseHandle(job)
+                return None
+            return cls(job)
+
+        def terminate(self) -> bool:
+            return bool(self._handle and _kernel32().TerminateJobObject(self._handle, 1))
+
+        def close(self) -> None:
+            if self._handle:
+                _kernel32().CloseHandle(self._handle)
+                self._handle = 0

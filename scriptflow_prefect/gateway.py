@@ -6,7 +6,7 @@ them to ScriptFlow's vocabulary (API.md "Runs")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -129,10 +129,11 @@ class RunQuery:
         if self.statuses:
             types = [t for s in self.statuses for t in STATES_BY_STATUS.get(s, [])]
             f.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=types))
-        if self.since or self.until:
-            f.expected_start_time = FlowRunFilterExpectedStartTime(
-                after_=self.since, before_=self.until
-            )
+        # History is what has happened: runs Prefect has scheduled for later are not in it
+        # (the next run is shown on its own).
+        now = datetime.now(UTC) + timedelta(seconds=1)
+        before = min(self.until, now) if self.until else now
+        f.expected_start_time = FlowRunFilterExpectedStartTime(after_=self.since, before_=before)
         if self.run_ids:
             f.id = FlowRunFilterId(any_=self.run_ids)
         return f
@@ -297,10 +298,15 @@ async def read_logs(run_id: UUID, after: datetime | None, limit: int = 200):
     return await _call(_do())
 
 
-async def read_deployment_schedules(deployment_id: str | UUID):
-    async with get_client() as client:
-        dep = await client.read_deployment(UUID(str(deployment_id)))
-        return dep
+async def read_deployment(deployment_id: str | UUID):
+    async def _do():
+        async with get_client() as client:
+            try:
+                return await client.read_deployment(UUID(str(deployment_id)))
+            except ObjectNotFound:
+                return None
+
+    return await _call(_do())
 
 
 

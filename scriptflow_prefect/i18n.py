@@ -20,6 +20,12 @@ DEFAULT_LOCALE = "en"
 LOCALE_DIR = Path(__file__).resolve().parent.parent / "ui_overlay" / "locale"
 
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("locale", default=DEFAULT_LOCALE)
+# The zone dates are shown in: the user's own, else SCRIPTFLOW_TIMEZONE.
+_zone: contextvars.ContextVar[str] = contextvars.ContextVar("zone", default="UTC")
+
+
+def set_zone(zone: str) -> contextvars.Token:
+    return _zone.set(zone)
 
 
 def _locale_dir() -> Path:
@@ -96,6 +102,7 @@ def babel_locale(locale: str) -> Locale:
 def format_datetime(dt: datetime | None, tz: tzinfo | str | None = None, fmt: str = "short") -> str:
     if dt is None:
         return ""
+    tz = tz or _zone.get()
     loc = babel_locale(get_locale())
     if fmt == "short":  # dd/mm/aaaa 24 h in pt-BR, the locale's own order elsewhere
         pattern = loc.datetime_formats["short"].format(

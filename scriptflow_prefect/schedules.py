@@ -28,6 +28,8 @@ from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.schedules import CronSchedule
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from .i18n import N_
+
 __all__ = [
     "ScheduleError",
     "ScheduleSpec",
@@ -74,9 +76,13 @@ def _timezones() -> frozenset[str]:
 
 
 _MISSING = {
-    "frequency": 'frequency is missing: it must be "daily", "weekly" or "monthly".',
-    "time": "time is missing: give the time of day as HH:MM in 24-hour form, for example 08:15.",
-    "timezone": "timezone is missing: give an IANA time zone name such as Europe/Lisbon or UTC.",
+    "frequency": N_('frequency is missing: it must be "daily", "weekly" or "monthly".'),
+    "time": N_(
+        "time is missing: give the time of day as HH:MM in 24-hour form, for example 08:15."
+    ),
+    "timezone": N_(
+        "timezone is missing: give an IANA time zone name such as Europe/Lisbon or UTC."
+    ),
 }
 
 
@@ -100,7 +106,7 @@ class ScheduleSpec(BaseModel):
         if v not in FREQUENCIES:
             raise ScheduleError(
                 "frequency",
-                'frequency must be "daily", "weekly" or "monthly" (got %(value)s).',
+                N_('frequency must be "daily", "weekly" or "monthly" (got %(value)s).'),
                 value=_show(v),
             )
         return v
@@ -111,8 +117,8 @@ class ScheduleSpec(BaseModel):
         if not isinstance(v, str) or not _TIME_RE.fullmatch(v):
             raise ScheduleError(
                 "time",
-                "time %(value)s is not a valid time of day: use HH:MM in 24-hour form,"
-                " from 00:00 to 23:59, for example 08:15.",
+                N_("time %(value)s is not a valid time of day: use HH:MM in 24-hour form,"
+                   " from 00:00 to 23:59, for example 08:15."),
                 value=_show(v),
             )
         return v
@@ -123,8 +129,8 @@ class ScheduleSpec(BaseModel):
         if not isinstance(v, str) or v not in _timezones():
             raise ScheduleError(
                 "timezone",
-                "timezone %(value)s is not a known IANA time zone name: use a name such as"
-                " Europe/Lisbon, America/New_York or UTC.",
+                N_("timezone %(value)s is not a known IANA time zone name: use a name such as"
+                   " Europe/Lisbon, America/New_York or UTC."),
                 value=_show(v),
             )
         return v
@@ -137,15 +143,15 @@ class ScheduleSpec(BaseModel):
         if not isinstance(v, list | tuple):
             raise ScheduleError(
                 "days_of_week",
-                'days_of_week must be a list of days such as ["mon", "fri"] (got %(value)s).',
+                N_('days_of_week must be a list of days such as ["mon", "fri"] (got %(value)s).'),
                 value=_show(v),
             )
         for day in v:
             if day not in DAYS:
                 raise ScheduleError(
                     "days_of_week",
-                    "days_of_week contains %(value)s, which is not a day:"
-                    " use mon, tue, wed, thu, fri, sat or sun.",
+                    N_("days_of_week contains %(value)s, which is not a day:"
+                       " use mon, tue, wed, thu, fri, sat or sun."),
                     value=_show(day),
                 )
         # Calendar order without repeats, so equal day sets give equal schedules.
@@ -159,7 +165,7 @@ class ScheduleSpec(BaseModel):
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 31:
             raise ScheduleError(
                 "day_of_month",
-                'day_of_month must be a whole number from 1 to 31, or "last" (got %(value)s).',
+                N_('day_of_month must be a whole number from 1 to 31, or "last" (got %(value)s).'),
                 value=_show(v),
             )
         return v
@@ -169,7 +175,7 @@ class ScheduleSpec(BaseModel):
     def _active(cls, v: Any) -> Any:
         if not isinstance(v, bool):
             raise ScheduleError(
-                "active", "active must be true or false (got %(value)s).", value=_show(v)
+                "active", N_("active must be true or false (got %(value)s)."), value=_show(v)
             )
         return v
 
@@ -178,24 +184,25 @@ class ScheduleSpec(BaseModel):
         if self.frequency == "weekly" and not self.days_of_week:
             raise ScheduleError(
                 "days_of_week",
-                'A weekly schedule needs at least one day in days_of_week, for example ["mon"].',
+                N_("A weekly schedule needs at least one day in days_of_week,"
+                   ' for example ["mon"].'),
             )
         if self.frequency != "weekly" and self.days_of_week:
             raise ScheduleError(
                 "days_of_week",
-                "days_of_week only applies to weekly schedules: remove it,"
-                ' or set frequency to "weekly".',
+                N_("days_of_week only applies to weekly schedules: remove it,"
+                   ' or set frequency to "weekly".'),
             )
         if self.frequency == "monthly" and self.day_of_month is None:
             raise ScheduleError(
                 "day_of_month",
-                'A monthly schedule needs day_of_month: a day from 1 to 31, or "last".',
+                N_('A monthly schedule needs day_of_month: a day from 1 to 31, or "last".'),
             )
         if self.frequency != "monthly" and self.day_of_month is not None:
             raise ScheduleError(
                 "day_of_month",
-                "day_of_month only applies to monthly schedules: remove it,"
-                ' or set frequency to "monthly".',
+                N_("day_of_month only applies to monthly schedules: remove it,"
+                   ' or set frequency to "monthly".'),
             )
         return self
 
@@ -214,7 +221,7 @@ def parse_spec(data: Any) -> ScheduleSpec:
     if not isinstance(data, Mapping):
         raise ScheduleError(
             None,
-            "A schedule must be an object with frequency, time and timezone (got %(value)s).",
+            N_("A schedule must be an object with frequency, time and timezone (got %(value)s)."),
             value=_show(data),
         )
     try:
@@ -234,7 +241,8 @@ def _schedule_error(exc: ValidationError) -> ScheduleError:
         if error["type"] == "missing" and field in _MISSING:
             return ScheduleError(field, _MISSING[field])
     field = str(errors[0]["loc"][0]) if errors[0]["loc"] else None
-    return ScheduleError(field, "The schedule is not valid: %(detail)s", detail=errors[0]["msg"])
+    return ScheduleError(field, N_("The schedule is not valid: %(detail)s"),
+                         detail=errors[0]["msg"])
 
 
 def _crons(spec: ScheduleSpec) -> list[str]:

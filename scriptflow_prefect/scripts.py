@@ -129,8 +129,9 @@ async def sync_deployment(script: Script) -> None:
 
 async def create_script(
     db: Session, owner: User, *, filename: str, data: bytes, name: str | None = None,
-    description: str = "",
+    description: str = "", schedule: dict | None = None,
 ) -> Script:
+    """Store version 1 and create the deployment (with its schedule, already validated)."""
     filename = clean_filename(filename)
     kind = kind_of(filename)
     check_content(kind, data)
@@ -144,7 +145,7 @@ async def create_script(
                                  err=str(exc)[:200])) from exc
     script = Script(name=name, description=(description or "").strip()[:5000], kind=kind,
                     filename=filename, owner_id=owner.id, current_version=1,
-                    timeout_seconds=DEFAULT_TIMEOUT)
+                    timeout_seconds=DEFAULT_TIMEOUT, schedule=schedule)
     script.versions.append(ScriptVersion(version=1, sha256=digest, size=len(data),
                                          author_id=owner.id))
     db.add(script)

@@ -217,6 +217,15 @@ def test_it_kills_a_grandchild_that_left_the_session_on_cancel(runner: Runner) -
     assert is_gone(grandchild_pid(runner))
 
 
+def test_it_does_not_start_a_run_cancelled_before_it_began(runner: Runner) -> None:
+    runner.cancel.set()
+
+    result = runner.run("open('ran.txt', 'w').close()\n")
+
+    assert result.outcome == "cancelled"
+    assert not (runner.workdir / "ran.txt").exists()
+
+
 def test_it_kills_a_script_that_ignores_sigterm(runner: Runner) -> None:
     started = time.monotonic()
     result = runner.run(

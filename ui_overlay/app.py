@@ -128,7 +128,10 @@ def _page_errors(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings, *, db: Database | None = None, runner=None) -> FastAPI:
-    from . import auth, dashboard, health, runs, runs_api, scripts, scripts_api, settings_pages
+    from . import (
+        auth, dashboard, health, runs, runs_api, schedules, schedules_api, scripts, scripts_api,
+        settings_pages,
+    )
 
     db = db or Database(settings.sqlalchemy_url)
     app = FastAPI(title="ScriptFlow", version=__version__, docs_url=None, redoc_url=None,
@@ -144,10 +147,10 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
     _api_errors(api)
     _page_errors(app)
 
-    for module in (auth, scripts_api, runs_api, settings_pages):
+    for module in (auth, scripts_api, runs_api, schedules_api, settings_pages):
         if hasattr(module, "api"):
             api.include_router(module.api)
-    for module in (health, auth, dashboard, scripts, runs, settings_pages):
+    for module in (health, auth, dashboard, scripts, schedules, runs, settings_pages):
         if hasattr(module, "pages"):
             app.include_router(module.pages)
     app.mount("/api/v1", api)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from types import SimpleNamespace
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -27,9 +28,14 @@ DbDep = Annotated[Session, Depends(get_db)]
 
 
 def _use_user_language(request: Request, user: User) -> None:
-    request.state.user = user
+    # Templates get a plain copy: an error rolls the session back, which would leave the
+    # ORM object unusable while the error page is rendered.
+    request.state.user = SimpleNamespace(
+        id=user.id, username=user.username, is_admin=user.is_admin, email=user.email,
+        language=user.language, timezone=user.timezone)
     if user.language in i18n.LOCALES:
         i18n.set_locale(user.language)
+    i18n.set_zone(user.timezone or request.app.state.settings.timezone)
 
 
 async def page_user(request: Request, db: DbDep) -> User:

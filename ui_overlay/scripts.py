@@ -3,24 +3,43 @@
 from __future__ import annotations
 
 import math
+from functools import cache
 from typing import Annotated
+from zoneinfo import available_timezones
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import func, select
 
-from scriptflow_prefect import gateway, store
+from scriptflow_prefect import gateway, schedule_sync, store
 from scriptflow_prefect import runs as run_core
 from scriptflow_prefect import scripts as core
-from scriptflow_prefect.i18n import _
+from scriptflow_prefect.i18n import _, get_locale
 from scriptflow_prefect.models import Script
+from scriptflow_prefect.schedules import describe, parse_spec
 
 from .deps import Csrf, DbDep, PageUser, visible_script
+from .schedules import schedule_from_form
 from .scripts_api import SORTS, read_upload, refuse_huge_body
 from .templating import flash, render
 
 pages = APIRouter()
 PER_PAGE = 20
+
+
+def schedule_form_context(request: Request) -> dict:
+    return {
+        "timezones": all_timezones(),
+        "default_timezone": request.app.state.settings.timezone,
+        "weekdays": [("mon", _("Monday")), ("tue", _("Tuesday")), ("wed", _("Wednesday")),
+                     ("thu", _("Thursday")), ("fri", _("Friday")), ("sat", _("Saturday")),
+                     ("sun", _("Sunday"))],
+    }
+
+
+@cache
+def all_timezones() -> list[str]:
+    return sorted(z for z in available_timezones() if "/" in z or z == "UTC")
 
 
 @pages.get("/scripts")
@@ -47,7 +66,8 @@ async def library(request: Request, user: PageUser, db: DbDep, q: str = "", type
 
 @pages.get("/scripts/new")
 async def upload_form(request: Request, user: PageUser):
-    return render(request, "scripts/upload.html", {"error": None, "form": {}})
+    return render(request, "scripts/upload.html",
+                  {"error": None, "form": {}, **schedule_form_context(request)})
 
 
 @pages.post("/scripts/new", dependencies=[Csrf])
@@ -56,18 +76,25 @@ async def upload(
     file: Annotated[UploadFile | None, File()] = None,
     name: Annotated[str, Form()] = "", description: Annotated[str, Form()] = "",
 ):
-    form = {"name": name, "description": description}
+    raw = await request.form()
+    wants_schedule = raw.get("schedule") == "1"
+    form = {"name": name, "description": description, "schedule": wants_schedule}
     try:
         refuse_huge_body(request)
         if file is None or not file.filename:
             raise core.ScriptError(400, _("Choose a .py or .bat file to upload."))
         data = await read_upload(request, file)
-        script = await core.create_script(db, user, filename=file.filename, data=data,
-                                          name=name or None, description=description)
+        schedule = schedule_sync.spec_of(schedule_from_form(raw)) if wants_schedule else None
+        script = await core.create_script(
+            db, user, filename=file.filename, data=data, name=name or None,
+            description=description,
+            schedule=schedule.model_dump(mode="json") if schedule else None)
     except (core.ScriptError, HTTPException) as exc:
+        db.rollback()
         status = getattr(exc, "status", None) or getattr(exc, "status_code", 400)
         detail = str(exc) if isinstance(exc, core.ScriptError) else exc.detail
-        return render(request, "scripts/upload.html", {"error": detail, "form": form},
+        return render(request, "scripts/upload.html",
+                      {"error": detail, "form": form, **schedule_form_context(request)},
                       status_code=status)
     flash(request, _("Uploaded %(name)s (version 1).", name=script.name))
     return RedirectResponse(f"/scripts/{script.id}", status_code=303)
@@ -87,7 +114,12 @@ async def detail(request: Request, script_id: int, user: PageUser, db: DbDep,
         recent, _total = await run_core.list_runs(db, user, script_id=script.id, per_page=10)
     except gateway.PrefectUnavailable:
         recent = []
+    states = await schedule_sync.schedule_states([script]) if script.schedule else {}
     return render(request, "scripts/detail.html", {
+        **schedule_form_context(request),
+        "schedule_words": describe(parse_spec(script.schedule), get_locale())
+        if script.schedule else None,
+        "schedule_state": states.get(script.id),
         "script": core.script_to_dict(script, recent[0] if recent else None),
         "versions": sorted(script.versions, key=lambda v: -v.version),
         "shown": shown, "lines": content.splitlines() or [""], "runs": recent,

@@ -1,0 +1,125 @@
+"""Schedule pages: the form on a script's page (with live preview), the schedules list with
+bulk activate / deactivate, and delete with a confirmation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.datastructures import FormData
+
+from scriptflow_prefect import gateway
+from scriptflow_prefect import runs as run_core
+from scriptflow_prefect import schedule_sync as core
+from scriptflow_prefect.i18n import _, get_locale
+from scriptflow_prefect.models import Script
+from scriptflow_prefect.schedules import describe, parse_spec
+from scriptflow_prefect.scripts import ScriptError, visible_scripts_query
+
+from .deps import Csrf, DbDep, PageUser, visible_script
+from .templating import flash, render
+
+pages = APIRouter()
+SORTS = ("next", "name", "created")
+
+
+def schedule_from_form(form: FormData) -> dict:
+    """The form's fields as a schedule object (the API's shape)."""
+    day = str(form.get("day_of_month") or "")
+    data = {
+        "frequency": form.get("frequency") or "",
+        "time": form.get("time") or "",
+        "timezone": form.get("timezone") or "",
+        "active": form.get("active") in ("1", "on", "true"),
+    }
+    if data["frequency"] == "weekly":
+        data["days_of_week"] = form.getlist("days_of_week")
+    if data["frequency"] == "monthly":
+        data["day_of_month"] = day if day == "last" else (int(day) if day.isdigit() else day)
+    return data
+
+
+@pages.post("/scripts/{script_id}/schedule", dependencies=[Csrf])
+async def save(request: Request, script_id: int, user: PageUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    try:
+        await core.set_schedule(db, user, script, schedule_from_form(await request.form()))
+    except ScriptError as exc:
+        db.rollback()
+        flash(request, _("The schedule was not saved: %(reason)s", reason=str(exc)), "error")
+        return RedirectResponse(f"/scripts/{script.id}#schedule", status_code=303)
+    flash(request, _("Schedule saved: %(words)s.",
+                     words=describe(parse_spec(script.schedule), get_locale())))
+    return RedirectResponse(f"/scripts/{script.id}#schedule", status_code=303)
+
+
+@pages.post("/schedules/preview.json", dependencies=[Csrf])
+async def preview(request: Request, user: PageUser):
+    try:
+        body = core.preview(schedule_from_form(await request.form()))
+    except ScriptError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+    return jsonable_encoder(body)
+
+
+@pages.get("/scripts/{script_id}/schedule/delete")
+async def delete_form(request: Request, script_id: int, user: PageUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    return render(request, "schedules/delete.html", {"script": script})
+
+
+@pages.post("/scripts/{script_id}/schedule/delete", dependencies=[Csrf])
+async def delete(request: Request, script_id: int, user: PageUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    if script.schedule:
+        await core.delete_schedule(db, user, script)
+    flash(request, _("The schedule of %(name)s was removed; the script stays.", name=script.name))
+    return RedirectResponse("/schedules", status_code=303)
+
+
+@pages.get("/schedules")
+async def schedule_list(request: Request, user: PageUser, db: DbDep, sort: str = "next"):
+    sort = sort if sort in SORTS else "next"
+    scripts = [s for s in db.scalars(visible_scripts_query(user).order_by(Script.name))
+               if s.schedule]
+    try:
+        states = await core.schedule_states(scripts)
+        last = await run_core.last_runs([s.id for s in scripts])
+    except gateway.PrefectUnavailable:
+        states, last = {}, {}
+    rows = []
+    for s in scripts:
+        spec = parse_spec(s.schedule)
+        info = core.schedule_to_dict(s) or {}
+        rows.append({
+            "script": s, "words": describe(spec, get_locale()),
+            "next": (info.get("next_runs") or [None])[0],
+            "state": states.get(s.id, "active" if spec.active else "inactive"),
+            "last_run": last.get(s.id),
+        })
+    if sort == "next":
+        rows.sort(key=lambda r: (r["next"] is None, r["next"].timestamp() if r["next"] else 0))
+    elif sort == "created":
+        rows.sort(key=lambda r: r["script"].created_at, reverse=True)
+    return render(request, "schedules/list.html", {"rows": rows, "sort": sort})
+
+
+@pages.post("/schedules/bulk", dependencies=[Csrf])
+async def bulk(request: Request, user: PageUser, db: DbDep,
+               action: Annotated[str, Form()] = ""):
+    form = await request.form()
+    ids = [int(i) for i in form.getlist("script_ids") if str(i).isdigit()]
+    if action not in ("activate", "deactivate") or not ids:
+        flash(request, _("Tick at least one schedule, then choose an action."), "error")
+        return RedirectResponse("/schedules", status_code=303)
+    done = 0
+    for sid in ids:
+        script = visible_script(db, user, sid)
+        if script.schedule:
+            await core.set_active(db, user, script, action == "activate")
+            done += 1
+    flash(request, _("%(n)s schedule(s) activated.", n=done) if action == "activate"
+          else _("%(n)s schedule(s) deactivated.", n=done))
+    return RedirectResponse("/schedules", status_code=303)

@@ -1,0 +1,64 @@
+"""/api/v1 schedules: set or remove a script's schedule, preview one, list them all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, HTTPException
+from fastapi.responses import Response
+
+from scriptflow_prefect import schedule_sync as core
+from scriptflow_prefect.i18n import _
+from scriptflow_prefect.models import Script
+from scriptflow_prefect.scripts import visible_scripts_query
+
+from .deps import ApiUser, DbDep, visible_script
+
+api = APIRouter(tags=["schedules"])
+
+
+def _body_object(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise HTTPException(422, _("Send the schedule as a JSON object."))
+    return body
+
+
+@api.put("/scripts/{script_id}/schedule")
+async def put_schedule(script_id: int, user: ApiUser, db: DbDep, body: Any = Body(...)):
+    script = visible_script(db, user, script_id)
+    await core.set_schedule(db, user, script, _body_object(body))
+    return core.schedule_to_dict(script)
+
+
+@api.get("/scripts/{script_id}/schedule")
+async def get_schedule(script_id: int, user: ApiUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    if not script.schedule:
+        raise HTTPException(404, _("This script has no schedule."))
+    return core.schedule_to_dict(script)
+
+
+@api.delete("/scripts/{script_id}/schedule", status_code=204)
+async def delete_schedule(script_id: int, user: ApiUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    if not script.schedule:
+        raise HTTPException(404, _("This script has no schedule."))
+    await core.delete_schedule(db, user, script)
+    return Response(status_code=204)
+
+
+@api.post("/schedules/preview")
+async def preview(user: ApiUser, body: Any = Body(...)):
+    return core.preview(_body_object(body))
+
+
+@api.get("/schedules")
+async def list_schedules(user: ApiUser, db: DbDep):
+    scripts = [s for s in db.scalars(visible_scripts_query(user).order_by(Script.name))
+               if s.schedule]
+    states = await core.schedule_states(scripts)
+    return {"items": [
+        {"script_id": s.id, "script_name": s.name, "state": states.get(s.id, "active"),
+         **(core.schedule_to_dict(s) or {})}
+        for s in scripts
+    ], "total": len(scripts)}
