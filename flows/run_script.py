@@ -8,14 +8,14 @@ Every ScriptFlow script is a deployment of this flow. Run by hand, for example::
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow, get_client
 from prefect.context import get_run_context
 from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Cancelled, Completed, Failed, State
 
-from scriptflow_prefect import store
+from scriptflow_prefect import policies, store
 from scriptflow_prefect.cancel_watch import watcher
 from scriptflow_prefect.execution import (
     LauncherMissing,
@@ -26,7 +26,11 @@ from scriptflow_prefect.execution import (
     run_script_process,
     scrubbed_env,
 )
-from scriptflow_prefect.gateway_names import EXIT_CODE_LABEL, TIMED_OUT_STATE_NAME
+from scriptflow_prefect.gateway_names import (
+    EXIT_CODE_LABEL,
+    SKIPPED_STATE_NAME,
+    TIMED_OUT_STATE_NAME,
+)
 from scriptflow_prefect.output_log import OutputLogWriter
 from scriptflow_prefect.settings import get_settings
 
@@ -53,6 +57,7 @@ def run_script(
     filename: str = "script.py",
     script_name: str = "",
     timeout_seconds: int = 300,
+    policy: dict[str, Any] | None = None,
 ) -> State:
     """Fetch the script version by hash, run it in a fresh folder, stream its output.
 
@@ -64,6 +69,13 @@ def run_script(
     loggers = _stream_loggers(flow_run)
     system = loggers["stdout"]
     counter = {"lines": 0}
+
+    rules = policies.policy_from(policy)
+    with get_client(sync_client=True) as client:
+        decision = policies.before_start(client, flow_run, rules)
+    if not decision.run:
+        system.warning(decision.reason)
+        return Cancelled(name=SKIPPED_STATE_NAME, message=decision.reason)
 
     data = store.get_sync(sha256)  # raises on a hash mismatch: never run altered bytes
     run_root = fresh_workdir(settings.work_dir, str(run_id))
@@ -110,9 +122,11 @@ def run_script(
         watcher.unregister(run_id)
         remove_workdir(run_root)
 
-    if result.exit_code is not None:
-        with get_client(sync_client=True) as client:
+    with get_client(sync_client=True) as client:
+        if result.exit_code is not None:
             client.update_flow_run_labels(run_id, {EXIT_CODE_LABEL: str(result.exit_code)})
+        if result.outcome in ("failed", "timed_out"):
+            policies.after_failure(client, flow_run, rules, system)
     if result.outcome == "succeeded":
         return Completed(message="Exit code 0")
     if result.outcome == "timed_out":

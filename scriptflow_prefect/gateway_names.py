@@ -2,3 +2,5 @@
 
 EXIT_CODE_LABEL = "scriptflow.exit_code"
 TIMED_OUT_STATE_NAME = "TimedOut"
+RETRY_TAG = "retry"
+SKIPPED_STATE_NAME = "Skipped"

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,7 @@ from . import gateway, store
 from .db import audit
 from .i18n import _
 from .models import Script, ScriptVersion, User, utcnow
+from .policies import RunPolicy
 
 MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_TIMEOUT = 300
@@ -84,6 +86,13 @@ def check_timeout(value: Any) -> int:
     return value
 
 
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    return str(exc)
+
+
 def _name_taken(db: Session, name: str, except_id: int | None = None) -> bool:
     q = select(Script.id).where(func.lower(Script.name) == name.lower(),
                                 Script.deleted_at.is_(None))
@@ -102,6 +111,7 @@ def deployment_parameters(script: Script) -> dict[str, Any]:
         "script_id": script.id, "version": v.version, "sha256": v.sha256, "kind": script.kind,
         "filename": script.filename, "script_name": script.name,
         "timeout_seconds": script.timeout_seconds,
+        "policy": RunPolicy(**(script.settings or {}).get("policy", {})).model_dump(),
     }
 
 
@@ -185,6 +195,14 @@ async def update_details(db: Session, user: User, script: Script, changes: dict)
         script.description = str(changes["description"]).strip()[:5000]
     if "timeout_seconds" in changes and changes["timeout_seconds"] is not None:
         script.timeout_seconds = check_timeout(changes["timeout_seconds"])
+    if changes.get("policy") is not None:
+        current = (script.settings or {}).get("policy", {})
+        try:
+            policy = RunPolicy(**{**current, **dict(changes["policy"])})
+        except (ValidationError, TypeError) as exc:
+            raise ScriptError(422, _("The run policy is not valid: %(err)s",
+                                     err=_first_error(exc))) from None
+        script.settings = {**(script.settings or {}), "policy": policy.model_dump()}
     script.updated_at = utcnow()
     await sync_deployment(script)
     if script.name != old_name and old_deployment and old_deployment != script.deployment_id:
@@ -243,6 +261,7 @@ def script_to_dict(script: Script, last_run: dict | None = None,
         "version": script.current_version, "created_at": script.created_at,
         "updated_at": script.updated_at, "owner": script.owner.username,
         "timeout_seconds": script.timeout_seconds,
+        "policy": RunPolicy(**(script.settings or {}).get("policy", {})).model_dump(),
         "schedule": schedule_to_dict(script),
         "last_run": last_run, "next_run_at": next_run_at,
     }

@@ -16,6 +16,7 @@ from scriptflow_prefect import runs as run_core
 from scriptflow_prefect import scripts as core
 from scriptflow_prefect.i18n import _, get_locale
 from scriptflow_prefect.models import Script
+from scriptflow_prefect.policies import RunPolicy
 from scriptflow_prefect.schedules import describe, parse_spec
 
 from .deps import Csrf, DbDep, PageUser, visible_script
@@ -126,12 +127,30 @@ async def detail(request: Request, script_id: int, user: PageUser, db: DbDep,
     })
 
 
+def _policy(script) -> RunPolicy:
+    return RunPolicy(**(script.settings or {}).get("policy", {}))
+
+
+def _policy_from_form(form) -> dict:
+    def number(key: str, default: int) -> int | str:
+        value = str(form.get(key) or "").strip()
+        return int(value) if value.isdigit() else (value or default)
+
+    delay = number("retry_delay_minutes", 5)
+    return {
+        "retries": number("retries", 1),
+        "retry_delay_seconds": delay * 60 if isinstance(delay, int) else delay,
+        "disable_after_failures": number("disable_after_failures", 3),
+        "missed": form.get("missed") or "once", "overlap": form.get("overlap") or "skip",
+    }
+
+
 @pages.get("/scripts/{script_id}/edit")
 async def edit_form(request: Request, script_id: int, user: PageUser, db: DbDep):
     script = visible_script(db, user, script_id)
     content = (await store.get(core.current_version(script).sha256)).decode("utf-8", "replace")
     return render(request, "scripts/edit.html", {
-        "script": script, "content": content, "error": None,
+        "script": script, "content": content, "error": None, "policy": _policy(script),
         "form": {"name": script.name, "description": script.description,
                  "timeout_seconds": script.timeout_seconds},
     })
@@ -144,6 +163,7 @@ async def edit(
     timeout_seconds: Annotated[str, Form()] = "", content: Annotated[str, Form()] = "",
 ):
     script = visible_script(db, user, script_id)
+    raw = await request.form()
     form = {"name": name, "description": description, "timeout_seconds": timeout_seconds}
     try:
         try:
@@ -161,11 +181,13 @@ async def edit(
         if data != old:
             await core.replace_content(db, user, script, data)
         await core.update_details(db, user, script, {"name": name, "description": description,
-                                                     "timeout_seconds": timeout})
+                                                     "timeout_seconds": timeout,
+                                                     "policy": _policy_from_form(raw)})
     except core.ScriptError as exc:
         db.rollback()
         return render(request, "scripts/edit.html", {
             "script": script, "content": content, "error": str(exc), "form": form,
+            "policy": _policy(script),
         }, status_code=exc.status)
     flash(request, _("Saved %(name)s (version %(v)s).", name=script.name,
                      v=script.current_version))

@@ -85,6 +85,7 @@ class ScriptChanges(BaseModel):
     name: str | None = None
     description: str | None = None
     timeout_seconds: int | None = None
+    policy: dict | None = None  # retries, retry_delay_seconds, disable_after_failures, ...
 
 
 @api.patch("/scripts/{script_id}")

@@ -1,0 +1,735 @@
+"""Runs and memory: ScriptFlow's in-process runner beside Prefect's default process worker.
+
+Measured in one go on this machine (machines are shared and noisy: read medians and ratios,
+not single figures; nothing here passes or fails):
+
+A. start-up of `scriptflow up` to GET /health 200 (fresh home, then a restart of the same home),
+   beside a bare `prefect server start` (fresh, restart; full mode only); RSS of the whole
+   stack at idle, by process.
+B. "Run now" -> first output line visible through GET /api/v1/runs/{id}/output, and -> final
+   state, for a one-line script, N times (median, p90).
+C. memory per concurrent run: N sleeping scripts started at once; RSS of the stack's process
+   tree without the scripts' own processes, minus the idle RSS, divided by N.
+D. the baseline, on the same Prefect server: a `process` work pool, a deployment of the same
+   `run_script` flow with the same parameters, `prefect worker start` with default settings
+   (and with PREFECT_WORKER_QUERY_SECONDS=1 in full mode); the same B and C. Output is read
+   through ScriptFlow's /output endpoint in both cases (the same flow writes the same file).
+
+Usage: /work/venv/bin/python bench/bench_runs.py [--quick] [--keep]
+Everything listens on and talks to 127.0.0.1; every process started here is stopped at the end
+(also on Ctrl-C). The table is printed and saved to bench/results-latest.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+import conftest  # noqa: E402  (start_stack / stop_stack: the real `scriptflow up`)
+
+RESULTS = ROOT / "bench" / "results-latest.txt"
+FINAL = {"succeeded", "failed", "timed_out", "cancelled", "crashed"}
+HELLO = 'print("hi", flush=True)\n'
+SLEEPER = 'import time; print("start", flush=True); time.sleep(15)\n'
+SLEEP_SECONDS = 15
+POOL = "bench-process"
+MB = 1024 * 1024
+
+# Every process this benchmark started, stopped in `cleanup()` whatever happens.
+_started: list[subprocess.Popen] = []
+_stacks: list[conftest.Stack] = []
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop_tree(proc: subprocess.Popen, first: int = signal.SIGTERM, grace: float = 10.0) -> None:
+    """Signal the process, then SIGKILL whatever of its tree is left after `grace` seconds."""
+    tree = descendants(proc.pid)
+    if proc.poll() is None:
+        try:
+            proc.send_signal(first)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    for p in tree:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def stop_stack(stack: conftest.Stack) -> list[int]:
+    """conftest.stop_stack, then SIGKILL what survived; returns the pids that had survived."""
+    tree = descendants(stack.proc.pid)
+    conftest.stop_stack(stack)
+    time.sleep(0.5)
+    survivors = []
+    for p in tree:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                survivors.append(p.pid)
+                p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if stack in _stacks:
+        _stacks.remove(stack)
+    return survivors
+
+
+def cleanup() -> None:
+    for stack in list(_stacks):
+        try:
+            stop_stack(stack)
+        except Exception as exc:  # keep stopping the rest
+            print(f"cleanup: {exc}", file=sys.stderr)
+    for proc in list(_started):
+        try:
+            stop_tree(proc, signal.SIGINT, grace=10)
+        except Exception as exc:
+            print(f"cleanup: {exc}", file=sys.stderr)
+        _started.remove(proc)
+
+
+def is_script(p: psutil.Process, work_dir: str) -> bool:
+    try:
+        return any(work_dir in arg for arg in p.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def label_of(p: psutil.Process) -> str:
+    try:
+        cmd = p.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return "?"
+    line = " ".join(cmd)
+    if "scriptflow_prefect.cli up" in line:
+        return "scriptflow up (web + runner)"
+    if "prefect server start" in line:
+        return "prefect server"
+    if "prefect worker start" in line:
+        return "prefect worker (process)"
+    if "prefect.engine" in line:
+        return "flow run (python -m prefect.engine)"
+    return Path(cmd[0]).name + " " + " ".join(cmd[1:3]) if cmd else p.name()
+
+
+@dataclass
+class Sample:
+    t: float
+    scripts: int
+    rss: int  # bytes, every process of the trees except the scripts' own
+    by_process: dict[str, int] = field(default_factory=dict)
+
+
+def sample(roots: list[int], work_dir: str, breakdown: bool = False) -> Sample:
+    seen: set[int] = set()
+    script_pids: set[int] = set()
+    procs: list[psutil.Process] = []
+    for root in roots:
+        for p in descendants(root):
+            if p.pid not in seen:
+                seen.add(p.pid)
+                procs.append(p)
+    for p in procs:  # a script and everything it started
+        if p.pid not in script_pids and is_script(p, work_dir):
+            script_pids.add(p.pid)
+            try:
+                script_pids.update(c.pid for c in p.children(recursive=True))
+            except psutil.NoSuchProcess:
+                pass
+    rss, by = 0, {}
+    n_scripts = 0
+    for p in procs:
+        if p.pid in script_pids:
+            if is_script(p, work_dir):
+                n_scripts += 1
+            continue
+        try:
+            r = p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        rss += r
+        if breakdown:
+            key = f"{label_of(p)} (pid {p.pid})"
+            by[key] = r
+    return Sample(time.monotonic(), n_scripts, rss, by)
+
+
+# --- statistics -----------------------------------------------------------------------------
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def p90(xs: list[float]) -> float | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(0.9 * len(s) + 0.5) - 1))]
+
+
+def fmt_s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f} s"
+
+
+def fmt_mb(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x / MB:.0f} MB" if abs(x) >= 10 * MB else f"{x / MB:.1f} MB"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}"
+
+
+# --- HTTP helpers ---------------------------------------------------------------------------
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except Exception:
+        return False
+
+
+def upload(client: httpx.Client, name: str, source: str) -> dict:
+    r = client.post("/scripts", files={"file": (f"{name}.py", source.encode())},
+                    data={"name": name})
+    r.raise_for_status()
+    return r.json()
+
+
+def run_status(client: httpx.Client, run_id: str) -> str:
+    r = client.get(f"/runs/{run_id}")
+    return r.json().get("status", "?") if r.status_code == 200 else f"http {r.status_code}"
+
+
+@dataclass
+class Latency:
+    first_line: list[float] = field(default_factory=list)
+    final: list[float] = field(default_factory=list)
+    ok: int = 0
+    n: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def measure_latency(client: httpx.Client, start: Callable[[], str], n: int,
+                    pre_delay: Callable[[], float], label: str) -> Latency:
+    """start() creates a run and returns its id; time to its first output line and to final."""
+    out = Latency(n=n)
+    for i in range(n):
+        time.sleep(pre_delay())
+        t0 = time.perf_counter()
+        try:
+            run_id = start()
+        except Exception as exc:
+            out.problems.append(f"start failed: {exc!r}"[:300])
+            continue
+        first = None
+        deadline = t0 + 90
+        while time.perf_counter() < deadline:
+            r = client.get(f"/runs/{run_id}/output")
+            if r.status_code == 200 and r.json()["lines"]:
+                first = time.perf_counter() - t0
+                break
+            time.sleep(0.05)
+        status = "?"
+        while time.perf_counter() < deadline:
+            status = run_status(client, run_id)
+            if status in FINAL:
+                out.final.append(time.perf_counter() - t0)
+                break
+            time.sleep(0.05)
+        if first is not None:
+            out.first_line.append(first)
+        if status == "succeeded" and first is not None:
+            out.ok += 1
+        else:
+            out.problems.append(f"run {run_id}: status {status}, first line "
+                                f"{'never' if first is None else f'{first:.2f} s'}")
+        say(f"  {label} {i + 1}/{n}: first line {fmt_s(first)}, final "
+            f"{fmt_s(out.final[-1] if status in FINAL else None)} ({status})")
+    return out
+
+
+@dataclass
+class Concurrency:
+    n: int
+    idle_before: int = 0
+    peak: int = 0
+    max_scripts: int = 0
+    all_running_after: float | None = None
+    succeeded: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    after: int = 0
+    leftover_scripts: int = 0
+    peak_breakdown: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def per_run(self) -> float | None:
+        return (self.peak - self.idle_before) / self.n if self.n else None
+
+
+def measure_concurrency(client: httpx.Client, starters: list[Callable[[], str]],
+                        roots: list[int], work_dir: str, label: str) -> Concurrency:
+    n = len(starters)
+    res = Concurrency(n=n)
+    time.sleep(3)
+    res.idle_before = statistics.median(sample(roots, work_dir).rss for _ in range(5))
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        futures = [pool.submit(s) for s in starters]
+        run_ids, ok_ids = [], []
+        # sample memory while the runs are being created and while they run
+        while True:
+            s = sample(roots, work_dir, breakdown=True)
+            if s.rss > res.peak:
+                res.peak, res.peak_breakdown = s.rss, s.by_process
+            if s.scripts > res.max_scripts:
+                res.max_scripts = s.scripts
+            if s.scripts >= n and res.all_running_after is None:
+                res.all_running_after = s.t - t0
+            elapsed = time.monotonic() - t0
+            if elapsed > SLEEP_SECONDS + 120:
+                break
+            if res.max_scripts and s.scripts == 0 and elapsed > SLEEP_SECONDS:
+                break
+            time.sleep(0.25)
+        for f in futures:
+            try:
+                run_ids.append(f.result())
+            except Exception as exc:
+                res.statuses[f"start failed: {type(exc).__name__}"] = (
+                    res.statuses.get(f"start failed: {type(exc).__name__}", 0) + 1)
+    deadline = time.monotonic() + 60
+    pending = set(run_ids)
+    final: dict[str, str] = {}
+    while pending and time.monotonic() < deadline:
+        for rid in list(pending):
+            st = run_status(client, rid)
+            if st in FINAL:
+                final[rid] = st
+                pending.discard(rid)
+        if pending:
+            time.sleep(1)
+    for rid in pending:
+        final[rid] = run_status(client, rid) + " (not final)"
+    for st in final.values():
+        res.statuses[st] = res.statuses.get(st, 0) + 1
+    res.succeeded = res.statuses.get("succeeded", 0)
+    time.sleep(5)
+    after = sample(roots, work_dir)
+    res.after, res.leftover_scripts = after.rss, after.scripts
+    say(f"  {label}: peak {fmt_mb(res.peak)} (idle {fmt_mb(res.idle_before)}), "
+        f"max {res.max_scripts}/{n} scripts at once, all running after "
+        f"{fmt_s(res.all_running_after)}, outcomes {res.statuses}")
+    return res
+
+
+# --- the stacks -----------------------------------------------------------------------------
+
+
+def start_stack(home: Path) -> tuple[conftest.Stack, float]:
+    t0 = time.monotonic()
+    stack = conftest.start_stack(home)
+    took = time.monotonic() - t0
+    _stacks.append(stack)
+    return stack, took
+
+
+def bare_prefect_server(tmp: Path) -> tuple[float | None, float | None]:
+    """A plain `prefect server start` on a fresh PREFECT_HOME, then restarted: s to health."""
+    times: list[float | None] = []
+    home = tmp / "bare-prefect"
+    for _ in range(2):
+        port = conftest.free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SCRIPTFLOW_"))}
+        env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                    "DO_NOT_TRACK": "1", "PREFECT_SERVER_API_HOST": "127.0.0.1",
+                    "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false"})
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port)], env=env, stdout=open(tmp / "bare-prefect.log", "ab"),
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp)
+        _started.append(proc)
+        took = None
+        while time.monotonic() - t0 < 150 and proc.poll() is None:
+            if healthy(f"http://127.0.0.1:{port}/api/health"):
+                took = time.monotonic() - t0
+                break
+            time.sleep(0.3)
+        times.append(took)
+        stop_tree(proc, signal.SIGTERM, grace=10)
+        _started.remove(proc)
+    return times[0], times[1]
+
+
+def prefect_env_of(stack: conftest.Stack) -> dict[str, str]:
+    r = stack.cli("prefect-env")
+    if r.returncode != 0:
+        raise RuntimeError(f"scriptflow prefect-env failed: {r.stderr}")
+    env = {}
+    for line in r.stdout.splitlines():
+        parts = shlex.split(line)
+        if len(parts) == 2 and parts[0] == "export":
+            k, _, v = parts[1].partition("=")
+            env[k] = v
+    return env
+
+
+def baseline_env(stack: conftest.Stack, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SCRIPTFLOW_"))}
+    env.update(prefect_env_of(stack))
+    env.update({"PREFECT_HOME": str(stack.home / "bench-prefect-home"), "DO_NOT_TRACK": "1",
+                **(extra or {})})
+    return env
+
+
+def start_process_worker(stack: conftest.Stack, name: str, extra: dict[str, str]) -> subprocess.Popen:
+    log = stack.home / f"{name}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", name],
+        env=baseline_env(stack, extra), stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, cwd=stack.home)
+    _started.append(proc)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect worker exited: {log.read_text()[-3000:]}")
+        text = log.read_text(errors="replace")
+        if "started!" in text or "Worker" in text and "started" in text:
+            return proc
+        time.sleep(0.2)
+    raise RuntimeError(f"prefect worker did not start: {log.read_text()[-3000:]}")
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    stop_tree(proc, signal.SIGINT, grace=10)
+    if proc in _started:
+        _started.remove(proc)
+
+
+def make_baseline_deployments(stack: conftest.Stack, script_names: dict[str, str]) -> dict[str, str]:
+    """key -> deployment id of a `process`-pool copy of ScriptFlow script `name`'s deployment."""
+    r = subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", POOL,
+                        "--type", "process", "--overwrite"],
+                       env=baseline_env(stack), capture_output=True, text=True, timeout=120,
+                       cwd=stack.home)
+    if r.returncode != 0:
+        raise RuntimeError(f"prefect work-pool create failed: {r.stdout}\n{r.stderr}")
+    from prefect import get_client
+
+    ids = {}
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("run_script")
+        for key, name in script_names.items():
+            own = client.read_deployment_by_name(f"run_script/{name}")
+            dep_id = client.create_deployment(
+                flow_id=flow_id,
+                name=f"bench-baseline-{key}",
+                work_pool_name=POOL,
+                # What `prefect deploy` writes for local code: cd to the project, load the file.
+                entrypoint="flows/run_script.py:run_script",
+                path=str(ROOT),
+                pull_steps=[{"prefect.deployments.steps.set_working_directory":
+                             {"directory": str(ROOT)}}],
+                parameters=dict(own.parameters),
+                parameter_openapi_schema=own.parameter_openapi_schema,
+                enforce_parameter_schema=False,
+                tags=list(own.tags),  # `scriptflow`, `script-<id>`: ScriptFlow's /output reads it
+                job_variables={"working_dir": str(ROOT),
+                               "env": {"SCRIPTFLOW_HOME": str(stack.home)}},
+            )
+            ids[key] = str(dep_id)
+    return ids
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer runs, no 50-run test (~3 min)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary homes")
+    args = ap.parse_args()
+    quick = args.quick
+    n_latency = 5 if quick else 15
+    n_latency_default = 3 if quick else 15
+    idle_wait = 10 if quick else 20
+    began = time.monotonic()
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    tmp = Path(tempfile.mkdtemp(prefix="scriptflow-bench-")).resolve()
+    home = tmp / "home"
+    r: dict = {"mode": "quick" if quick else "full"}
+    try:
+        # A. start-up and idle memory --------------------------------------------------------
+        say(f"A. starting `scriptflow up` on a fresh home {home}")
+        stack, r["start_fresh"] = start_stack(home)
+        say(f"  fresh: healthy after {r['start_fresh']:.1f} s; stopping")
+        r["survivors_first_stop"] = stop_stack(stack)
+        stack, r["start_restart"] = start_stack(home)
+        say(f"  restart: healthy after {r['start_restart']:.1f} s")
+        work_dir = str(home / "work")
+        roots = [stack.proc.pid]
+        time.sleep(idle_wait)
+        idle = sample(roots, work_dir, breakdown=True)
+        r["idle"] = idle
+        say(f"  idle after {idle_wait} s: {fmt_mb(idle.rss)}")
+        if not quick:
+            say("A'. bare `prefect server start` (fresh, restart) for comparison")
+            r["bare_fresh"], r["bare_restart"] = bare_prefect_server(tmp)
+            say(f"  bare prefect server: fresh {fmt_s(r['bare_fresh'])}, "
+                f"restart {fmt_s(r['bare_restart'])}")
+
+        token = stack.cli("token", "create", "admin")
+        if token.returncode != 0:
+            raise RuntimeError(f"token create failed: {token.stderr}")
+        stack.tokens["admin"] = token.stdout.strip()
+        client = stack.client("admin")
+
+        # B. ScriptFlow "Run now" ------------------------------------------------------------
+        hello = upload(client, "bench-hello", HELLO)
+        sleepers = [upload(client, f"bench-sleep-{i}", SLEEPER) for i in range(10 if quick else 50)]
+        say(f"B. ScriptFlow run now x{n_latency}")
+
+        def sf_start(script_id: int) -> Callable[[], str]:
+            def go() -> str:
+                resp = client.post(f"/scripts/{script_id}/runs")
+                resp.raise_for_status()
+                return resp.json()["id"]
+            return go
+
+        r["sf_lat"] = measure_latency(client, sf_start(hello["id"]), n_latency,
+                                      lambda: random.uniform(0.2, 1.0), "scriptflow")
+
+        # C. ScriptFlow concurrency ----------------------------------------------------------
+        r["sf_conc"] = {}
+        for n in ((10,) if quick else (10, 50)):
+            say(f"C. ScriptFlow: {n} sleeping scripts at once")
+            r["sf_conc"][n] = measure_concurrency(
+                client, [sf_start(s["id"]) for s in sleepers[:n]], roots, work_dir,
+                f"scriptflow x{n}")
+        r["sf_idle_after"] = sample(roots, work_dir).rss
+
+        # D. the baseline: Prefect's process worker on the same server -----------------------
+        say("D. baseline: process work pool + `prefect worker start`")
+        os.environ.update({k: v for k, v in baseline_env(stack).items()
+                           if k.startswith("PREFECT_") or k == "DO_NOT_TRACK"})
+        deps = make_baseline_deployments(stack, {"hello": hello["name"],
+                                                 "sleep": sleepers[0]["name"]})
+        from prefect import get_client
+
+        pclient = get_client(sync_client=True)
+        pclient.__enter__()
+
+        def pf_start(dep_id: str) -> Callable[[], str]:
+            def go() -> str:
+                return str(pclient.create_flow_run_from_deployment(dep_id, tags=["manual"]).id)
+            return go
+
+        variants = [("default", {}, 10.0, n_latency_default)]
+        if not quick:
+            variants.append(("poll1s", {"PREFECT_WORKER_QUERY_SECONDS": "1"}, 1.0, n_latency))
+        for key, extra, poll, n in variants:
+            worker = start_process_worker(stack, f"bench-worker-{key}", extra)
+            try:
+                time.sleep(5)
+                wroots = [stack.proc.pid, worker.pid]
+                if key == "default":
+                    r["pf_idle_worker"] = sample([worker.pid], work_dir, breakdown=True)
+                say(f"D. prefect ({key}) run now x{n}")
+                # a random phase against the worker's poll, as a person clicking would have
+                r[f"pf_lat_{key}"] = measure_latency(client, pf_start(deps["hello"]), n,
+                                                     lambda p=poll: random.uniform(0.2, p),
+                                                     f"prefect-{key}")
+                if key == "default":
+                    say("D. prefect (default): 10 sleeping scripts at once")
+                    r["pf_conc"] = measure_concurrency(
+                        client, [pf_start(deps["sleep"])] * 10, wroots, work_dir,
+                        "prefect-default x10")
+            finally:
+                say(f"  stopping the process worker ({key}): SIGINT, SIGKILL after 10 s")
+                stop_worker(worker)
+        pclient.__exit__(None, None, None)
+        client.close()
+        r["survivors_last_stop"] = stop_stack(stack)
+        r["elapsed"] = time.monotonic() - began
+    except KeyboardInterrupt:
+        say("interrupted; cleaning up")
+        return 130
+    finally:
+        cleanup()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            say(f"kept {tmp}")
+    report(r)
+    return 0
+
+
+def report(r: dict) -> None:
+    quick = r["mode"] == "quick"
+    lines: list[str] = []
+    add = lines.append
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    import prefect
+
+    add(f"bench_runs.py --{r['mode']}  {datetime.now().isoformat(timespec='seconds')}  "
+        f"commit {commit} (+ working tree)  prefect {prefect.__version__}  "
+        f"python {platform.python_version()}  {os.cpu_count()} cpus  "
+        f"{psutil.virtual_memory().total / 2**30:.1f} GiB  load {os.getloadavg()[0]:.2f}")
+    add(f"took {r['elapsed']:.0f} s. scriptflow = `scriptflow up` (server + web/runner process); "
+        "prefect-default = same Prefect server + `prefect worker start` (process pool, defaults)")
+    add("")
+    w = (34, 13, 16, 7, 14, 7, 14)
+    head = ("metric", "scriptflow", "prefect-default", "ratio", "prefect-poll1s", "ratio",
+            "target")
+    add("".join(h.ljust(x) for h, x in zip(head, w, strict=True)).rstrip())
+
+    def row(metric, sf, base=None, poll1=None, target="", sf_v=None, base_v=None, p_v=None):
+        cells = (metric, sf, base or "-", ratio(sf_v, base_v), poll1 or "-",
+                 ratio(sf_v, p_v), target)
+        add("".join(str(c).ljust(x) for c, x in zip(cells, w, strict=True)).rstrip())
+
+    sl, dl, pl = r["sf_lat"], r.get("pf_lat_default"), r.get("pf_lat_poll1s")
+
+    def stat(lat, fn, attr):
+        return fn(getattr(lat, attr)) if lat else None
+
+    for name, fn, attr, tgt in (
+        ("run now -> first line (median)", median, "first_line", "<= 1 s"),
+        ("run now -> first line (p90)", p90, "first_line", ""),
+        ("run now -> final (median)", median, "final", ""),
+        ("run now -> final (p90)", p90, "final", ""),
+    ):
+        a, b, c = stat(sl, fn, attr), stat(dl, fn, attr), stat(pl, fn, attr)
+        row(name, fmt_s(a), fmt_s(b), fmt_s(c), tgt, a, b, c)
+    row("latency runs succeeded", f"{sl.ok}/{sl.n}", dl and f"{dl.ok}/{dl.n}",
+        pl and f"{pl.ok}/{pl.n}")
+
+    idle = r["idle"].rss
+    server_rss = sum(v for k, v in r["idle"].by_process.items() if k.startswith("prefect server"))
+    worker_idle = r.get("pf_idle_worker")
+    base_idle = server_rss + worker_idle.rss if worker_idle else None
+    row("whole stack idle (RSS)", fmt_mb(idle), fmt_mb(base_idle), target="<= 350 MB",
+        sf_v=idle, base_v=base_idle)
+    c10, p10 = r["sf_conc"].get(10), r.get("pf_conc")
+    row("memory per concurrent run, 10", fmt_mb(c10.per_run), p10 and fmt_mb(p10.per_run),
+        target="<= 10 MB", sf_v=c10.per_run, base_v=p10 and p10.per_run)
+    row("peak RSS beyond idle, 10 runs", fmt_mb(c10.peak - c10.idle_before),
+        p10 and fmt_mb(p10.peak - p10.idle_before), sf_v=c10.peak - c10.idle_before,
+        base_v=p10 and p10.peak - p10.idle_before)
+    row("10 at once: succeeded", f"{c10.succeeded}/10", p10 and f"{p10.succeeded}/10",
+        target="10/10")
+    row("10 at once: all running after", fmt_s(c10.all_running_after),
+        p10 and fmt_s(p10.all_running_after), sf_v=c10.all_running_after,
+        base_v=p10 and p10.all_running_after)
+    c50 = r["sf_conc"].get(50)
+    if c50:
+        row("memory per concurrent run, 50", fmt_mb(c50.per_run), target="<= 10 MB")
+        row("50 at once: succeeded", f"{c50.succeeded}/50", target="50/50")
+        row("50 at once: all running after", fmt_s(c50.all_running_after))
+    row("start-up fresh home -> /health", fmt_s(r["start_fresh"]),
+        None if quick else fmt_s(r.get("bare_fresh")) + " (bare server)",
+        sf_v=r["start_fresh"], base_v=r.get("bare_fresh"))
+    row("start-up restart -> /health", fmt_s(r["start_restart"]),
+        None if quick else fmt_s(r.get("bare_restart")) + " (bare server)",
+        sf_v=r["start_restart"], base_v=r.get("bare_restart"))
+    add("")
+    add("Idle RSS by process (scriptflow, restarted home, after the idle wait):")
+    for k, v in sorted(r["idle"].by_process.items(), key=lambda kv: -kv[1]):
+        add(f"  {fmt_mb(v):>8}  {k}")
+    if worker_idle:
+        add("Idle RSS of the baseline's worker:")
+        for k, v in worker_idle.by_process.items():
+            add(f"  {fmt_mb(v):>8}  {k}")
+    add("")
+    add("Concurrency detail (RSS without the scripts' own processes):")
+    for label, c in [(f"scriptflow x{n}", c) for n, c in r["sf_conc"].items()] + (
+            [("prefect-default x10", p10)] if p10 else []):
+        add(f"  {label}: idle {fmt_mb(c.idle_before)} -> peak {fmt_mb(c.peak)} -> "
+            f"{fmt_mb(c.after)} 5 s after; max {c.max_scripts}/{c.n} scripts at once; "
+            f"outcomes {c.statuses}; scripts left over {c.leftover_scripts}")
+        top = sorted(c.peak_breakdown.items(), key=lambda kv: -kv[1])
+        for k, v in top[:4]:
+            add(f"      {fmt_mb(v):>8}  {k}")
+        if len(top) > 4:
+            add(f"      … and {len(top) - 4} more processes, "
+                f"{fmt_mb(sum(v for _k, v in top[4:]))} in all")
+    add(f"  scriptflow idle after all its concurrency tests: {fmt_mb(r['sf_idle_after'])} "
+        f"(idle at start {fmt_mb(idle)})")
+    for key in ("survivors_first_stop", "survivors_last_stop"):
+        if r.get(key):
+            add(f"  processes left after stopping the stack ({key}): pids {r[key]}")
+    problems = [(k, lat.problems) for k, lat in (("scriptflow", sl), ("prefect-default", dl),
+                                                 ("prefect-poll1s", pl)) if lat and lat.problems]
+    for k, probs in problems:
+        add(f"  {k} latency problems: " + "; ".join(probs[:5]))
+    add("")
+    add("Notes: medians and ratios (ratio = scriptflow / baseline) are what to compare; "
+        "the machine is shared. Baseline idle = the same Prefect server + an idle process "
+        "worker. Per-run memory = (peak RSS of the trees without scripts - idle) / N. "
+        "Baseline runs start at a random phase of the worker's poll.")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text, end="")
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
