@@ -115,6 +115,8 @@ def format_datetime(dt: datetime | None, tz: tzinfo | str | None = None, fmt: st
 
 
 def format_time(dt: datetime, tz: tzinfo | str | None = None) -> str:
+    if isinstance(tz, str):  # babel's format_time takes only a tzinfo
+        tz = babel_dates.get_timezone(tz)
     return babel_dates.format_time(dt, "short", tzinfo=tz, locale=babel_locale(get_locale()))
 
 

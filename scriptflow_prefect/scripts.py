@@ -161,6 +161,7 @@ async def create_script(
     db.add(script)
     db.flush()  # the id goes into the deployment's tags and parameters
     await sync_deployment(script)
+    db.flush()  # storing the deployment id bumps updated_at: answer with the stored value
     audit(db, owner.id, "script.create", script.name, script_id=script.id)
     return script
 

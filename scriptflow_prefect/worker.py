@@ -27,12 +27,28 @@ class ScriptFlowWorkerResult(BaseWorkerResult):
     pass
 
 
-def _execute(flow_run: FlowRun):
+# The flows a ScriptFlow worker runs in-process, by Prefect flow name. Anything else in the
+# pool is refused rather than imported from an arbitrary entrypoint.
+FLOWS = {
+    "run_script": "scriptflow_prefect.flows.run_script:run_script",
+    "send_digest": "scriptflow_prefect.flows.send_digest:send_digest",
+    "clean_history": "scriptflow_prefect.flows.clean_history:clean_history",
+}
+
+
+def flow_for(name: str):
+    import importlib
+
+    if name not in FLOWS:
+        raise ValueError(f"a ScriptFlow worker does not run the flow {name!r}")
+    module, attr = FLOWS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _execute(flow, flow_run: FlowRun):
     from prefect.flow_engine import run_flow
 
-    from scriptflow_prefect.flows.run_script import run_script
-
-    return run_flow(run_script, flow_run=flow_run, parameters=flow_run.parameters,
+    return run_flow(flow, flow_run=flow_run, parameters=flow_run.parameters,
                     return_type="state")
 
 
@@ -48,13 +64,21 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
         super().__init__(*args, **kwargs)
         self._threads = anyio.CapacityLimiter(max_runs)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._flow_names: dict = {}
 
     async def run(self, flow_run, configuration, task_status=None) -> ScriptFlowWorkerResult:
         if task_status is not None:
             task_status.started(os.getpid())
-        state = await anyio.to_thread.run_sync(partial(_execute, flow_run), limiter=self._threads)
+        flow = flow_for(await self._flow_name(flow_run.flow_id))
+        state = await anyio.to_thread.run_sync(partial(_execute, flow, flow_run),
+                                               limiter=self._threads)
         ok = getattr(state, "is_completed", lambda: False)()
         return ScriptFlowWorkerResult(identifier=str(flow_run.id), status_code=0 if ok else 1)
+
+    async def _flow_name(self, flow_id) -> str:
+        if flow_id not in self._flow_names:
+            self._flow_names[flow_id] = (await self.client.read_flow(flow_id)).name
+        return self._flow_names[flow_id]
 
     async def start(self, *args, **kwargs) -> None:
         self._loop = asyncio.get_running_loop()

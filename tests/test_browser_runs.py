@@ -63,8 +63,7 @@ def test_it_uploads_runs_and_follows_the_output_live(page):
     assert "done" not in output.inner_text()
     output.get_by_text("done").wait_for(timeout=30_000)
     status = page.locator("#run-status .badge")
-    page.wait_for_function("document.querySelector('#run-status .badge').dataset.status"
-                           " === 'succeeded'")
+    page.locator("#run-status .badge[data-status=succeeded]").wait_for(timeout=30_000)
     assert status.inner_text().strip().endswith("Succeeded")
     assert not_reloaded(page)
 
@@ -93,8 +92,7 @@ def test_it_cancels_a_run_in_place(page, alice):
     page.get_by_text("still here 0").wait_for(timeout=30_000)
 
     page.get_by_role("button", name="Cancel run").click()
-    page.wait_for_function("document.querySelector('#run-status .badge').dataset.status"
-                           " === 'cancelled'", timeout=30_000)
+    page.locator("#run-status .badge[data-status=cancelled]").wait_for(timeout=30_000)
     assert page.locator("#run-status").inner_text().strip().endswith("Cancelled")
     page.locator("#cancel-form").wait_for(state="hidden")
     assert not_reloaded(page)

@@ -24,7 +24,9 @@ def get_db(request: Request) -> Iterator[Session]:
         yield session
 
 
-DbDep = Annotated[Session, Depends(get_db)]
+# Commit before the response is sent (FastAPI's default "request" scope commits after):
+# a client that acts on a 201 must find what it created.
+DbDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
 def _use_user_language(request: Request, user: User) -> None:
