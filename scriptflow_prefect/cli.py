@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import shlex
 import sys
 
@@ -155,8 +156,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+LONG_RUNNING = ("up", "web", "worker", "server")
+
+
+def _limit_malloc_arenas(args) -> None:
+    """glibc gives each thread its own malloc arena; with a thread per run that multiplies
+    idle memory. Two arenas keep the runner lean; glibc reads this only at start, so
+    re-execute once with it set."""
+    if (sys.platform.startswith("linux") and args.command in LONG_RUNNING
+            and "MALLOC_ARENA_MAX" not in os.environ):
+        env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+        os.execve(sys.executable, [sys.executable, "-m", "scriptflow_prefect.cli",
+                                   *sys.argv[1:]], env)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None:
+        _limit_malloc_arenas(args)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("scriptflow").setLevel(logging.INFO)
     return args.func(args) or 0

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,8 +34,36 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+_REVISION_RE = re.compile(r"^(down_)?revision\b[^=]*=\s*['\"]?([\w-]+|None)", re.M)
+
+
+def head_revision() -> str | None:
+    """The newest revision, read from the migration files without importing Alembic."""
+    revisions, parents = set(), set()
+    for path in (_MIGRATIONS / "versions").glob("*.py"):
+        for down, value in _REVISION_RE.findall(path.read_text(encoding="utf-8")):
+            if value != "None":
+                (parents if down else revisions).add(value)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except Exception:
+        return None
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision."""
+    """Bring the schema to the newest Alembic revision.
+
+    Alembic costs ~10 MB that a long-running process keeps; when the schema is already at the
+    head (every start but the first after an upgrade) it is not imported at all."""
+    head = head_revision()
+    if head is not None and current_revision(engine) == head:
+        return
     from alembic import command
     from alembic.config import Config
 

@@ -52,7 +52,8 @@ def get_locale() -> str:
 
 def gettext(message: str, **params) -> str:
     text = translations(get_locale()).gettext(message)
-    return text % params if params else text
+    # A literal "%%" needs the formatting pass even without parameters.
+    return text % params if params or "%%" in text else text
 
 
 _ = gettext
