@@ -59,6 +59,13 @@ MB = 1024 * 1024
 # Every process this benchmark started, stopped in `cleanup()` whatever happens.
 _started: list[subprocess.Popen] = []
 _stacks: list[conftest.Stack] = []
+# Every process seen in those trees (psutil checks the start time, so a reused pid is safe):
+# if a parent dies first, its children are still stopped.
+_seen: dict[int, psutil.Process] = {}
+
+
+class StackDied(RuntimeError):
+    pass
 
 
 def say(msg: str) -> None:
@@ -71,9 +78,20 @@ def say(msg: str) -> None:
 def descendants(pid: int) -> list[psutil.Process]:
     try:
         root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
+        found = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
+    for p in found:
+        _seen.setdefault(p.pid, p)
+    return found
+
+
+def check_alive(stack: conftest.Stack) -> None:
+    code = stack.proc.poll()
+    if code is not None:
+        tail = stack.log.read_text(errors="replace")[-1500:]
+        raise StackDied(f"`scriptflow up` (pid {stack.proc.pid}) exited with code {code} "
+                        f"(negative = killed by that signal); end of its output:\n{tail}")
 
 
 def stop_tree(proc: subprocess.Popen, first: int = signal.SIGTERM, grace: float = 10.0) -> None:
@@ -130,6 +148,16 @@ def cleanup() -> None:
         except Exception as exc:
             print(f"cleanup: {exc}", file=sys.stderr)
         _started.remove(proc)
+    time.sleep(0.5)
+    for p in list(_seen.values()):
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                print(f"cleanup: killing leftover pid {p.pid} {' '.join(p.cmdline())[:120]}",
+                      file=sys.stderr)
+                p.kill()
+        except psutil.Error:
+            pass
+    _seen.clear()
 
 
 def is_script(p: psutil.Process, work_dir: str) -> bool:
@@ -164,7 +192,8 @@ class Sample:
     by_process: dict[str, int] = field(default_factory=dict)
 
 
-def sample(roots: list[int], work_dir: str, breakdown: bool = False) -> Sample:
+def sample(roots: list[int], work_dir: str, breakdown: bool = False,
+           scripts_seen: set | None = None) -> Sample:
     seen: set[int] = set()
     script_pids: set[int] = set()
     procs: list[psutil.Process] = []
@@ -186,6 +215,11 @@ def sample(roots: list[int], work_dir: str, breakdown: bool = False) -> Sample:
         if p.pid in script_pids:
             if is_script(p, work_dir):
                 n_scripts += 1
+                if scripts_seen is not None:
+                    try:
+                        scripts_seen.add((p.pid, p.create_time()))
+                    except psutil.Error:
+                        pass
             continue
         try:
             r = p.memory_info().rss
@@ -260,9 +294,18 @@ class Latency:
     problems: list[str] = field(default_factory=list)
 
 
-def measure_latency(client: httpx.Client, start: Callable[[], str], n: int,
-                    pre_delay: Callable[[], float], label: str) -> Latency:
+def measure_latency(stack: conftest.Stack, client: httpx.Client, start: Callable[[], str],
+                    n: int, pre_delay: Callable[[], float], label: str) -> Latency:
     """start() creates a run and returns its id; time to its first output line and to final."""
+    try:
+        return _measure_latency(client, start, n, pre_delay, label)
+    except httpx.TransportError:
+        check_alive(stack)
+        raise
+
+
+def _measure_latency(client: httpx.Client, start: Callable[[], str], n: int,
+                     pre_delay: Callable[[], float], label: str) -> Latency:
     out = Latency(n=n)
     for i in range(n):
         time.sleep(pre_delay())
@@ -305,7 +348,8 @@ class Concurrency:
     idle_before: int = 0
     peak: int = 0
     max_scripts: int = 0
-    all_running_after: float | None = None
+    all_started_after: float | None = None  # the Nth distinct script process was seen
+    created_after: float | None = None  # the slowest create-run request returned
     succeeded: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     after: int = 0
@@ -314,28 +358,47 @@ class Concurrency:
 
     @property
     def per_run(self) -> float | None:
-        return (self.peak - self.idle_before) / self.n if self.n else None
+        """Peak RSS beyond idle / the most runs seen running at once."""
+        return (self.peak - self.idle_before) / self.max_scripts if self.max_scripts else None
 
 
-def measure_concurrency(client: httpx.Client, starters: list[Callable[[], str]],
-                        roots: list[int], work_dir: str, label: str) -> Concurrency:
+def measure_concurrency(stack: conftest.Stack, client: httpx.Client,
+                        starters: list[Callable[[], str]], roots: list[int], work_dir: str,
+                        label: str) -> Concurrency:
+    try:
+        return _measure_concurrency(client, starters, roots, work_dir, label)
+    except httpx.TransportError:
+        check_alive(stack)
+        raise
+
+
+def _measure_concurrency(client: httpx.Client, starters: list[Callable[[], str]],
+                         roots: list[int], work_dir: str, label: str) -> Concurrency:
     n = len(starters)
     res = Concurrency(n=n)
-    time.sleep(3)
+    time.sleep(2)
     res.idle_before = statistics.median(sample(roots, work_dir).rss for _ in range(5))
     t0 = time.monotonic()
+    created: list[float] = []
+
+    def timed(start: Callable[[], str]) -> str:
+        run_id = start()
+        created.append(time.monotonic() - t0)
+        return run_id
+
+    started_scripts: set[tuple[int, float]] = set()
     with ThreadPoolExecutor(max_workers=n) as pool:
-        futures = [pool.submit(s) for s in starters]
-        run_ids, ok_ids = [], []
+        futures = [pool.submit(timed, s) for s in starters]
+        run_ids = []
         # sample memory while the runs are being created and while they run
         while True:
-            s = sample(roots, work_dir, breakdown=True)
+            s = sample(roots, work_dir, breakdown=True, scripts_seen=started_scripts)
             if s.rss > res.peak:
                 res.peak, res.peak_breakdown = s.rss, s.by_process
             if s.scripts > res.max_scripts:
                 res.max_scripts = s.scripts
-            if s.scripts >= n and res.all_running_after is None:
-                res.all_running_after = s.t - t0
+            if len(started_scripts) >= n and res.all_started_after is None:
+                res.all_started_after = s.t - t0
             elapsed = time.monotonic() - t0
             if elapsed > SLEEP_SECONDS + 120:
                 break
@@ -346,8 +409,9 @@ def measure_concurrency(client: httpx.Client, starters: list[Callable[[], str]],
             try:
                 run_ids.append(f.result())
             except Exception as exc:
-                res.statuses[f"start failed: {type(exc).__name__}"] = (
-                    res.statuses.get(f"start failed: {type(exc).__name__}", 0) + 1)
+                key = f"start failed: {type(exc).__name__}"
+                res.statuses[key] = res.statuses.get(key, 0) + 1
+    res.created_after = max(created) if created else None
     deadline = time.monotonic() + 60
     pending = set(run_ids)
     final: dict[str, str] = {}
@@ -368,8 +432,9 @@ def measure_concurrency(client: httpx.Client, starters: list[Callable[[], str]],
     after = sample(roots, work_dir)
     res.after, res.leftover_scripts = after.rss, after.scripts
     say(f"  {label}: peak {fmt_mb(res.peak)} (idle {fmt_mb(res.idle_before)}), "
-        f"max {res.max_scripts}/{n} scripts at once, all running after "
-        f"{fmt_s(res.all_running_after)}, outcomes {res.statuses}")
+        f"max {res.max_scripts}/{n} scripts at once, runs created within "
+        f"{fmt_s(res.created_after)}, all {n} scripts started within "
+        f"{fmt_s(res.all_started_after)}, outcomes {res.statuses}")
     return res
 
 
@@ -498,81 +563,102 @@ def make_baseline_deployments(stack: conftest.Stack, script_names: dict[str, str
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer runs, no 50-run test (~3 min)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary homes")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary home")
     args = ap.parse_args()
     quick = args.quick
     n_latency = 5 if quick else 15
     n_latency_default = 3 if quick else 15
     idle_wait = 10 if quick else 20
-    began = time.monotonic()
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
     tmp = Path(tempfile.mkdtemp(prefix="scriptflow-bench-")).resolve()
-    home = tmp / "home"
-    r: dict = {"mode": "quick" if quick else "full"}
+    r: dict = {"mode": "quick" if quick else "full", "began": time.monotonic(),
+               "load_start": os.getloadavg()[0]}
+    keep = args.keep
     try:
-        # A. start-up and idle memory --------------------------------------------------------
-        say(f"A. starting `scriptflow up` on a fresh home {home}")
-        stack, r["start_fresh"] = start_stack(home)
-        say(f"  fresh: healthy after {r['start_fresh']:.1f} s; stopping")
-        r["survivors_first_stop"] = stop_stack(stack)
-        stack, r["start_restart"] = start_stack(home)
-        say(f"  restart: healthy after {r['start_restart']:.1f} s")
-        work_dir = str(home / "work")
-        roots = [stack.proc.pid]
-        time.sleep(idle_wait)
-        idle = sample(roots, work_dir, breakdown=True)
-        r["idle"] = idle
-        say(f"  idle after {idle_wait} s: {fmt_mb(idle.rss)}")
-        if not quick:
-            say("A'. bare `prefect server start` (fresh, restart) for comparison")
-            r["bare_fresh"], r["bare_restart"] = bare_prefect_server(tmp)
-            say(f"  bare prefect server: fresh {fmt_s(r['bare_fresh'])}, "
-                f"restart {fmt_s(r['bare_restart'])}")
+        run_all(r, tmp, quick, n_latency, n_latency_default, idle_wait)
+    except KeyboardInterrupt:
+        say("interrupted; cleaning up")
+        r["error"] = "interrupted"
+    except Exception as exc:
+        say(f"FAILED: {exc!r}")
+        r["error"] = f"{type(exc).__name__}: {exc}"
+        keep = True
+    finally:
+        cleanup()
+        if keep:
+            say(f"kept {tmp} (logs under home/logs, home/up.out, home/bench-worker-*.log)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    r["elapsed"] = time.monotonic() - r["began"]
+    if r.get("error") != "interrupted":
+        report(r)
+    return 1 if r.get("error") else 0
 
-        token = stack.cli("token", "create", "admin")
-        if token.returncode != 0:
-            raise RuntimeError(f"token create failed: {token.stderr}")
-        stack.tokens["admin"] = token.stdout.strip()
-        client = stack.client("admin")
 
-        # B. ScriptFlow "Run now" ------------------------------------------------------------
-        hello = upload(client, "bench-hello", HELLO)
-        sleepers = [upload(client, f"bench-sleep-{i}", SLEEPER) for i in range(10 if quick else 50)]
-        say(f"B. ScriptFlow run now x{n_latency}")
+def run_all(r: dict, tmp: Path, quick: bool, n_latency: int, n_latency_default: int,
+            idle_wait: int) -> None:
+    home = tmp / "home"
+    # A. start-up and idle memory ------------------------------------------------------------
+    say(f"A. starting `scriptflow up` on a fresh home {home}")
+    stack, r["start_fresh"] = start_stack(home)
+    say(f"  fresh: healthy after {r['start_fresh']:.1f} s; stopping")
+    r["survivors_first_stop"] = stop_stack(stack)
+    stack, r["start_restart"] = start_stack(home)
+    say(f"  restart: healthy after {r['start_restart']:.1f} s")
+    work_dir = str(home / "work")
+    roots = [stack.proc.pid]
+    time.sleep(idle_wait)
+    r["idle"] = idle = sample(roots, work_dir, breakdown=True)
+    say(f"  idle after {idle_wait} s: {fmt_mb(idle.rss)}")
+    if not quick:
+        say("A'. bare `prefect server start` (fresh, restart) for comparison")
+        r["bare_fresh"], r["bare_restart"] = bare_prefect_server(tmp)
+        say(f"  bare prefect server: fresh {fmt_s(r['bare_fresh'])}, "
+            f"restart {fmt_s(r['bare_restart'])}")
 
-        def sf_start(script_id: int) -> Callable[[], str]:
-            def go() -> str:
-                resp = client.post(f"/scripts/{script_id}/runs")
-                resp.raise_for_status()
-                return resp.json()["id"]
-            return go
+    token = stack.cli("token", "create", "admin")
+    if token.returncode != 0:
+        raise RuntimeError(f"token create failed: {token.stderr}")
+    stack.tokens["admin"] = token.stdout.strip()
+    client = stack.client("admin")
 
-        r["sf_lat"] = measure_latency(client, sf_start(hello["id"]), n_latency,
-                                      lambda: random.uniform(0.2, 1.0), "scriptflow")
+    # B. ScriptFlow "Run now" ----------------------------------------------------------------
+    hello = upload(client, "bench-hello", HELLO)
+    sleepers = [upload(client, f"bench-sleep-{i}", SLEEPER) for i in range(10 if quick else 50)]
+    say(f"B. ScriptFlow run now x{n_latency}")
 
-        # C. ScriptFlow concurrency ----------------------------------------------------------
-        r["sf_conc"] = {}
-        for n in ((10,) if quick else (10, 50)):
-            say(f"C. ScriptFlow: {n} sleeping scripts at once")
-            r["sf_conc"][n] = measure_concurrency(
-                client, [sf_start(s["id"]) for s in sleepers[:n]], roots, work_dir,
-                f"scriptflow x{n}")
-        r["sf_idle_after"] = sample(roots, work_dir).rss
+    def sf_start(script_id: int) -> Callable[[], str]:
+        def go() -> str:
+            resp = client.post(f"/scripts/{script_id}/runs")
+            resp.raise_for_status()
+            return resp.json()["id"]
+        return go
 
-        # D. the baseline: Prefect's process worker on the same server -----------------------
-        say("D. baseline: process work pool + `prefect worker start`")
-        os.environ.update({k: v for k, v in baseline_env(stack).items()
-                           if k.startswith("PREFECT_") or k == "DO_NOT_TRACK"})
-        deps = make_baseline_deployments(stack, {"hello": hello["name"],
-                                                 "sleep": sleepers[0]["name"]})
-        from prefect import get_client
+    r["sf_lat"] = measure_latency(stack, client, sf_start(hello["id"]), n_latency,
+                                  lambda: random.uniform(0.2, 1.0), "scriptflow")
 
-        pclient = get_client(sync_client=True)
-        pclient.__enter__()
+    # C. ScriptFlow concurrency --------------------------------------------------------------
+    r["sf_conc"] = {}
+    for n in ((10,) if quick else (10, 50)):
+        say(f"C. ScriptFlow: {n} sleeping scripts at once")
+        r["sf_conc"][n] = measure_concurrency(
+            stack, client, [sf_start(s["id"]) for s in sleepers[:n]], roots, work_dir,
+            f"scriptflow x{n}")
+    r["sf_idle_after"] = sample(roots, work_dir).rss
+
+    # D. the baseline: Prefect's process worker on the same server ---------------------------
+    say("D. baseline: process work pool + `prefect worker start`")
+    os.environ.update({k: v for k, v in baseline_env(stack).items()
+                       if k.startswith("PREFECT_") or k == "DO_NOT_TRACK"})
+    deps = make_baseline_deployments(stack, {"hello": hello["name"],
+                                             "sleep": sleepers[0]["name"]})
+    from prefect import get_client
+
+    with get_client(sync_client=True) as pclient:
 
         def pf_start(dep_id: str) -> Callable[[], str]:
             def go() -> str:
@@ -585,42 +671,29 @@ def main() -> int:
         for key, extra, poll, n in variants:
             worker = start_process_worker(stack, f"bench-worker-{key}", extra)
             try:
-                time.sleep(5)
                 wroots = [stack.proc.pid, worker.pid]
                 if key == "default":
+                    time.sleep(5)
                     r["pf_idle_worker"] = sample([worker.pid], work_dir, breakdown=True)
                 say(f"D. prefect ({key}) run now x{n}")
                 # a random phase against the worker's poll, as a person clicking would have
-                r[f"pf_lat_{key}"] = measure_latency(client, pf_start(deps["hello"]), n,
-                                                     lambda p=poll: random.uniform(0.2, p),
-                                                     f"prefect-{key}")
+                r[f"pf_lat_{key}"] = measure_latency(
+                    stack, client, pf_start(deps["hello"]), n,
+                    lambda p=poll: random.uniform(0.2, p), f"prefect-{key}")
                 if key == "default":
                     say("D. prefect (default): 10 sleeping scripts at once")
                     r["pf_conc"] = measure_concurrency(
-                        client, [pf_start(deps["sleep"])] * 10, wroots, work_dir,
+                        stack, client, [pf_start(deps["sleep"])] * 10, wroots, work_dir,
                         "prefect-default x10")
             finally:
                 say(f"  stopping the process worker ({key}): SIGINT, SIGKILL after 10 s")
                 stop_worker(worker)
-        pclient.__exit__(None, None, None)
-        client.close()
-        r["survivors_last_stop"] = stop_stack(stack)
-        r["elapsed"] = time.monotonic() - began
-    except KeyboardInterrupt:
-        say("interrupted; cleaning up")
-        return 130
-    finally:
-        cleanup()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            say(f"kept {tmp}")
-    report(r)
-    return 0
+    client.close()
+    check_alive(stack)
+    r["survivors_last_stop"] = stop_stack(stack)
 
 
 def report(r: dict) -> None:
-    quick = r["mode"] == "quick"
     lines: list[str] = []
     add = lines.append
     try:
@@ -633,11 +706,15 @@ def report(r: dict) -> None:
     add(f"bench_runs.py --{r['mode']}  {datetime.now().isoformat(timespec='seconds')}  "
         f"commit {commit} (+ working tree)  prefect {prefect.__version__}  "
         f"python {platform.python_version()}  {os.cpu_count()} cpus  "
-        f"{psutil.virtual_memory().total / 2**30:.1f} GiB  load {os.getloadavg()[0]:.2f}")
-    add(f"took {r['elapsed']:.0f} s. scriptflow = `scriptflow up` (server + web/runner process); "
-        "prefect-default = same Prefect server + `prefect worker start` (process pool, defaults)")
+        f"{psutil.virtual_memory().total / 2**30:.1f} GiB  "
+        f"load {r['load_start']:.1f} -> {os.getloadavg()[0]:.1f}  took {r['elapsed']:.0f} s")
+    add("scriptflow = `scriptflow up` (Prefect server + one web/runner process); "
+        "prefect-default = the same Prefect server + `prefect worker start` (process pool, "
+        "defaults); prefect-poll1s = the same with PREFECT_WORKER_QUERY_SECONDS=1")
+    if r.get("error"):
+        add(f"!! INCOMPLETE: {r['error'].splitlines()[0]}")
     add("")
-    w = (34, 13, 16, 7, 14, 7, 14)
+    w = (34, 13, 16, 7, 15, 7, 10)
     head = ("metric", "scriptflow", "prefect-default", "ratio", "prefect-poll1s", "ratio",
             "target")
     add("".join(h.ljust(x) for h, x in zip(head, w, strict=True)).rstrip())
@@ -647,7 +724,7 @@ def report(r: dict) -> None:
                  ratio(sf_v, p_v), target)
         add("".join(str(c).ljust(x) for c, x in zip(cells, w, strict=True)).rstrip())
 
-    sl, dl, pl = r["sf_lat"], r.get("pf_lat_default"), r.get("pf_lat_poll1s")
+    sl, dl, pl = r.get("sf_lat"), r.get("pf_lat_default"), r.get("pf_lat_poll1s")
 
     def stat(lat, fn, attr):
         return fn(getattr(lat, attr)) if lat else None
@@ -660,72 +737,88 @@ def report(r: dict) -> None:
     ):
         a, b, c = stat(sl, fn, attr), stat(dl, fn, attr), stat(pl, fn, attr)
         row(name, fmt_s(a), fmt_s(b), fmt_s(c), tgt, a, b, c)
-    row("latency runs succeeded", f"{sl.ok}/{sl.n}", dl and f"{dl.ok}/{dl.n}",
+    row("latency runs succeeded", sl and f"{sl.ok}/{sl.n}", dl and f"{dl.ok}/{dl.n}",
         pl and f"{pl.ok}/{pl.n}")
 
-    idle = r["idle"].rss
-    server_rss = sum(v for k, v in r["idle"].by_process.items() if k.startswith("prefect server"))
+    idle = r["idle"].rss if r.get("idle") else None
+    server_rss = sum(v for k, v in r["idle"].by_process.items()
+                     if k.startswith("prefect server")) if r.get("idle") else 0
     worker_idle = r.get("pf_idle_worker")
     base_idle = server_rss + worker_idle.rss if worker_idle else None
     row("whole stack idle (RSS)", fmt_mb(idle), fmt_mb(base_idle), target="<= 350 MB",
         sf_v=idle, base_v=base_idle)
-    c10, p10 = r["sf_conc"].get(10), r.get("pf_conc")
-    row("memory per concurrent run, 10", fmt_mb(c10.per_run), p10 and fmt_mb(p10.per_run),
-        target="<= 10 MB", sf_v=c10.per_run, base_v=p10 and p10.per_run)
-    row("peak RSS beyond idle, 10 runs", fmt_mb(c10.peak - c10.idle_before),
-        p10 and fmt_mb(p10.peak - p10.idle_before), sf_v=c10.peak - c10.idle_before,
-        base_v=p10 and p10.peak - p10.idle_before)
-    row("10 at once: succeeded", f"{c10.succeeded}/10", p10 and f"{p10.succeeded}/10",
-        target="10/10")
-    row("10 at once: all running after", fmt_s(c10.all_running_after),
-        p10 and fmt_s(p10.all_running_after), sf_v=c10.all_running_after,
-        base_v=p10 and p10.all_running_after)
-    c50 = r["sf_conc"].get(50)
+    conc = r.get("sf_conc", {})
+    c10, p10, c50 = conc.get(10), r.get("pf_conc"), conc.get(50)
+    if c10:
+        row("memory per concurrent run, 10", fmt_mb(c10.per_run), p10 and fmt_mb(p10.per_run),
+            target="<= 10 MB", sf_v=c10.per_run, base_v=p10 and p10.per_run)
+        row("  peak RSS beyond idle", fmt_mb(c10.peak - c10.idle_before),
+            p10 and fmt_mb(p10.peak - p10.idle_before), sf_v=c10.peak - c10.idle_before,
+            base_v=p10 and p10.peak - p10.idle_before)
+        row("  most running at once", f"{c10.max_scripts}/10", p10 and f"{p10.max_scripts}/10")
+        row("  succeeded", f"{c10.succeeded}/10", p10 and f"{p10.succeeded}/10",
+            target="10/10")
+        row("  all 10 runs created within", fmt_s(c10.created_after),
+            p10 and fmt_s(p10.created_after), sf_v=c10.created_after,
+            base_v=p10 and p10.created_after)
+        row("  all 10 scripts started within", fmt_s(c10.all_started_after),
+            p10 and fmt_s(p10.all_started_after), sf_v=c10.all_started_after,
+            base_v=p10 and p10.all_started_after)
     if c50:
         row("memory per concurrent run, 50", fmt_mb(c50.per_run), target="<= 10 MB")
-        row("50 at once: succeeded", f"{c50.succeeded}/50", target="50/50")
-        row("50 at once: all running after", fmt_s(c50.all_running_after))
-    row("start-up fresh home -> /health", fmt_s(r["start_fresh"]),
-        None if quick else fmt_s(r.get("bare_fresh")) + " (bare server)",
-        sf_v=r["start_fresh"], base_v=r.get("bare_fresh"))
-    row("start-up restart -> /health", fmt_s(r["start_restart"]),
-        None if quick else fmt_s(r.get("bare_restart")) + " (bare server)",
-        sf_v=r["start_restart"], base_v=r.get("bare_restart"))
+        row("  peak RSS beyond idle", fmt_mb(c50.peak - c50.idle_before))
+        row("  most running at once", f"{c50.max_scripts}/50")
+        row("  succeeded", f"{c50.succeeded}/50", target="50/50")
+        row("  all 50 runs created within", fmt_s(c50.created_after))
+        row("  all 50 scripts started within", fmt_s(c50.all_started_after))
+    bare = r.get("bare_fresh") is not None
+    if "start_fresh" in r:
+        row("start-up fresh home -> /health", fmt_s(r["start_fresh"]),
+            bare and fmt_s(r.get("bare_fresh")) + " bare", sf_v=r["start_fresh"],
+            base_v=r.get("bare_fresh"))
+    if "start_restart" in r:
+        row("start-up restart -> /health", fmt_s(r["start_restart"]),
+            bare and fmt_s(r.get("bare_restart")) + " bare", sf_v=r["start_restart"],
+            base_v=r.get("bare_restart"))
     add("")
-    add("Idle RSS by process (scriptflow, restarted home, after the idle wait):")
-    for k, v in sorted(r["idle"].by_process.items(), key=lambda kv: -kv[1]):
-        add(f"  {fmt_mb(v):>8}  {k}")
+    if r.get("idle"):
+        add("Idle RSS by process (scriptflow, restarted home, after the idle wait):")
+        for k, v in sorted(r["idle"].by_process.items(), key=lambda kv: -kv[1]):
+            add(f"  {fmt_mb(v):>8}  {k}")
     if worker_idle:
-        add("Idle RSS of the baseline's worker:")
+        add("Idle RSS of the baseline's process worker:")
         for k, v in worker_idle.by_process.items():
             add(f"  {fmt_mb(v):>8}  {k}")
     add("")
-    add("Concurrency detail (RSS without the scripts' own processes):")
-    for label, c in [(f"scriptflow x{n}", c) for n, c in r["sf_conc"].items()] + (
+    add("Concurrency detail (RSS of the trees without the scripts' own processes):")
+    for label, c in [(f"scriptflow x{n}", c) for n, c in conc.items()] + (
             [("prefect-default x10", p10)] if p10 else []):
         add(f"  {label}: idle {fmt_mb(c.idle_before)} -> peak {fmt_mb(c.peak)} -> "
-            f"{fmt_mb(c.after)} 5 s after; max {c.max_scripts}/{c.n} scripts at once; "
-            f"outcomes {c.statuses}; scripts left over {c.leftover_scripts}")
+            f"{fmt_mb(c.after)} 5 s after; outcomes {c.statuses}; "
+            f"scripts still running 5 s after: {c.leftover_scripts}")
         top = sorted(c.peak_breakdown.items(), key=lambda kv: -kv[1])
-        for k, v in top[:4]:
+        for k, v in top[:3]:
             add(f"      {fmt_mb(v):>8}  {k}")
-        if len(top) > 4:
-            add(f"      … and {len(top) - 4} more processes, "
-                f"{fmt_mb(sum(v for _k, v in top[4:]))} in all")
-    add(f"  scriptflow idle after all its concurrency tests: {fmt_mb(r['sf_idle_after'])} "
-        f"(idle at start {fmt_mb(idle)})")
+        if len(top) > 3:
+            add(f"      {fmt_mb(sum(v for _k, v in top[3:])):>8}  {len(top) - 3} more processes")
+    if "sf_idle_after" in r:
+        add(f"  scriptflow idle after its concurrency tests: {fmt_mb(r['sf_idle_after'])} "
+            f"(idle before any run: {fmt_mb(idle)})")
     for key in ("survivors_first_stop", "survivors_last_stop"):
         if r.get(key):
-            add(f"  processes left after stopping the stack ({key}): pids {r[key]}")
-    problems = [(k, lat.problems) for k, lat in (("scriptflow", sl), ("prefect-default", dl),
-                                                 ("prefect-poll1s", pl)) if lat and lat.problems]
-    for k, probs in problems:
-        add(f"  {k} latency problems: " + "; ".join(probs[:5]))
+            add(f"  processes still alive after stopping the stack ({key}): pids {r[key]}")
+    for k, lat in (("scriptflow", sl), ("prefect-default", dl), ("prefect-poll1s", pl)):
+        if lat and lat.problems:
+            add(f"  {k} latency problems: " + "; ".join(lat.problems[:5]))
+    if r.get("error"):
+        add("")
+        add("Error: " + r["error"])
     add("")
-    add("Notes: medians and ratios (ratio = scriptflow / baseline) are what to compare; "
-        "the machine is shared. Baseline idle = the same Prefect server + an idle process "
-        "worker. Per-run memory = (peak RSS of the trees without scripts - idle) / N. "
-        "Baseline runs start at a random phase of the worker's poll.")
+    add("Notes: compare medians and ratios (ratio = scriptflow / baseline): the machine is "
+        "shared.\nBaseline idle = the same Prefect server + an idle process worker. Per-run "
+        "memory = (peak RSS of the\nprocess trees without the scripts - idle just before) / "
+        "most runs seen running at once.\nBaseline runs are started at a random phase of the "
+        "worker's poll, as a person clicking would.")
     text = "\n".join(lines) + "\n"
     print("\n" + text, end="")
     RESULTS.write_text(text)

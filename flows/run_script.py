@@ -8,6 +8,7 @@ Every ScriptFlow script is a deployment of this flow. Run by hand, for example::
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Literal
 
 from prefect import flow, get_client
@@ -25,6 +26,7 @@ from scriptflow_prefect.execution import (
     remove_workdir,
     run_script_process,
     scrubbed_env,
+    warm_up_launcher,
 )
 from scriptflow_prefect.gateway_names import (
     EXIT_CODE_LABEL,
@@ -37,6 +39,20 @@ from scriptflow_prefect.settings import get_settings
 # Prefect's log table is for browsing; the complete output goes to the run's output file.
 # Past this many lines a run's output reaches Prefect only as a notice.
 PREFECT_LOG_LINE_LIMIT = 20_000
+
+
+_warmed: set[tuple[str, ...]] = set()
+_warm_lock = threading.Lock()
+
+
+def launcher_ready(launcher: list[str] | None) -> list[str] | None:
+    """Build wine's prefix once per process, so its set-up noise is not a script's output."""
+    if launcher:
+        with _warm_lock:
+            if tuple(launcher) not in _warmed:
+                warm_up_launcher(launcher)
+                _warmed.add(tuple(launcher))
+    return launcher
 
 
 def _stream_loggers(flow_run) -> dict[str, PrefectLogAdapter]:
@@ -92,27 +108,31 @@ def run_script(
     try:
         with OutputLogWriter(out_path) as out:
 
-            def on_line(ts, stream, text):
-                out.write(ts, stream, text)
-                counter["lines"] += 1
-                n = counter["lines"]
-                if n <= PREFECT_LOG_LINE_LIMIT:
+            def on_lines(ts, stream, texts):
+                # The file gets every line in one write per chunk (the fast path); Prefect's
+                # log table gets the first PREFECT_LOG_LINE_LIMIT lines of the run.
+                out.write_lines(ts, stream, texts)
+                room = PREFECT_LOG_LINE_LIMIT - counter["lines"]
+                counter["lines"] += len(texts)
+                for text in texts[:max(room, 0)]:
                     if stream == "stderr":
                         loggers["stderr"].warning(text)
                     else:
                         loggers["stdout"].info(text)
-                elif n == PREFECT_LOG_LINE_LIMIT + 1:
+                if 0 <= room < len(texts):
                     system.info("… more output is kept in ScriptFlow's output file for this run")
 
             try:
                 result = run_script_process(
                     script_path, kind, cwd,
                     timeout=timeout_seconds or None,
-                    on_line=on_line,
+                    on_line=None,
+                    on_lines=on_lines,
                     cancel=cancel,
                     python=ensure_script_python(settings.script_venv_dir)
                     if kind == "python" else None,
-                    launcher=bat_launcher(settings.bat_launcher) if kind == "batch" else None,
+                    launcher=launcher_ready(bat_launcher(settings.bat_launcher))
+                    if kind == "batch" else None,
                     env=scrubbed_env(),
                 )
             except LauncherMissing as exc:

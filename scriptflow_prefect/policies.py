@@ -92,7 +92,7 @@ def before_start(client, flow_run, policy: RunPolicy, now: datetime | None = Non
         if newer_late:
             return Decision(False, f"Missed the time {at}; one catch-up run covers every "
                                    "missed time, so this one is skipped.")
-    running = [r for r in _others(client, flow_run, [StateType.RUNNING])]
+    running = _others(client, flow_run, [StateType.RUNNING])
     if running:
         if policy.overlap == "skip":
             return Decision(False, "The previous run of this script was still running; "

@@ -13,8 +13,8 @@ from . import gateway
 from .db import audit
 from .i18n import _, get_locale
 from .models import Script, User, utcnow
-from .scripts import ScriptError
 from .schedules import ScheduleError, ScheduleSpec, annotate, describe, next_runs, parse_spec
+from .scripts import ScriptError
 
 
 class InvalidSchedule(ScriptError):

@@ -241,7 +241,9 @@ def visible_scripts_query(user: User, *, q: str | None = None, kind: str | None 
     return query
 
 
-def visible_script_ids(db: Session, user: User, *, include_deleted: bool = True) -> list[int] | None:
+def visible_script_ids(
+    db: Session, user: User, *, include_deleted: bool = True
+) -> list[int] | None:
     """Ids whose runs this user may see; None means all (an admin)."""
     if user.is_admin:
         return None

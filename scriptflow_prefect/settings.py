@@ -1,4 +1,4 @@
-"""ScriptFlow's one settings class: every `SCRIPTFLOW_*` variable of API.md, with `*_FILE` variants."""
+"""ScriptFlow's one settings class: every `SCRIPTFLOW_*` variable of API.md, and `*_FILE`."""
 
 from __future__ import annotations
 

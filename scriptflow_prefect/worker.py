@@ -45,6 +45,18 @@ def flow_for(name: str):
     return getattr(importlib.import_module(module), attr)
 
 
+def _warm_up_bat_launcher() -> None:
+    """wine's first start in a new prefix takes seconds: pay it before the first .bat run."""
+    try:
+        from scriptflow_prefect.execution import bat_launcher
+        from scriptflow_prefect.flows.run_script import launcher_ready
+        from scriptflow_prefect.settings import get_settings
+
+        launcher_ready(bat_launcher(get_settings().bat_launcher))
+    except Exception as exc:  # a missing launcher is reported by the run that needs it
+        log.debug("bat launcher warm-up failed: %s", exc)
+
+
 def _execute(flow, flow_run: FlowRun):
     from prefect.flow_engine import run_flow
 
@@ -56,7 +68,9 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
     type = "scriptflow"
     job_configuration = BaseJobConfiguration
     job_configuration_variables = BaseVariables
-    _description = "Runs ScriptFlow scripts in threads of one process; the script is the only child."
+    _description = (
+        "Runs ScriptFlow scripts on threads of one process; the script is its only child."
+    )
     _display_name = "ScriptFlow"
 
     def __init__(self, *args, max_runs: int = 50, **kwargs):
@@ -82,6 +96,8 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
 
     async def start(self, *args, **kwargs) -> None:
         self._loop = asyncio.get_running_loop()
+        threading.Thread(target=_warm_up_bat_launcher, daemon=True,
+                         name="scriptflow-wine-warmup").start()
         await super().start(*args, **kwargs)
 
     def wake(self) -> None:

@@ -129,7 +129,15 @@ def _page_errors(app: FastAPI) -> None:
 
 def create_app(settings: Settings, *, db: Database | None = None, runner=None) -> FastAPI:
     from . import (
-        auth, dashboard, health, runs, runs_api, schedules, schedules_api, scripts, scripts_api,
+        auth,
+        dashboard,
+        health,
+        runs,
+        runs_api,
+        schedules,
+        schedules_api,
+        scripts,
+        scripts_api,
         settings_pages,
     )
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from types import SimpleNamespace
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request

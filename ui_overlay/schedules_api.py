@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException
 from fastapi.responses import Response
@@ -24,7 +24,7 @@ def _body_object(body: Any) -> dict:
 
 
 @api.put("/scripts/{script_id}/schedule")
-async def put_schedule(script_id: int, user: ApiUser, db: DbDep, body: Any = Body(...)):
+async def put_schedule(script_id: int, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]):
     script = visible_script(db, user, script_id)
     await core.set_schedule(db, user, script, _body_object(body))
     return core.schedule_to_dict(script)
@@ -48,7 +48,7 @@ async def delete_schedule(script_id: int, user: ApiUser, db: DbDep):
 
 
 @api.post("/schedules/preview")
-async def preview(user: ApiUser, body: Any = Body(...)):
+async def preview(user: ApiUser, body: Annotated[Any, Body()]):
     return core.preview(_body_object(body))
 
 

@@ -49,7 +49,8 @@ def status_badge(status: str | None) -> Markup:
     key = status or "none"
     icon = STATUS_ICONS.get(status or "", "–")
     return Markup(
-        '<span class="badge badge-{k}" data-status="{k}"><span aria-hidden="true">{i}</span> {t}</span>'
+        '<span class="badge badge-{k}" data-status="{k}">'
+        '<span aria-hidden="true">{i}</span> {t}</span>'
     ).format(k=key, i=icon, t=status_label(status))
 
 
