@@ -3,21 +3,25 @@
 Measured in one go on this machine (machines are shared and noisy: read medians and ratios,
 not single figures; nothing here passes or fails):
 
-A. start-up of `scriptflow up` to GET /health 200 (fresh home, then a restart of the same home),
-   beside a bare `prefect server start` (fresh, restart; full mode only); RSS of the whole
-   stack at idle, by process.
-B. "Run now" -> first output line visible through GET /api/v1/runs/{id}/output, and -> final
-   state, for a one-line script, N times (median, p90).
-C. memory per concurrent run: N sleeping scripts started at once; RSS of the stack's process
-   tree without the scripts' own processes, minus the idle RSS, divided by N.
-D. the baseline, on the same Prefect server: a `process` work pool, a deployment of the same
-   `run_script` flow with the same parameters, `prefect worker start` with default settings
-   (and with PREFECT_WORKER_QUERY_SECONDS=1 in full mode); the same B and C. Output is read
-   through ScriptFlow's /output endpoint in both cases (the same flow writes the same file).
+A. `scriptflow up` (tests/conftest.start_stack) to GET /health 200: fresh home, then a restart
+   of the same home; beside a bare `prefect server start` (full mode). RSS of the whole stack
+   at idle, by process.
+B. "Run now" (POST /api/v1/scripts/{id}/runs) -> first output line visible through
+   GET /api/v1/runs/{id}/output, and -> final state, for `print("hi")`, one run after the other.
+C. memory per concurrent run: sleeping scripts started at once; RSS of the stack's process
+   tree without the scripts' own processes, minus the idle RSS just before, divided by the most
+   scripts seen running at once. 10 through "Run now"; in full mode also 50 with the runs
+   created through Prefect's API (as 50 scheduled runs due together), then 50 through "Run now".
+D. the baseline, on the same Prefect server: a `process` work pool, deployments of the same
+   `run_script` flow with the same parameters and tags, `prefect worker start` with default
+   settings (and with PREFECT_WORKER_QUERY_SECONDS=1 in full mode); the same B (output read
+   through ScriptFlow's /output in both cases: the same flow writes the same output file) and
+   C for 10 runs (flow-run processes counted, the scripts not).
 
 Usage: /work/venv/bin/python bench/bench_runs.py [--quick] [--keep]
-Everything listens on and talks to 127.0.0.1; every process started here is stopped at the end
-(also on Ctrl-C). The table is printed and saved to bench/results-latest.txt.
+~10 min (--quick ~3.5 min). Everything listens on and talks to 127.0.0.1; every process
+started here is stopped at the end (also on Ctrl-C / SIGTERM). The table is printed and saved
+to bench/results-latest.txt.
 """
 
 from __future__ import annotations
@@ -265,9 +269,9 @@ def ratio(a: float | None, b: float | None) -> str:
 # --- HTTP helpers ---------------------------------------------------------------------------
 
 
-def healthy(url: str) -> bool:
+def healthy(url: str, timeout: float = 2) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status == 200
     except Exception:
         return False
@@ -280,32 +284,56 @@ def upload(client: httpx.Client, name: str, source: str) -> dict:
     return r.json()
 
 
-def run_status(client: httpx.Client, run_id: str) -> str:
-    r = client.get(f"/runs/{run_id}")
+def overlay_status(client: httpx.Client, run_id: str) -> str:
+    try:
+        r = client.get(f"/runs/{run_id}")
+    except httpx.TimeoutException:
+        return "overlay timeout"
     return r.json().get("status", "?") if r.status_code == 200 else f"http {r.status_code}"
+
+
+PREFECT_STATUS = {"COMPLETED": "succeeded", "FAILED": "failed", "CANCELLED": "cancelled",
+                  "CRASHED": "crashed"}
+
+
+def prefect_status(pclient, run_id: str) -> str:
+    """Status read from Prefect itself: still readable when the overlay does not answer."""
+    try:
+        fr = pclient.read_flow_run(run_id)
+    except Exception as exc:
+        return f"unreadable ({type(exc).__name__})"
+    if fr.state is None:
+        return "queued"
+    if fr.state.type.value == "FAILED" and fr.state.name == "TimedOut":
+        return "timed_out"
+    return PREFECT_STATUS.get(fr.state.type.value, fr.state.type.value.lower())
 
 
 @dataclass
 class Latency:
     first_line: list[float] = field(default_factory=list)
     final: list[float] = field(default_factory=list)
+    rss_after: list[int] = field(default_factory=list)  # stack RSS after each ScriptFlow run
     ok: int = 0
     n: int = 0
     problems: list[str] = field(default_factory=list)
 
+    def growth_per_run(self) -> float | None:
+        """Slope of the stack's RSS over the second half of the runs (a leak shows here)."""
+        xs = self.rss_after[len(self.rss_after) // 3:]
+        if len(xs) < 4:
+            return None
+        n = len(xs)
+        mx, my = (n - 1) / 2, statistics.fmean(xs)
+        num = sum((i - mx) * (y - my) for i, y in enumerate(xs))
+        return num / sum((i - mx) ** 2 for i in range(n))
+
 
 def measure_latency(stack: conftest.Stack, client: httpx.Client, start: Callable[[], str],
-                    n: int, pre_delay: Callable[[], float], label: str) -> Latency:
-    """start() creates a run and returns its id; time to its first output line and to final."""
-    try:
-        return _measure_latency(client, start, n, pre_delay, label)
-    except httpx.TransportError:
-        check_alive(stack)
-        raise
-
-
-def _measure_latency(client: httpx.Client, start: Callable[[], str], n: int,
-                     pre_delay: Callable[[], float], label: str) -> Latency:
+                    n: int, pre_delay: Callable[[], float], label: str,
+                    rss: Callable[[], int] | None = None) -> Latency:
+    """start() creates a run and returns its id; time to its first output line (through
+    ScriptFlow's /output) and to a final state, one run after the other."""
     out = Latency(n=n)
     for i in range(n):
         time.sleep(pre_delay())
@@ -313,23 +341,27 @@ def _measure_latency(client: httpx.Client, start: Callable[[], str], n: int,
         try:
             run_id = start()
         except Exception as exc:
+            check_alive(stack)
             out.problems.append(f"start failed: {exc!r}"[:300])
             continue
-        first = None
+        first, status = None, "?"
         deadline = t0 + 90
-        while time.perf_counter() < deadline:
-            r = client.get(f"/runs/{run_id}/output")
-            if r.status_code == 200 and r.json()["lines"]:
-                first = time.perf_counter() - t0
-                break
-            time.sleep(0.05)
-        status = "?"
-        while time.perf_counter() < deadline:
-            status = run_status(client, run_id)
-            if status in FINAL:
-                out.final.append(time.perf_counter() - t0)
-                break
-            time.sleep(0.05)
+        try:
+            while time.perf_counter() < deadline:
+                r = client.get(f"/runs/{run_id}/output")
+                if r.status_code == 200 and r.json()["lines"]:
+                    first = time.perf_counter() - t0
+                    break
+                time.sleep(0.05)
+            while time.perf_counter() < deadline:
+                status = overlay_status(client, run_id)
+                if status in FINAL:
+                    out.final.append(time.perf_counter() - t0)
+                    break
+                time.sleep(0.05)
+        except httpx.TransportError as exc:
+            check_alive(stack)
+            status = f"overlay error {type(exc).__name__}"
         if first is not None:
             out.first_line.append(first)
         if status == "succeeded" and first is not None:
@@ -337,6 +369,8 @@ def _measure_latency(client: httpx.Client, start: Callable[[], str], n: int,
         else:
             out.problems.append(f"run {run_id}: status {status}, first line "
                                 f"{'never' if first is None else f'{first:.2f} s'}")
+        if rss is not None:
+            out.rss_after.append(rss())
         say(f"  {label} {i + 1}/{n}: first line {fmt_s(first)}, final "
             f"{fmt_s(out.final[-1] if status in FINAL else None)} ({status})")
     return out
@@ -345,15 +379,20 @@ def _measure_latency(client: httpx.Client, start: Callable[[], str], n: int,
 @dataclass
 class Concurrency:
     n: int
+    how: str
     idle_before: int = 0
     peak: int = 0
     max_scripts: int = 0
-    all_started_after: float | None = None  # the Nth distinct script process was seen
+    started: int = 0  # distinct script processes seen
+    all_started_after: float | None = None
+    created: int = 0
+    created_median: float | None = None
     created_after: float | None = None  # the slowest create-run request returned
     succeeded: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     after: int = 0
     leftover_scripts: int = 0
+    overlay_back_after: float | None = None
     peak_breakdown: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -362,79 +401,78 @@ class Concurrency:
         return (self.peak - self.idle_before) / self.max_scripts if self.max_scripts else None
 
 
-def measure_concurrency(stack: conftest.Stack, client: httpx.Client,
-                        starters: list[Callable[[], str]], roots: list[int], work_dir: str,
-                        label: str) -> Concurrency:
-    try:
-        return _measure_concurrency(client, starters, roots, work_dir, label)
-    except httpx.TransportError:
-        check_alive(stack)
-        raise
-
-
-def _measure_concurrency(client: httpx.Client, starters: list[Callable[[], str]],
-                         roots: list[int], work_dir: str, label: str) -> Concurrency:
+def measure_concurrency(stack: conftest.Stack, pclient, starters: list[Callable[[], str]],
+                        roots: list[int], work_dir: str, label: str, how: str) -> Concurrency:
+    """Start every run at once (one thread each); sample the trees' RSS every 0.25 s until
+    the scripts are done; then read every run's final state from Prefect."""
     n = len(starters)
-    res = Concurrency(n=n)
+    res = Concurrency(n=n, how=how)
     time.sleep(2)
-    res.idle_before = statistics.median(sample(roots, work_dir).rss for _ in range(5))
+    res.idle_before = int(statistics.median(sample(roots, work_dir).rss for _ in range(5)))
     t0 = time.monotonic()
     created: list[float] = []
+    errors: dict[str, int] = {}
 
-    def timed(start: Callable[[], str]) -> str:
-        run_id = start()
+    def timed(start: Callable[[], str]) -> str | None:
+        try:
+            run_id = start()
+        except Exception as exc:
+            key = f"not created: {type(exc).__name__}"
+            errors[key] = errors.get(key, 0) + 1
+            return None
         created.append(time.monotonic() - t0)
         return run_id
 
-    started_scripts: set[tuple[int, float]] = set()
+    seen: set[tuple[int, float]] = set()
     with ThreadPoolExecutor(max_workers=n) as pool:
         futures = [pool.submit(timed, s) for s in starters]
-        run_ids = []
-        # sample memory while the runs are being created and while they run
         while True:
-            s = sample(roots, work_dir, breakdown=True, scripts_seen=started_scripts)
+            s = sample(roots, work_dir, breakdown=True, scripts_seen=seen)
             if s.rss > res.peak:
                 res.peak, res.peak_breakdown = s.rss, s.by_process
-            if s.scripts > res.max_scripts:
-                res.max_scripts = s.scripts
-            if len(started_scripts) >= n and res.all_started_after is None:
+            res.max_scripts = max(res.max_scripts, s.scripts)
+            if len(seen) >= n and res.all_started_after is None:
                 res.all_started_after = s.t - t0
             elapsed = time.monotonic() - t0
-            if elapsed > SLEEP_SECONDS + 120:
+            done = all(f.done() for f in futures)
+            if elapsed > SLEEP_SECONDS + 120 or stack.proc.poll() is not None:
                 break
-            if res.max_scripts and s.scripts == 0 and elapsed > SLEEP_SECONDS:
+            if done and s.scripts == 0 and len(seen) >= len(created) and elapsed > 3:
                 break
             time.sleep(0.25)
-        for f in futures:
-            try:
-                run_ids.append(f.result())
-            except Exception as exc:
-                key = f"start failed: {type(exc).__name__}"
-                res.statuses[key] = res.statuses.get(key, 0) + 1
+        run_ids = [rid for f in futures if (rid := f.result())]
+    res.created, res.started = len(run_ids), len(seen)
     res.created_after = max(created) if created else None
+    res.created_median = median(created)
+    res.statuses.update(errors)
+    pending, final = set(run_ids), {}
     deadline = time.monotonic() + 60
-    pending = set(run_ids)
-    final: dict[str, str] = {}
     while pending and time.monotonic() < deadline:
         for rid in list(pending):
-            st = run_status(client, rid)
+            st = prefect_status(pclient, rid)
             if st in FINAL:
                 final[rid] = st
                 pending.discard(rid)
         if pending:
             time.sleep(1)
     for rid in pending:
-        final[rid] = run_status(client, rid) + " (not final)"
+        final[rid] = prefect_status(pclient, rid) + " (not final)"
     for st in final.values():
         res.statuses[st] = res.statuses.get(st, 0) + 1
     res.succeeded = res.statuses.get("succeeded", 0)
-    time.sleep(5)
+    t1 = time.monotonic()
+    while time.monotonic() - t1 < 90:
+        if healthy(stack.url + "/health", timeout=5):
+            res.overlay_back_after = time.monotonic() - t1
+            break
+        time.sleep(1)
+    time.sleep(3)
     after = sample(roots, work_dir)
     res.after, res.leftover_scripts = after.rss, after.scripts
-    say(f"  {label}: peak {fmt_mb(res.peak)} (idle {fmt_mb(res.idle_before)}), "
-        f"max {res.max_scripts}/{n} scripts at once, runs created within "
-        f"{fmt_s(res.created_after)}, all {n} scripts started within "
-        f"{fmt_s(res.all_started_after)}, outcomes {res.statuses}")
+    say(f"  {label}: idle {fmt_mb(res.idle_before)} -> peak {fmt_mb(res.peak)}, "
+        f"max {res.max_scripts}/{n} scripts at once, {res.created}/{n} runs created "
+        f"(last after {fmt_s(res.created_after)}), {res.started}/{n} scripts started "
+        f"(all after {fmt_s(res.all_started_after)}), outcomes {res.statuses}")
     return res
 
 
@@ -446,6 +484,7 @@ def start_stack(home: Path) -> tuple[conftest.Stack, float]:
     stack = conftest.start_stack(home)
     took = time.monotonic() - t0
     _stacks.append(stack)
+    descendants(stack.proc.pid)  # remembered for the clean-up
     return stack, took
 
 
@@ -455,7 +494,8 @@ def bare_prefect_server(tmp: Path) -> tuple[float | None, float | None]:
     home = tmp / "bare-prefect"
     for _ in range(2):
         port = conftest.free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SCRIPTFLOW_"))}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("PREFECT_", "SCRIPTFLOW_"))}
         env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                     "DO_NOT_TRACK": "1", "PREFECT_SERVER_API_HOST": "127.0.0.1",
                     "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false"})
@@ -467,6 +507,7 @@ def bare_prefect_server(tmp: Path) -> tuple[float | None, float | None]:
         _started.append(proc)
         took = None
         while time.monotonic() - t0 < 150 and proc.poll() is None:
+            descendants(proc.pid)
             if healthy(f"http://127.0.0.1:{port}/api/health"):
                 took = time.monotonic() - t0
                 break
@@ -491,6 +532,7 @@ def prefect_env_of(stack: conftest.Stack) -> dict[str, str]:
 
 
 def baseline_env(stack: conftest.Stack, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Prefect's defaults, pointed at the stack's Prefect server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SCRIPTFLOW_"))}
     env.update(prefect_env_of(stack))
     env.update({"PREFECT_HOME": str(stack.home / "bench-prefect-home"), "DO_NOT_TRACK": "1",
@@ -498,7 +540,8 @@ def baseline_env(stack: conftest.Stack, extra: dict[str, str] | None = None) -> 
     return env
 
 
-def start_process_worker(stack: conftest.Stack, name: str, extra: dict[str, str]) -> subprocess.Popen:
+def start_process_worker(stack: conftest.Stack, name: str,
+                         extra: dict[str, str]) -> subprocess.Popen:
     log = stack.home / f"{name}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", name],
@@ -507,10 +550,10 @@ def start_process_worker(stack: conftest.Stack, name: str, extra: dict[str, str]
     _started.append(proc)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
+        descendants(proc.pid)
         if proc.poll() is not None:
             raise RuntimeError(f"prefect worker exited: {log.read_text()[-3000:]}")
-        text = log.read_text(errors="replace")
-        if "started!" in text or "Worker" in text and "started" in text:
+        if "started!" in log.read_text(errors="replace"):
             return proc
         time.sleep(0.2)
     raise RuntimeError(f"prefect worker did not start: {log.read_text()[-3000:]}")
@@ -522,7 +565,8 @@ def stop_worker(proc: subprocess.Popen) -> None:
         _started.remove(proc)
 
 
-def make_baseline_deployments(stack: conftest.Stack, script_names: dict[str, str]) -> dict[str, str]:
+def make_baseline_deployments(stack: conftest.Stack, pclient,
+                              script_names: dict[str, str]) -> dict[str, str]:
     """key -> deployment id of a `process`-pool copy of ScriptFlow script `name`'s deployment."""
     r = subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", POOL,
                         "--type", "process", "--overwrite"],
@@ -530,30 +574,27 @@ def make_baseline_deployments(stack: conftest.Stack, script_names: dict[str, str
                        cwd=stack.home)
     if r.returncode != 0:
         raise RuntimeError(f"prefect work-pool create failed: {r.stdout}\n{r.stderr}")
-    from prefect import get_client
-
     ids = {}
-    with get_client(sync_client=True) as client:
-        flow_id = client.create_flow_from_name("run_script")
-        for key, name in script_names.items():
-            own = client.read_deployment_by_name(f"run_script/{name}")
-            dep_id = client.create_deployment(
-                flow_id=flow_id,
-                name=f"bench-baseline-{key}",
-                work_pool_name=POOL,
-                # What `prefect deploy` writes for local code: cd to the project, load the file.
-                entrypoint="flows/run_script.py:run_script",
-                path=str(ROOT),
-                pull_steps=[{"prefect.deployments.steps.set_working_directory":
-                             {"directory": str(ROOT)}}],
-                parameters=dict(own.parameters),
-                parameter_openapi_schema=own.parameter_openapi_schema,
-                enforce_parameter_schema=False,
-                tags=list(own.tags),  # `scriptflow`, `script-<id>`: ScriptFlow's /output reads it
-                job_variables={"working_dir": str(ROOT),
-                               "env": {"SCRIPTFLOW_HOME": str(stack.home)}},
-            )
-            ids[key] = str(dep_id)
+    flow_id = pclient.create_flow_from_name("run_script")
+    for key, name in script_names.items():
+        own = pclient.read_deployment_by_name(f"run_script/{name}")
+        dep_id = pclient.create_deployment(
+            flow_id=flow_id,
+            name=f"bench-baseline-{key}",
+            work_pool_name=POOL,
+            # What `prefect deploy` writes for local code: cd to the project, load the file.
+            entrypoint="flows/run_script.py:run_script",
+            path=str(ROOT),
+            pull_steps=[{"prefect.deployments.steps.set_working_directory":
+                         {"directory": str(ROOT)}}],
+            parameters=dict(own.parameters),
+            parameter_openapi_schema=own.parameter_openapi_schema,
+            enforce_parameter_schema=False,
+            tags=list(own.tags),  # `scriptflow`, `script-<id>`: ScriptFlow's /output reads it
+            job_variables={"working_dir": str(ROOT),
+                           "env": {"SCRIPTFLOW_HOME": str(stack.home)}},
+        )
+        ids[key] = str(dep_id)
     return ids
 
 
@@ -562,24 +603,20 @@ def make_baseline_deployments(stack: conftest.Stack, script_names: dict[str, str
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer runs, no 50-run test (~3 min)")
+    ap.add_argument("--quick", action="store_true", help="fewer runs, no 50-run tests (~3 min)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary home")
     args = ap.parse_args()
-    quick = args.quick
-    n_latency = 5 if quick else 15
-    n_latency_default = 3 if quick else 15
-    idle_wait = 10 if quick else 20
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
     tmp = Path(tempfile.mkdtemp(prefix="scriptflow-bench-")).resolve()
-    r: dict = {"mode": "quick" if quick else "full", "began": time.monotonic(),
-               "load_start": os.getloadavg()[0]}
+    r: dict = {"mode": "quick" if args.quick else "full", "began": time.monotonic(),
+               "load_start": os.getloadavg()[0], "conc": {}}
     keep = args.keep
     try:
-        run_all(r, tmp, quick, n_latency, n_latency_default, idle_wait)
+        run_all(r, tmp, args.quick)
     except KeyboardInterrupt:
         say("interrupted; cleaning up")
         r["error"] = "interrupted"
@@ -590,7 +627,7 @@ def main() -> int:
     finally:
         cleanup()
         if keep:
-            say(f"kept {tmp} (logs under home/logs, home/up.out, home/bench-worker-*.log)")
+            say(f"kept {tmp} (logs: home/up.out, home/logs/, home/bench-worker-*.log)")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     r["elapsed"] = time.monotonic() - r["began"]
@@ -599,23 +636,27 @@ def main() -> int:
     return 1 if r.get("error") else 0
 
 
-def run_all(r: dict, tmp: Path, quick: bool, n_latency: int, n_latency_default: int,
-            idle_wait: int) -> None:
+def run_all(r: dict, tmp: Path, quick: bool) -> None:
+    n_latency = 5 if quick else 15
+    # the default worker polls every 10 s: ~20 s a run with the random phase, so fewer runs
+    n_latency_default = 3 if quick else 10
+    idle_wait = 10 if quick else 20
     home = tmp / "home"
+
     # A. start-up and idle memory ------------------------------------------------------------
-    say(f"A. starting `scriptflow up` on a fresh home {home}")
+    say(f"A. `scriptflow up` on a fresh home {home}")
     stack, r["start_fresh"] = start_stack(home)
-    say(f"  fresh: healthy after {r['start_fresh']:.1f} s; stopping")
+    say(f"  fresh: /health 200 after {r['start_fresh']:.1f} s; stopping it")
     r["survivors_first_stop"] = stop_stack(stack)
     stack, r["start_restart"] = start_stack(home)
-    say(f"  restart: healthy after {r['start_restart']:.1f} s")
+    say(f"  restart: /health 200 after {r['start_restart']:.1f} s")
     work_dir = str(home / "work")
     roots = [stack.proc.pid]
     time.sleep(idle_wait)
     r["idle"] = idle = sample(roots, work_dir, breakdown=True)
     say(f"  idle after {idle_wait} s: {fmt_mb(idle.rss)}")
     if not quick:
-        say("A'. bare `prefect server start` (fresh, restart) for comparison")
+        say("A'. bare `prefect server start` (fresh, restart), for comparison")
         r["bare_fresh"], r["bare_restart"] = bare_prefect_server(tmp)
         say(f"  bare prefect server: fresh {fmt_s(r['bare_fresh'])}, "
             f"restart {fmt_s(r['bare_restart'])}")
@@ -625,11 +666,25 @@ def run_all(r: dict, tmp: Path, quick: bool, n_latency: int, n_latency_default: 
         raise RuntimeError(f"token create failed: {token.stderr}")
     stack.tokens["admin"] = token.stdout.strip()
     client = stack.client("admin")
+    # This process's own Prefect client (baseline runs, states): the stack's server.
+    os.environ.update({k: v for k, v in baseline_env(stack).items()
+                       if k.startswith("PREFECT_") or k == "DO_NOT_TRACK"})
+    from prefect import get_client
 
+    with get_client(sync_client=True) as pclient:
+        run_phases(r, stack, client, pclient, roots, work_dir, quick, n_latency,
+                   n_latency_default)
+    client.close()
+    check_alive(stack)
+    r["survivors_last_stop"] = stop_stack(stack)
+
+
+def run_phases(r, stack, client, pclient, roots, work_dir, quick, n_latency,
+               n_latency_default) -> None:
     # B. ScriptFlow "Run now" ----------------------------------------------------------------
     hello = upload(client, "bench-hello", HELLO)
     sleepers = [upload(client, f"bench-sleep-{i}", SLEEPER) for i in range(10 if quick else 50)]
-    say(f"B. ScriptFlow run now x{n_latency}")
+    say(f"B. ScriptFlow: Run now x{n_latency}")
 
     def sf_start(script_id: int) -> Callable[[], str]:
         def go() -> str:
@@ -638,59 +693,65 @@ def run_all(r: dict, tmp: Path, quick: bool, n_latency: int, n_latency_default: 
             return resp.json()["id"]
         return go
 
-    r["sf_lat"] = measure_latency(stack, client, sf_start(hello["id"]), n_latency,
-                                  lambda: random.uniform(0.2, 1.0), "scriptflow")
+    def api_start(deployment_id: str) -> Callable[[], str]:
+        def go() -> str:
+            return str(pclient.create_flow_run_from_deployment(deployment_id,
+                                                               tags=["manual"]).id)
+        return go
 
-    # C. ScriptFlow concurrency --------------------------------------------------------------
-    r["sf_conc"] = {}
-    for n in ((10,) if quick else (10, 50)):
-        say(f"C. ScriptFlow: {n} sleeping scripts at once")
-        r["sf_conc"][n] = measure_concurrency(
-            stack, client, [sf_start(s["id"]) for s in sleepers[:n]], roots, work_dir,
-            f"scriptflow x{n}")
-    r["sf_idle_after"] = sample(roots, work_dir).rss
+    r["sf_lat"] = measure_latency(stack, client, sf_start(hello["id"]), n_latency,
+                                  lambda: random.uniform(0.2, 1.0), "scriptflow",
+                                  lambda: sample(roots, work_dir).rss)
+    r["sf_idle_after_latency"] = sample(roots, work_dir).rss
+
+    # C. ScriptFlow: 10 at once through "Run now" -------------------------------------------
+    say("C. ScriptFlow: 10 sleeping scripts at once (POST /scripts/{id}/runs)")
+    r["conc"]["sf10"] = measure_concurrency(
+        stack, pclient, [sf_start(s["id"]) for s in sleepers[:10]], roots, work_dir,
+        "scriptflow x10", "Run now")
 
     # D. the baseline: Prefect's process worker on the same server ---------------------------
-    say("D. baseline: process work pool + `prefect worker start`")
-    os.environ.update({k: v for k, v in baseline_env(stack).items()
-                       if k.startswith("PREFECT_") or k == "DO_NOT_TRACK"})
-    deps = make_baseline_deployments(stack, {"hello": hello["name"],
-                                             "sleep": sleepers[0]["name"]})
-    from prefect import get_client
+    say("D. baseline: `process` work pool, deployments, `prefect worker start`")
+    deps = make_baseline_deployments(stack, pclient, {"hello": hello["name"],
+                                                      "sleep": sleepers[0]["name"]})
+    variants = [("default", {}, 10.0, n_latency_default)]
+    if not quick:
+        variants.append(("poll1s", {"PREFECT_WORKER_QUERY_SECONDS": "1"}, 1.0, n_latency))
+    for key, extra, poll, n in variants:
+        worker = start_process_worker(stack, f"bench-worker-{key}", extra)
+        try:
+            if key == "default":
+                time.sleep(5)
+                r["pf_idle_worker"] = sample([worker.pid], work_dir, breakdown=True)
+            say(f"D. prefect-{key}: run x{n} (random phase against the worker's poll)")
+            r[f"pf_lat_{key}"] = measure_latency(
+                stack, client, api_start(deps["hello"]), n,
+                lambda p=poll: random.uniform(0.2, p), f"prefect-{key}")
+            if key == "default":
+                say("D. prefect-default: 10 sleeping scripts at once")
+                r["conc"]["pf10"] = measure_concurrency(
+                    stack, pclient, [api_start(deps["sleep"])] * 10,
+                    [stack.proc.pid, worker.pid], work_dir, "prefect-default x10",
+                    "Prefect API")
+        finally:
+            say(f"  stopping the process worker ({key}): SIGINT, SIGKILL after 10 s")
+            stop_worker(worker)
+    if quick:
+        return
 
-    with get_client(sync_client=True) as pclient:
-
-        def pf_start(dep_id: str) -> Callable[[], str]:
-            def go() -> str:
-                return str(pclient.create_flow_run_from_deployment(dep_id, tags=["manual"]).id)
-            return go
-
-        variants = [("default", {}, 10.0, n_latency_default)]
-        if not quick:
-            variants.append(("poll1s", {"PREFECT_WORKER_QUERY_SECONDS": "1"}, 1.0, n_latency))
-        for key, extra, poll, n in variants:
-            worker = start_process_worker(stack, f"bench-worker-{key}", extra)
-            try:
-                wroots = [stack.proc.pid, worker.pid]
-                if key == "default":
-                    time.sleep(5)
-                    r["pf_idle_worker"] = sample([worker.pid], work_dir, breakdown=True)
-                say(f"D. prefect ({key}) run now x{n}")
-                # a random phase against the worker's poll, as a person clicking would have
-                r[f"pf_lat_{key}"] = measure_latency(
-                    stack, client, pf_start(deps["hello"]), n,
-                    lambda p=poll: random.uniform(0.2, p), f"prefect-{key}")
-                if key == "default":
-                    say("D. prefect (default): 10 sleeping scripts at once")
-                    r["pf_conc"] = measure_concurrency(
-                        stack, client, [pf_start(deps["sleep"])] * 10, wroots, work_dir,
-                        "prefect-default x10")
-            finally:
-                say(f"  stopping the process worker ({key}): SIGINT, SIGKILL after 10 s")
-                stop_worker(worker)
-    client.close()
-    check_alive(stack)
-    r["survivors_last_stop"] = stop_stack(stack)
+    # C'. ScriptFlow: 50 at once, created through Prefect's API (as 50 scheduled runs due at
+    # the same time would be), then through "Run now" (last: it may leave the overlay stuck)
+    say("C'. ScriptFlow: 50 sleeping scripts at once, runs created through Prefect's API")
+    dep_ids = [str(pclient.read_deployment_by_name(f"run_script/{s['name']}").id)
+               for s in sleepers]
+    r["conc"]["sf50api"] = measure_concurrency(
+        stack, pclient, [api_start(d) for d in dep_ids], roots, work_dir,
+        "scriptflow x50 (Prefect API)", "Prefect API")
+    say("C''. ScriptFlow: 50 sleeping scripts at once (POST /scripts/{id}/runs)")
+    r["conc"]["sf50"] = measure_concurrency(
+        stack, pclient, [sf_start(s["id"]) for s in sleepers], roots, work_dir,
+        "scriptflow x50 (Run now)", "Run now")
+    r["sf_idle_end"] = sample(roots, work_dir).rss
 
 
 def report(r: dict) -> None:
@@ -706,21 +767,21 @@ def report(r: dict) -> None:
     add(f"bench_runs.py --{r['mode']}  {datetime.now().isoformat(timespec='seconds')}  "
         f"commit {commit} (+ working tree)  prefect {prefect.__version__}  "
         f"python {platform.python_version()}  {os.cpu_count()} cpus  "
-        f"{psutil.virtual_memory().total / 2**30:.1f} GiB  "
         f"load {r['load_start']:.1f} -> {os.getloadavg()[0]:.1f}  took {r['elapsed']:.0f} s")
     add("scriptflow = `scriptflow up` (Prefect server + one web/runner process); "
-        "prefect-default = the same Prefect server + `prefect worker start` (process pool, "
-        "defaults); prefect-poll1s = the same with PREFECT_WORKER_QUERY_SECONDS=1")
+        "prefect-default = the same\nPrefect server + `prefect worker start` (process pool, "
+        "defaults); prefect-poll1s = the same with\nPREFECT_WORKER_QUERY_SECONDS=1. "
+        "ratio = scriptflow / baseline.")
     if r.get("error"):
-        add(f"!! INCOMPLETE: {r['error'].splitlines()[0]}")
+        add(f"!! INCOMPLETE: {r['error'].splitlines()[0][:200]}")
     add("")
-    w = (34, 13, 16, 7, 15, 7, 10)
+    w = (34, 12, 16, 7, 15, 7, 9)
     head = ("metric", "scriptflow", "prefect-default", "ratio", "prefect-poll1s", "ratio",
             "target")
     add("".join(h.ljust(x) for h, x in zip(head, w, strict=True)).rstrip())
 
     def row(metric, sf, base=None, poll1=None, target="", sf_v=None, base_v=None, p_v=None):
-        cells = (metric, sf, base or "-", ratio(sf_v, base_v), poll1 or "-",
+        cells = (metric, sf or "-", base or "-", ratio(sf_v, base_v), poll1 or "-",
                  ratio(sf_v, p_v), target)
         add("".join(str(c).ljust(x) for c, x in zip(cells, w, strict=True)).rstrip())
 
@@ -737,7 +798,7 @@ def report(r: dict) -> None:
     ):
         a, b, c = stat(sl, fn, attr), stat(dl, fn, attr), stat(pl, fn, attr)
         row(name, fmt_s(a), fmt_s(b), fmt_s(c), tgt, a, b, c)
-    row("latency runs succeeded", sl and f"{sl.ok}/{sl.n}", dl and f"{dl.ok}/{dl.n}",
+    row("  runs succeeded", sl and f"{sl.ok}/{sl.n}", dl and f"{dl.ok}/{dl.n}",
         pl and f"{pl.ok}/{pl.n}")
 
     idle = r["idle"].rss if r.get("idle") else None
@@ -747,30 +808,40 @@ def report(r: dict) -> None:
     base_idle = server_rss + worker_idle.rss if worker_idle else None
     row("whole stack idle (RSS)", fmt_mb(idle), fmt_mb(base_idle), target="<= 350 MB",
         sf_v=idle, base_v=base_idle)
-    conc = r.get("sf_conc", {})
-    c10, p10, c50 = conc.get(10), r.get("pf_conc"), conc.get(50)
+    conc = r["conc"]
+    c10, p10 = conc.get("sf10"), conc.get("pf10")
+
+    def conc_rows(title, c, b=None, target_ok=""):
+        n = c.n
+        row(f"memory per concurrent run, {title}", fmt_mb(c.per_run), b and fmt_mb(b.per_run),
+            target="<= 10 MB", sf_v=c.per_run, base_v=b and b.per_run)
+        row("  peak RSS beyond idle", fmt_mb(c.peak - c.idle_before),
+            b and fmt_mb(b.peak - b.idle_before), sf_v=c.peak - c.idle_before,
+            base_v=b and b.peak - b.idle_before)
+        row("  most scripts running at once", f"{c.max_scripts}/{n}",
+            b and f"{b.max_scripts}/{b.n}")
+        row("  runs created / scripts started", f"{c.created}/{c.started}",
+            b and f"{b.created}/{b.started}")
+        row("  runs succeeded", f"{c.succeeded}/{n}", b and f"{b.succeeded}/{b.n}",
+            target=target_ok)
+        row("  run created after (median)", fmt_s(c.created_median),
+            b and fmt_s(b.created_median), sf_v=c.created_median,
+            base_v=b and b.created_median)
+        row("  all runs created within", fmt_s(c.created_after), b and fmt_s(b.created_after),
+            sf_v=c.created_after, base_v=b and b.created_after)
+        row("  all scripts started within", fmt_s(c.all_started_after),
+            b and fmt_s(b.all_started_after), sf_v=c.all_started_after,
+            base_v=b and b.all_started_after)
+
     if c10:
-        row("memory per concurrent run, 10", fmt_mb(c10.per_run), p10 and fmt_mb(p10.per_run),
-            target="<= 10 MB", sf_v=c10.per_run, base_v=p10 and p10.per_run)
-        row("  peak RSS beyond idle", fmt_mb(c10.peak - c10.idle_before),
-            p10 and fmt_mb(p10.peak - p10.idle_before), sf_v=c10.peak - c10.idle_before,
-            base_v=p10 and p10.peak - p10.idle_before)
-        row("  most running at once", f"{c10.max_scripts}/10", p10 and f"{p10.max_scripts}/10")
-        row("  succeeded", f"{c10.succeeded}/10", p10 and f"{p10.succeeded}/10",
-            target="10/10")
-        row("  all 10 runs created within", fmt_s(c10.created_after),
-            p10 and fmt_s(p10.created_after), sf_v=c10.created_after,
-            base_v=p10 and p10.created_after)
-        row("  all 10 scripts started within", fmt_s(c10.all_started_after),
-            p10 and fmt_s(p10.all_started_after), sf_v=c10.all_started_after,
-            base_v=p10 and p10.all_started_after)
-    if c50:
-        row("memory per concurrent run, 50", fmt_mb(c50.per_run), target="<= 10 MB")
-        row("  peak RSS beyond idle", fmt_mb(c50.peak - c50.idle_before))
-        row("  most running at once", f"{c50.max_scripts}/50")
-        row("  succeeded", f"{c50.succeeded}/50", target="50/50")
-        row("  all 50 runs created within", fmt_s(c50.created_after))
-        row("  all 50 scripts started within", fmt_s(c50.all_started_after))
+        conc_rows("10", c10, p10, "10/10")
+    if conc.get("sf50api"):
+        conc_rows("50 (API)", conc["sf50api"], None, "50/50")
+    if conc.get("sf50"):
+        c50 = conc["sf50"]
+        conc_rows("50 (Run now)", c50, None, "50/50")
+        row("  overlay /health answers again", fmt_s(c50.overlay_back_after)
+            if c50.overlay_back_after is not None else "not in 90 s")
     bare = r.get("bare_fresh") is not None
     if "start_fresh" in r:
         row("start-up fresh home -> /health", fmt_s(r["start_fresh"]),
@@ -789,21 +860,27 @@ def report(r: dict) -> None:
         add("Idle RSS of the baseline's process worker:")
         for k, v in worker_idle.by_process.items():
             add(f"  {fmt_mb(v):>8}  {k}")
+    if sl and sl.rss_after:
+        g = sl.growth_per_run()
+        add(f"ScriptFlow stack RSS across the {sl.n} sequential runs: "
+            f"{fmt_mb(sl.rss_after[0])} after the first, {fmt_mb(sl.rss_after[-1])} after the "
+            f"last; slope over the last two thirds {fmt_mb(g)}/run")
     add("")
-    add("Concurrency detail (RSS of the trees without the scripts' own processes):")
-    for label, c in [(f"scriptflow x{n}", c) for n, c in conc.items()] + (
-            [("prefect-default x10", p10)] if p10 else []):
-        add(f"  {label}: idle {fmt_mb(c.idle_before)} -> peak {fmt_mb(c.peak)} -> "
-            f"{fmt_mb(c.after)} 5 s after; outcomes {c.statuses}; "
-            f"scripts still running 5 s after: {c.leftover_scripts}")
+    add("Concurrency detail (RSS of the process trees without the scripts' own processes):")
+    for key, c in conc.items():
+        add(f"  {key} ({c.how}): idle {fmt_mb(c.idle_before)} -> peak {fmt_mb(c.peak)} -> "
+            f"{fmt_mb(c.after)} after; outcomes {c.statuses}; scripts running after: "
+            f"{c.leftover_scripts}")
         top = sorted(c.peak_breakdown.items(), key=lambda kv: -kv[1])
         for k, v in top[:3]:
             add(f"      {fmt_mb(v):>8}  {k}")
         if len(top) > 3:
             add(f"      {fmt_mb(sum(v for _k, v in top[3:])):>8}  {len(top) - 3} more processes")
-    if "sf_idle_after" in r:
-        add(f"  scriptflow idle after its concurrency tests: {fmt_mb(r['sf_idle_after'])} "
-            f"(idle before any run: {fmt_mb(idle)})")
+    marks = [("before any run", idle), ("after the sequential runs",
+                                        r.get("sf_idle_after_latency")),
+             ("at the end", r.get("sf_idle_end"))]
+    add("  ScriptFlow stack RSS " + ", ".join(f"{k} {fmt_mb(v)}" for k, v in marks
+                                               if v is not None))
     for key in ("survivors_first_stop", "survivors_last_stop"):
         if r.get(key):
             add(f"  processes still alive after stopping the stack ({key}): pids {r[key]}")
@@ -814,11 +891,10 @@ def report(r: dict) -> None:
         add("")
         add("Error: " + r["error"])
     add("")
-    add("Notes: compare medians and ratios (ratio = scriptflow / baseline): the machine is "
-        "shared.\nBaseline idle = the same Prefect server + an idle process worker. Per-run "
-        "memory = (peak RSS of the\nprocess trees without the scripts - idle just before) / "
-        "most runs seen running at once.\nBaseline runs are started at a random phase of the "
-        "worker's poll, as a person clicking would.")
+    add("Notes: medians and ratios are what to compare: the machine is shared. Baseline idle =\n"
+        "the same Prefect server + an idle process worker. Memory per concurrent run = (peak\n"
+        "RSS of the trees without the scripts - idle just before) / most scripts seen running\n"
+        "at once. Baseline runs start at a random phase of the worker's poll, as a click would.")
     text = "\n".join(lines) + "\n"
     print("\n" + text, end="")
     RESULTS.write_text(text)

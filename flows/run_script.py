@@ -58,10 +58,17 @@ def launcher_ready(launcher: list[str] | None) -> list[str] | None:
 def _stream_loggers(flow_run) -> dict[str, PrefectLogAdapter]:
     extra = {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
              "flow_name": "run_script"}
-    return {
-        stream: PrefectLogAdapter(logging.getLogger(f"prefect.flow_runs.{stream}"), extra)
-        for stream in ("stdout", "stderr")
-    }
+    parent = logging.getLogger("prefect.flow_runs")
+    loggers = {}
+    for stream in ("stdout", "stderr"):
+        logger = logging.getLogger(f"prefect.flow_runs.{stream}")
+        if logger.propagate:
+            # Script output goes to Prefect's API only: echoing it through the root logger's
+            # rich console handler cost ~0.3 ms a line (20 000 lines: +6 s to a run).
+            logger.handlers = list(parent.handlers)
+            logger.propagate = False
+        loggers[stream] = PrefectLogAdapter(logger, extra)
+    return loggers
 
 
 @flow(name="run_script", persist_result=False, log_prints=False, validate_parameters=True)

@@ -5,6 +5,10 @@ them to ScriptFlow's vocabulary (API.md "Runs")."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -219,6 +223,32 @@ async def delete_deployment(deployment_id: str | UUID) -> None:
     await _call(_do())
 
 
+@functools.cache
+def _no_retry_settings():
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, get_current_settings
+
+    return get_current_settings().copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
+
+
+async def _retry_busy(make_call, window: float = 10.0):
+    """Prefect on SQLite answers 503 when two writes collide, and its client then backs off
+    2, 4, 8, 16 s: ten "Run now" at once would start over half a minute. Retry quickly here
+    for a while, then leave it to the client's own retries."""
+    from prefect.context import SettingsContext, get_settings_context
+
+    deadline = time.monotonic() + window
+    while time.monotonic() < deadline:
+        try:
+            profile = get_settings_context().profile
+            with SettingsContext(profile=profile, settings=_no_retry_settings()):
+                return await make_call()
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 503:
+                raise
+        await asyncio.sleep(random.uniform(0.05, 0.3))
+    return await make_call()
+
+
 async def create_manual_run(deployment_id: str | UUID) -> FlowRun:
     async def _do():
         async with get_client() as client:
@@ -226,7 +256,7 @@ async def create_manual_run(deployment_id: str | UUID) -> FlowRun:
                 UUID(str(deployment_id)), tags=["manual"]
             )
 
-    return await _call(_do())
+    return await _call(_retry_busy(_do))
 
 
 async def read_run(run_id: UUID) -> FlowRun | None:
@@ -321,5 +351,425 @@ async def worker_heartbeats() -> list[tuple[str, datetime | None, str]]:
                 return []
             return [(w.name, w.last_heartbeat_time, str(w.status.value if w.status else ""))
                     for w in workers]
+
+    return await _call(_do())
+
+
+# -- the scheduler's state: runs in progress, next and late runs, workers --------------------
+LATE_AFTER_SECONDS = 15  # Prefect's own "Late" threshold (PREFECT_API_SERVICES_LATE_RUNS_...)
+
+
+@dataclass
+class SchedulerRuns:
+    running: list[FlowRun]
+    next: list[FlowRun]
+    late: list[FlowRun]
+
+
+async def read_scheduler_runs(script_ids: list[int] | None, *, next_limit: int = 20,
+                              limit: int = 200) -> SchedulerRuns:
+    """Runs of these scripts (None: every script) in progress (longest running first), the
+    next `next_limit` scheduled ones (soonest first), and the late ones: still scheduled
+    more than LATE_AFTER_SECONDS after their time (oldest first)."""
+    if script_ids is not None and not script_ids:
+        return SchedulerRuns([], [], [])
+
+    def runs_filter(types: list[StateType], after: datetime | None = None,
+                    before: datetime | None = None) -> FlowRunFilter:
+        f = FlowRunFilter(tags=FlowRunFilterTags(all_=[TAG]),
+                          state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types)))
+        if script_ids is not None:
+            f.tags.any_ = [script_tag(i) for i in script_ids]
+        if after or before:
+            f.expected_start_time = FlowRunFilterExpectedStartTime(after_=after, before_=before)
+        return f
+
+    async def _do() -> SchedulerRuns:
+        now = datetime.now(UTC)
+        async with get_client() as client:
+            running, upcoming, late = await asyncio.gather(
+                client.read_flow_runs(
+                    flow_run_filter=runs_filter([StateType.RUNNING, StateType.CANCELLING]),
+                    sort=FlowRunSort.START_TIME_ASC, limit=limit),
+                client.read_flow_runs(
+                    flow_run_filter=runs_filter([StateType.SCHEDULED], after=now),
+                    sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=next_limit),
+                client.read_flow_runs(
+                    flow_run_filter=runs_filter(
+                        [StateType.SCHEDULED],
+                        before=now - timedelta(seconds=LATE_AFTER_SECONDS)),
+                    sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=limit),
+            )
+        return SchedulerRuns(running=running, next=upcoming, late=late)
+
+    return await _call(_do())
+
+
+async def read_workers() -> list[dict[str, Any]]:
+    """The workers of ScriptFlow's pool: name, last heartbeat, and whether it is alive (a
+    heartbeat within three of its intervals, the rule Prefect uses to mark a worker offline)."""
+
+    async def _do():
+        async with get_client() as client:
+            try:
+                workers = await client.read_workers_for_work_pool(WORK_POOL)
+            except ObjectNotFound:
+                return []
+        now = datetime.now(UTC)
+        out = []
+        for w in workers:
+            interval = w.heartbeat_interval_seconds or 30
+            beat = w.last_heartbeat_time
+            alive = beat is not None and now - beat <= timedelta(seconds=3 * interval)
+            out.append({"name": w.name, "last_heartbeat": beat, "alive": alive})
+        return sorted(out, key=lambda w: w["name"])
+
+    return await _call(_do())
+
+
+# -- notifications: email blocks, automations, the digest deployments, events ---------------
+EMAIL_TAG = "scriptflow-email"  # on every automation ScriptFlow keeps for emails
+CREDENTIALS_BLOCK = "scriptflow-smtp"
+EMAIL_BLOCK = "scriptflow-email"
+DIGEST_FLOW = "send_digest"
+DIGEST_ENTRYPOINT = "scriptflow_prefect.flows.send_digest:send_digest"
+DIGEST_TAG = "scriptflow-digest"  # not `scriptflow`: digest runs are not script runs
+
+
+async def save_email_blocks(*, host: str, port: int, smtp_type: str, username: str | None,
+                            password: str | None, email_fields: dict[str, Any]) -> UUID:
+    """Save the SMTP credentials (password as a secret; None keeps the stored one) and the
+    ScriptFlow email block that uses them; returns the email block's document id."""
+    from prefect_email import EmailServerCredentials
+
+    from scriptflow_prefect.blocks import ScriptFlowEmail
+
+    async def _do() -> UUID:
+        secret = password
+        if secret is None:
+            try:
+                old = await EmailServerCredentials.aload(CREDENTIALS_BLOCK)
+                secret = old.password.get_secret_value()
+            except ValueError:  # not saved yet
+                secret = ""
+        creds = EmailServerCredentials(smtp_server=host, smtp_port=port, smtp_type=smtp_type,
+                                       username=username or None, password=secret)
+        await creds.asave(CREDENTIALS_BLOCK, overwrite=True)
+        return await ScriptFlowEmail(credentials=creds, **email_fields).asave(
+            EMAIL_BLOCK, overwrite=True)
+
+    return await _call(_do())
+
+
+async def load_email_block():
+    """The ScriptFlow email block with its secrets, or None if it was never saved."""
+    from scriptflow_prefect.blocks import ScriptFlowEmail
+
+    async def _do():
+        try:
+            return await ScriptFlowEmail.aload(EMAIL_BLOCK)
+        except ValueError:
+            return None
+
+    return await _call(_do())
+
+
+async def read_email_automations(script_id: int | None = None) -> list:
+    """ScriptFlow's email automations (of one script, or all of them)."""
+    from prefect.events.filters import AutomationFilter, AutomationFilterTags
+
+    tags = [EMAIL_TAG] + ([script_tag(script_id)] if script_id is not None else [])
+
+    async def _do():
+        async with get_client() as client:
+            return await client.read_automations(
+                automations=AutomationFilter(tags=AutomationFilterTags(all_=tags)))
+
+    return await _call(_do())
+
+
+async def create_automation(automation) -> UUID:
+    async def _do():
+        async with get_client() as client:
+            return await client.create_automation(automation)
+
+    return await _call(_do())
+
+
+async def update_automation(automation_id: UUID, automation) -> None:
+    # The API takes an owner only when an automation is created (an update with one is a 422).
+    core = type(automation).model_validate(automation.model_dump(exclude={"owner_resource"}))
+
+    async def _do():
+        async with get_client() as client:
+            await client.update_automation(automation_id, core)
+
+    await _call(_do())
+
+
+async def delete_automation(automation_id: UUID) -> None:
+    async def _do():
+        async with get_client() as client:
+            await client.delete_automation(automation_id)
+
+    await _call(_do())
+
+
+async def upsert_digest_deployment(name: str, parameters: dict[str, Any],
+                                   schedules: list[DeploymentScheduleCreate]) -> UUID:
+    from prefect.utilities.callables import parameter_schema
+
+    from scriptflow_prefect.flows.send_digest import send_digest
+
+    async def _do() -> UUID:
+        async with get_client() as client:
+            flow_id = await client.create_flow_from_name(DIGEST_FLOW)
+            return await client.create_deployment(
+                flow_id=flow_id, name=name, tags=[DIGEST_TAG],
+                description="ScriptFlow's email summary of the runs (managed by ScriptFlow).",
+                parameters=parameters,
+                parameter_openapi_schema=parameter_schema(send_digest.fn).model_dump_for_openapi(),
+                work_pool_name=WORK_POOL, entrypoint=DIGEST_ENTRYPOINT, schedules=schedules,
+                enforce_parameter_schema=False,
+            )
+
+    return await _call(_do())
+
+
+async def delete_digest_deployment(name: str) -> None:
+    async def _do():
+        async with get_client() as client:
+            try:
+                deployment = await client.read_deployment_by_name(f"{DIGEST_FLOW}/{name}")
+            except ObjectNotFound:
+                return
+            await client.delete_deployment(deployment.id)
+
+    await _call(_do())
+
+
+async def read_events(*, names: list[str], since: datetime, resource_ids: list[str] | None = None,
+                      resource_prefixes: list[str] | None = None,
+                      resource_labels: dict[str, Any] | None = None,
+                      limit: int = 50, wanted: int = 50) -> tuple[list, int]:
+    """Events newest first: at least `wanted` of them when there are (Prefect pages by 50),
+    and the total that match."""
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventResourceFilter,
+    )
+    from prefect.events.schemas.events import ResourceSpecification
+
+    resource = EventResourceFilter(
+        id=resource_ids, id_prefix=resource_prefixes,
+        labels=ResourceSpecification(resource_labels) if resource_labels else None)
+
+    async def _do():
+        async with get_client() as client:
+            page = await client.read_events(EventFilter(
+                occurred=EventOccurredFilter(since=since, until=datetime.now(UTC)),
+                event=EventNameFilter(name=names), resource=resource), limit=min(limit, 50))
+            events, total = list(page.events), page.total
+            while len(events) < wanted and page.next_page:
+                page = await client.read_events_page(str(page.next_page))
+                events += page.events
+            return events, total
+
+    return await _call(_do())
+
+
+# -- history: run lists that stay fast at 100 000 runs, summaries, retention ------------------
+# Prefect's tag filters are JSON scans on SQLite (~2.5 µs a run, for every run in the table);
+# the history uses indexed columns wherever it can: the flow (run_script), the deployments of
+# the scripts asked for, state type and expected start time. Tags are used only for the
+# trigger, and for scripts whose deployments ScriptFlow does not know (history.py).
+CLEAN_FLOW = "clean_history"
+CLEAN_ENTRYPOINT = "scriptflow_prefect.flows.clean_history:clean_history"
+CLEAN_DEPLOYMENT = "daily"
+SCRIPTFLOW_FLOWS = (FLOW_NAME, "send_digest", CLEAN_FLOW)  # what retention cleans
+_NOT_STARTED = (StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED)
+_shared: dict[int, tuple[Any, Any]] = {}
+
+
+async def _shared_client():
+    """A long-lived client per event loop: opening one per call costs 20-80 ms here."""
+    loop = asyncio.get_running_loop()
+    entry = _shared.get(id(loop))
+    if entry is not None and entry[0] is loop:
+        return entry[1]
+    for key, (other, client) in list(_shared.items()):
+        if other.is_closed():  # a finished loop (tests, asyncio.run): drop its client
+            _shared.pop(key, None)
+    client = get_client()
+    await client.__aenter__()
+    _shared[id(loop)] = (loop, client)
+    return client
+
+
+def _state_filter(statuses: list[str]):
+    from prefect.client.schemas.filters import FlowRunFilterStateName
+
+    types = {t for s in statuses for t in STATES_BY_STATUS.get(
+        "failed" if s == "timed_out" else s, [])}
+    name = None
+    if "failed" in statuses and "timed_out" not in statuses:
+        name = FlowRunFilterStateName(not_any_=[TIMED_OUT_STATE_NAME])
+    elif statuses == ["timed_out"]:
+        name = FlowRunFilterStateName(any_=[TIMED_OUT_STATE_NAME])
+    return FlowRunFilterState(type=FlowRunFilterStateType(any_=sorted(types)), name=name)
+
+
+@dataclass
+class HistoryQuery:
+    script_ids: list[int] | None = None  # None: every script (an admin)
+    deployment_ids: list[UUID] | None = None  # every deployment those scripts ever had
+    statuses: list[str] | None = None
+    trigger: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    run_ids: list[UUID] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.script_ids == [] or self.run_ids == []
+
+    def filters(self):
+        from prefect.client.schemas.filters import (
+            FlowFilter,
+            FlowFilterName,
+            FlowRunFilterDeploymentId,
+        )
+
+        f = FlowRunFilter()
+        flows = None
+        tags_all = [TRIGGER_TAGS[self.trigger]] if self.trigger else None
+        tags_any = None
+        if self.deployment_ids:  # the scripts' deployments: an indexed column
+            f.deployment_id = FlowRunFilterDeploymentId(any_=self.deployment_ids)
+        elif self.script_ids is not None:
+            tags_any = [script_tag(i) for i in self.script_ids]
+        else:  # every run of the run_script flow (a per-run subquery: slower)
+            flows = FlowFilter(name=FlowFilterName(any_=[FLOW_NAME]))
+        if tags_all or tags_any:
+            f.tags = FlowRunFilterTags(all_=tags_all, any_=tags_any)
+        if self.statuses:
+            f.state = _state_filter(self.statuses)
+        # History is what has happened: runs scheduled for later are not in it.
+        now = datetime.now(UTC) + timedelta(seconds=1)
+        before = min(self.until, now) if self.until else now
+        f.expected_start_time = FlowRunFilterExpectedStartTime(after_=self.since, before_=before)
+        if self.run_ids:
+            f.id = FlowRunFilterId(any_=self.run_ids)
+        return flows, f
+
+
+async def read_history(query: HistoryQuery, *, limit: int = 20, offset: int = 0,
+                       with_total: bool = True) -> tuple[list[FlowRun], int]:
+    """A page of runs, newest first (by start, or expected start if not started: the order
+    of Prefect's (state type, start) index), and the exact total: both queries at once."""
+    if query.empty:
+        return [], 0
+
+    async def _do():
+        client = await _shared_client()
+        flows, flow_runs = query.filters()
+        read = client.read_flow_runs(flow_filter=flows, flow_run_filter=flow_runs,
+                                     sort=FlowRunSort.START_TIME_DESC,
+                                     limit=limit, offset=offset)
+        if not with_total:
+            return await read, -1
+        runs, total = await asyncio.gather(
+            read, client.count_flow_runs(flow_filter=flows, flow_run_filter=flow_runs))
+        return runs, total
+
+    return await _call(_do())
+
+
+async def count_history(query: HistoryQuery) -> int:
+    if query.empty:
+        return 0
+
+    async def _do():
+        client = await _shared_client()
+        flows, flow_runs = query.filters()
+        return await client.count_flow_runs(flow_filter=flows, flow_run_filter=flow_runs)
+
+    return await _call(_do())
+
+
+async def read_history_light(query: HistoryQuery, *, limit: int = 1000,
+                             offset: int = 0) -> list[dict[str, Any]]:
+    """id, state type, start (or expected start) and run time of up to 1000 runs, newest
+    first: Prefect's light run-history rows, for summaries."""
+    if query.empty:
+        return []
+
+    async def _do():
+        client = await _shared_client()
+        flows, flow_runs = query.filters()
+        r = await client.request("POST", "/ui/flow_runs/history", json={
+            "sort": "START_TIME_DESC", "limit": limit, "offset": offset,
+            "flows": flows.model_dump(mode="json") if flows else None,
+            "flow_runs": flow_runs.model_dump(mode="json")})
+        r.raise_for_status()
+        return r.json()
+
+    return await _call(_do())
+
+
+def delete_old_runs(cutoff: datetime, *, batch: int = 200) -> int:
+    """Delete ScriptFlow's flow runs (Prefect then deletes their logs) expected before
+    `cutoff`, except those still running. Synchronous: the clean_history flow calls it.
+    Returns how many runs went."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    flows = FlowFilter(name=FlowFilterName(any_=list(SCRIPTFLOW_FLOWS)))
+    old = FlowRunFilter(
+        expected_start_time=FlowRunFilterExpectedStartTime(before_=cutoff),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(
+            not_any_=[StateType.RUNNING, StateType.CANCELLING])))
+    deleted = 0
+    try:
+        with get_client(sync_client=True) as client:
+            while True:
+                runs = client.read_flow_runs(
+                    flow_filter=flows, flow_run_filter=old,
+                    sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=batch)
+                if not runs:
+                    return deleted
+                ids = [str(r.id) for r in runs]
+                for i in range(0, len(ids), 50):  # Prefect's bulk limit
+                    r = client.request("POST", "/flow_runs/bulk_delete", json={
+                        "flow_runs": {"id": {"any_": ids[i:i + 50]}}, "limit": 50})
+                    r.raise_for_status()
+                    deleted += len(r.json().get("deleted", []))
+    except (httpx.TransportError, PrefectHTTPStatusError, httpx.HTTPStatusError) as exc:
+        raise PrefectUnavailable(str(exc)) from exc
+
+
+async def ensure_clean_history_deployment(timezone: str = "UTC") -> UUID:
+    """The daily `clean_history` deployment in ScriptFlow's pool (03:17 in `timezone`)."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.utilities.callables import parameter_schema
+
+    from scriptflow_prefect.flows.clean_history import clean_history
+
+    async def _do() -> UUID:
+        async with get_client() as client:
+            flow_id = await client.create_flow_from_name(CLEAN_FLOW)
+            return await client.create_deployment(
+                flow_id=flow_id, name=CLEAN_DEPLOYMENT, tags=["scriptflow-maintenance"],
+                description="Removes runs, logs and stored output older than the retention "
+                            "period (managed by ScriptFlow).",
+                parameters={},
+                parameter_openapi_schema=parameter_schema(clean_history.fn)
+                .model_dump_for_openapi(),
+                work_pool_name=WORK_POOL, entrypoint=CLEAN_ENTRYPOINT,
+                schedules=[DeploymentScheduleCreate(
+                    schedule=CronSchedule(cron="17 3 * * *", timezone=timezone))],
+                enforce_parameter_schema=False,
+            )
 
     return await _call(_do())

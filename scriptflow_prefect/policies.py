@@ -50,11 +50,12 @@ def retry_number(flow_run) -> int:
     return 0
 
 
-def _others(client, flow_run, state_types) -> list:
+def _others(client, flow_run, state_types, expected_after=None, expected_before=None) -> list:
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterId,
         FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
         FlowRunFilterId,
         FlowRunFilterState,
         FlowRunFilterStateType,
@@ -64,6 +65,9 @@ def _others(client, flow_run, state_types) -> list:
         flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(not_any_=[flow_run.id]),
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=state_types)),
+            expected_start_time=FlowRunFilterExpectedStartTime(after_=expected_after,
+                                                               before_=expected_before)
+            if expected_after or expected_before else None,
         ),
         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[flow_run.deployment_id])),
         limit=200,
@@ -85,22 +89,49 @@ def before_start(client, flow_run, policy: RunPolicy, now: datetime | None = Non
         if policy.missed == "skip":
             return Decision(False, f"Missed the time {at} (ScriptFlow was not running); "
                                    "skipped as the script's policy says.")
-        pending = _others(client, flow_run, [StateType.SCHEDULED, StateType.PENDING,
-                                             StateType.RUNNING])
-        newer_late = [r for r in pending if trigger_of(r) == "scheduled"
+        # A newer due time that already ran counts too: the runs of a catch-up are not always
+        # picked up in the same poll, and the newest may be over before this one looks.
+        due = _others(client, flow_run, [StateType.SCHEDULED, StateType.PENDING,
+                                         StateType.RUNNING, StateType.COMPLETED,
+                                         StateType.FAILED, StateType.CRASHED],
+                      expected_after=expected, expected_before=now)
+        newer_late = [r for r in due if trigger_of(r) == "scheduled"
                       and r.expected_start_time and expected < r.expected_start_time <= now]
         if newer_late:
             return Decision(False, f"Missed the time {at}; one catch-up run covers every "
                                    "missed time, so this one is skipped.")
-    running = _others(client, flow_run, [StateType.RUNNING])
+    # Only runs that started before this one count (ties by id): two runs that start together
+    # must not both skip, nor both wait for each other; and the late runs of a catch-up that
+    # give way to this one are not overlapping it.
+    me = client.read_flow_run(flow_run.id)
+
+    def order(r):
+        return (r.start_time or now, str(r.id))
+
+    def previous() -> list:
+        return [r for r in _others(client, flow_run, [StateType.RUNNING])
+                if order(r) < order(me) and not _gives_way_as_missed(r, expected, policy)]
+
+    running = previous()
     if running:
         if policy.overlap == "skip":
             return Decision(False, "The previous run of this script was still running; "
                                    "skipped as the script's policy says.")
         while running:  # queue: wait for the previous run, then start
             time.sleep(2)
-            running = _others(client, flow_run, [StateType.RUNNING])
+            running = previous()
     return Decision(True)
+
+
+def _gives_way_as_missed(run, expected: datetime, policy: RunPolicy) -> bool:
+    """`run` is a late scheduled run that skips itself as missed (before_start) in favour of
+    the run due at `expected`."""
+    if trigger_of(run) != "scheduled" or run.expected_start_time is None:
+        return False
+    started = run.start_time or datetime.now(UTC)
+    if started - run.expected_start_time <= timedelta(seconds=policy.late_after_seconds):
+        return False
+    return policy.missed == "skip" or run.expected_start_time < expected <= started
 
 
 def after_failure(client, flow_run, policy: RunPolicy, log) -> None:

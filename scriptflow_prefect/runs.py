@@ -151,7 +151,9 @@ async def read_output(settings: Settings, flow_run, after: str | None, limit: in
     path = output_path(settings, flow_run.id)
     if path.exists():
         try:
-            offset = int(after or 0)
+            # A Prefect-log cursor ("<timestamp>~<n>") was taken while the run was queued,
+            # before this file existed; no output line had been read yet, so start over.
+            offset = 0 if after and "~" in after else int(after or 0)
             lines, nxt, more = await asyncio.to_thread(output_log.read_output, path, offset,
                                                        limit)
         except ValueError:

@@ -224,6 +224,9 @@ async def delete_script(db: Session, user: User, script: Script) -> None:
         except gateway.PrefectUnavailable as exc:
             raise ScriptError(503, _("Prefect is not reachable, nothing was changed: %(err)s",
                                      err=str(exc)[:200])) from exc
+    from .notifications import forget_script
+
+    await forget_script(script)  # its email automations go with it
     script.deleted_at = utcnow()
     script.deployment_id = None
     audit(db, user.id, "script.delete", script.name, script_id=script.id)

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_security: Literal["none", "starttls", "ssl"] = "starttls"
     smtp_from: str | None = None
+    # The overlay's address as email recipients reach it (links in notification emails).
+    public_url: str | None = None
     bat_launcher: str | None = None
     language: Literal["en", "pt_BR"] = "en"
     timezone: str = "UTC"
@@ -62,6 +64,13 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {v!r}") from exc
         return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v or None
 
     @field_validator("language", mode="before")
     @classmethod
@@ -112,6 +121,11 @@ class Settings(BaseSettings):
     def overlay_url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def link_url(self) -> str:
+        """SCRIPTFLOW_PUBLIC_URL, else the overlay's own address: the base of emailed links."""
+        return (self.public_url or self.overlay_url).rstrip("/")
 
     @property
     def sqlalchemy_url(self) -> str:

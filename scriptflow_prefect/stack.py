@@ -121,6 +121,21 @@ def stop_process(proc: subprocess.Popen, grace: float = 8.0) -> None:
         proc.wait(5)
 
 
+def drain_prefect_services(timeout: float = 5.0) -> None:
+    """Send the last run logs and events while Prefect's server still answers. Left to the
+    interpreter's exit, they would be retried against a stopped server for a minute."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        try:
+            service.drain_all(timeout=timeout)
+        except Exception as exc:  # shutting down: never let this stop the rest
+            log.debug("draining %s failed: %s", service.__name__, exc)
+
+
 def wait_for_api(settings: Settings, proc: subprocess.Popen | None, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -138,7 +153,7 @@ def prepare_overlay(settings: Settings):
     """Database migrated, first admin, Prefect objects ScriptFlow needs (pool, store)."""
     import asyncio
 
-    from . import accounts, gateway, store
+    from . import accounts, gateway, notifications, store
     from .db import Database
 
     db = Database(settings.sqlalchemy_url)
@@ -150,6 +165,7 @@ def prepare_overlay(settings: Settings):
     async def _prefect_objects():
         await gateway.ensure_work_pool()
         await store.ensure_store_block(str(settings.store_dir))
+        await notifications.start(db, settings)  # SCRIPTFLOW_SMTP_*, automations, digests
 
     asyncio.run(_prefect_objects())
     return db, generated
@@ -209,6 +225,7 @@ def run_stack(settings: Settings) -> int:
         return 1
     finally:
         if server is not None:
+            drain_prefect_services()
             stop_process(server)
 
 

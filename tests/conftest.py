@@ -68,7 +68,8 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def start_stack(home: Path, extra_env: dict[str, str] | None = None) -> Stack:
+def start_stack(home: Path, extra_env: dict[str, str | None] | None = None) -> Stack:
+    """`scriptflow up` on `home`; a None value in `extra_env` unsets that variable."""
     port, prefect_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SCRIPTFLOW_", "PREFECT_"))}
@@ -79,6 +80,7 @@ def start_stack(home: Path, extra_env: dict[str, str] | None = None) -> Stack:
         "SCRIPTFLOW_WORKER_POLL_SECONDS": "1",
         **(extra_env or {}),
     })
+    env = {k: v for k, v in env.items() if v is not None}
     home.mkdir(parents=True, exist_ok=True)
     log = home / "up.out"
     proc = subprocess.Popen([sys.executable, "-m", "scriptflow_prefect.cli", "up"], env=env,

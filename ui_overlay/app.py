@@ -132,8 +132,11 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
         auth,
         dashboard,
         health,
+        notifications,
+        notifications_api,
         runs,
         runs_api,
+        scheduler,
         schedules,
         schedules_api,
         scripts,
@@ -155,10 +158,12 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
     _api_errors(api)
     _page_errors(app)
 
-    for module in (auth, scripts_api, runs_api, schedules_api, settings_pages):
+    for module in (auth, scripts_api, runs_api, schedules_api, settings_pages,
+                   notifications_api, scheduler):
         if hasattr(module, "api"):
             api.include_router(module.api)
-    for module in (health, auth, dashboard, scripts, schedules, runs, settings_pages):
+    for module in (health, auth, dashboard, scripts, schedules, runs, settings_pages,
+                   notifications, scheduler):
         if hasattr(module, "pages"):
             app.include_router(module.pages)
     app.mount("/api/v1", api)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from scriptflow_prefect import gateway
 from scriptflow_prefect import runs as core
 from scriptflow_prefect.cancel_watch import cancel_local
-from scriptflow_prefect.i18n import _, format_duration
+from scriptflow_prefect.i18n import _, format_datetime, format_duration
 from scriptflow_prefect.models import Script
 
 from .deps import Csrf, DbDep, PageUser
@@ -77,6 +77,7 @@ async def run_output(request: Request, run_id: str, user: PageUser, db: DbDep,
                                                   after, 2000)
     run = core.runs_to_dicts(db, [flow_run])[0]
     run["duration_label"] = format_duration(run["duration_seconds"])
+    run["started_label"] = format_datetime(run["started_at"])  # queued when the page loaded
     return jsonable_encoder({"lines": lines, "next": nxt, "complete": complete, "run": run,
                              "badge": str(status_badge(run["status"]))})
 

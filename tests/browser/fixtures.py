@@ -44,11 +44,13 @@ def page(request, browser, stack):
     # Error pages (401, 404) are tested on purpose; any other console error is a bug.
     p.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
          and not msg.text.startswith("Failed to load resource") else None)
+    p.on("response", lambda r: errors.append(f"{r.status} from {r.url}")
+         if r.status >= 500 else None)
     try:
         yield p
     finally:
         context.close()
-        assert not errors, f"browser console errors: {errors}"
+    assert not errors, f"browser console errors: {errors}"
 
 
 def login(page, user: str, password: str | None = None) -> None:

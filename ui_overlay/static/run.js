@@ -42,6 +42,7 @@
       statusEl.innerHTML = badgeHtml;
     }
     setText("run-exit", run.exit_code === null ? "" : String(run.exit_code));
+    if (run.started_label) setText("run-started", run.started_label);
     if (run.duration_seconds !== null) setText("run-duration", run.duration_label || "");
   }
 
@@ -55,7 +56,12 @@
         if (data.run) showRun(data.run, data.badge);
         if (data.complete) {
           done = true;
-          if (cancelForm) cancelForm.hidden = true;
+          if (cancelForm) {
+            // Focus on the vanishing Cancel button would fall back to the page's start.
+            var hadFocus = cancelForm.contains(document.activeElement);
+            cancelForm.hidden = true;
+            if (hadFocus && statusEl) { statusEl.tabIndex = -1; statusEl.focus(); }
+          }
           if (hint) hint.hidden = true;
           if (!box.children.length) box.textContent = box.getAttribute("data-empty");
           return;
@@ -66,14 +72,16 @@
   }
 
   if (cancelForm) {
+    var cancelling = false;
     cancelForm.addEventListener("submit", function (ev) {
       ev.preventDefault();
-      var btn = document.getElementById("cancel-button");
-      btn.disabled = true;
+      // A flag, not btn.disabled: disabling the focused button would drop keyboard focus.
+      if (cancelling) return;
+      cancelling = true;
       fetch(cancelForm.action, {
         method: "POST", credentials: "same-origin",
         headers: { "Accept": "application/json", "X-CSRF-Token": cancelForm.csrf_token.value },
-      }).finally(function () { btn.disabled = false; });
+      }).finally(function () { cancelling = false; });
     });
   }
   poll();

@@ -1,0 +1,70 @@
+"""The `send_digest` flow: a daily or weekly summary email of each recipient's scripts.
+
+ScriptFlow keeps one deployment per period (`send_digest/daily`, `send_digest/weekly`) with
+the recipients as a parameter and the digest time as its schedule; ScriptFlow's worker runs
+it. Run one by hand, for example::
+
+    prefect deployment run 'send_digest/daily'
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from prefect import flow, get_client, get_run_logger
+
+from scriptflow_prefect import blocks, deliveries, digests, mailer
+from scriptflow_prefect.gateway import EMAIL_BLOCK
+
+
+@flow(name="send_digest", persist_result=False, log_prints=False, validate_parameters=True)
+def send_digest(
+    period: Literal["daily", "weekly"] = "daily",
+    recipients: list[dict[str, Any]] | None = None,
+    block_name: str = EMAIL_BLOCK,
+) -> dict[str, int]:
+    """Email each recipient what their scripts did over the last day or week.
+
+    `recipients` is a list of `{"email", "language", "timezone", "scripts": [{"id", "name"}]}`.
+    Example: `send_digest("weekly", [{"email": "ops@example.com", "scripts": [{"id": 1,
+    "name": "backup"}]}])`.
+    """
+    logger = get_run_logger()
+    block = blocks.ScriptFlowEmail.load(block_name, _sync=True)  # type: ignore[call-arg]
+    config = mailer.SmtpConfig.from_credentials(block.credentials)
+    until = datetime.now(UTC)
+    since = until - digests.PERIODS[period]
+    recipients = [r for r in recipients or [] if mailer.is_email(r.get("email"))]
+    names = {int(s["id"]): str(s.get("name") or s["id"])
+             for r in recipients for s in r.get("scripts", [])}
+    with get_client(sync_client=True) as client:
+        facts = digests.collect(client, names, since, until)
+
+    counts = {"sent": 0, "failed": 0}
+    for r in recipients:
+        context = facts.summary([int(s["id"]) for s in r.get("scripts", [])], block.public_url)
+        context["period"] = period
+        rendered = mailer.render("digest", context, language=r.get("language") or block.language,
+                                 zone=r.get("timezone") or block.timezone)
+        msg = mailer.build_message(sender=block.from_address, to=r["email"], rendered=rendered)
+        result = mailer.deliver_sync(config, msg, block.retry_delays)
+        payload = {"kind": "digest", "period": period, "subject": rendered.subject,
+                   "attempts": result.attempts, "errors": result.errors,
+                   "runs": context["runs"], "failures": context["failures"]}
+        if result.sent:
+            counts["sent"] += 1
+            deliveries.record(deliveries.SENT, deliveries.digest_resource(period),
+                              f"{period} digest", recipient=r["email"], payload=payload)
+        else:
+            counts["failed"] += 1
+            deliveries.record(deliveries.FAILED, deliveries.digest_resource(period),
+                              f"{period} digest", recipient=r["email"],
+                              payload={**payload, "reason": result.reason})
+            logger.warning("The %s digest to %s was not sent: %s", period, r["email"],
+                           result.reason)
+    logger.info("%s digest: %s sent, %s failed", period, counts["sent"], counts["failed"])
+    return counts
+
+
+__all__ = ["send_digest"]

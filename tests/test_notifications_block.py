@@ -1,0 +1,89 @@
+"""The ScriptFlow email block by Prefect's own block standards, and the mail rules that need
+no stack: which SMTP failures are retried, what a ScriptFlow automation asks the block."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+
+import pytest
+from prefect.testing.standard_test_suites import BlockStandardTestSuite
+
+from scriptflow_prefect import deliveries, mailer
+from scriptflow_prefect.blocks import ScriptFlowEmail
+
+
+class TestScriptFlowEmailBlock(BlockStandardTestSuite):
+    @pytest.fixture
+    def block(self):
+        return ScriptFlowEmail
+
+    def test_has_a_valid_image(self, block) -> None:
+        # The suite downloads the logo (no network in tests): the block reuses
+        # prefect-email's, so check that it is that https address.
+        from prefect_email import EmailServerCredentials
+
+        assert block._logo_url == EmailServerCredentials._logo_url
+        assert str(block._logo_url).startswith("https://")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_it_treats_a_refused_connection_as_temporary():
+    config = mailer.SmtpConfig(host="127.0.0.1", port=closed_port(), security="none",
+                               timeout=2)
+    with pytest.raises(mailer.SendError) as caught:
+        mailer.send(config, mailer.build_message(
+            sender="a@example.test", to="b@example.test",
+            rendered=mailer.Rendered("s", "t", "")))
+    assert caught.value.temporary and "refused" in str(caught.value).lower()
+
+
+@pytest.mark.parametrize(("exc", "temporary", "text"), [
+    (smtplib.SMTPAuthenticationError(535, b"5.7.8 Authentication credentials invalid"),
+     False, "535 5.7.8 Authentication credentials invalid"),
+    (smtplib.SMTPSenderRefused(451, b"4.3.0 Try again later", "a@example.test"), True,
+     "451 4.3.0 Try again later"),
+    (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), True,
+     "Connection unexpectedly closed"),
+])
+def test_it_keeps_the_smtp_servers_words_and_retries_only_4xx(monkeypatch, exc, temporary,
+                                                               text):
+    class Failing:
+        def __init__(self, *args, **kwargs):
+            raise exc
+
+    monkeypatch.setattr(smtplib, "SMTP", Failing)
+    with pytest.raises(mailer.SendError) as caught:
+        mailer.send(mailer.SmtpConfig(host="mail.example.test", port=25, security="none"),
+                    mailer.build_message(sender="a@example.test", to="b@example.test",
+                                         rendered=mailer.Rendered("s", "t", "")))
+    assert caught.value.temporary is temporary and str(caught.value) == text
+
+
+def test_an_automation_request_round_trips_through_prefects_template():
+    from jinja2 import Environment
+
+    template = deliveries.run_request_template(
+        7, "failure", [{"email": "ops@example.test", "language": "pt_BR", "timezone": None}])
+    rendered = Environment().from_string(template).render(
+        event={"resource": {"id": "prefect.flow-run.0b6e4c1e-8a1f-4a4e-9a8e-4f0e0f0e0f0e"},
+               "event": "prefect.flow-run.TimedOut", "id": "x"},
+        flow_run={"state": {"name": "TimedOut"}})
+    request = deliveries.parse_run_request(rendered)
+    assert request["script_id"] == 7 and request["outcome"] == "failure"
+    assert str(request["run_id"]) == "0b6e4c1e-8a1f-4a4e-9a8e-4f0e0f0e0f0e"
+    assert request["recipients"] == [
+        {"email": "ops@example.test", "language": "pt_BR", "timezone": None}]
+    assert deliveries.parse_run_request("The backup failed.") is None
+
+
+def test_addresses_that_could_break_a_template_are_refused():
+    assert mailer.is_email("ops.team+alerts@example.co.uk")
+    for bad in ("{{ x }}@example.test", 'a"b@example.test', "a b@example.test", "nobody",
+                "a@b", None):
+        assert not mailer.is_email(bad)

@@ -1,0 +1,194 @@
+"""Notification pages: email settings and defaults (a section of Settings), a script's email
+preferences (a section of its page), the history page and the dashboard's alert line."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse
+
+from scriptflow_prefect import i18n
+from scriptflow_prefect import notifications as core
+from scriptflow_prefect.i18n import _
+from scriptflow_prefect.models import Script, User
+from scriptflow_prefect.scripts import ScriptError, visible_scripts_query
+
+from .deps import Csrf, DbDep, PageUser, require_admin, visible_script
+from .templating import env, flash, render
+
+
+@asynccontextmanager
+async def _lifespan(app):
+    core.install(app.state.db, app.state.settings, asyncio.get_running_loop())
+    try:
+        yield
+    finally:
+        core.uninstall()
+
+
+pages = APIRouter(lifespan=_lifespan)
+PER_PAGE = 25
+
+
+# -- data for the sections other pages include ---------------------------------------------------
+def _session(request: Request):
+    return request.app.state.db.session()
+
+
+def email_section(request: Request) -> dict:
+    with _session(request) as db:
+        return {"email": core.email_settings(db), "defaults": core.defaults(db),
+                "weekdays": core.WEEKDAYS}
+
+
+def script_section(request: Request, script_id: int) -> dict:
+    with _session(request) as db:
+        script = db.get(Script, script_id)
+        return core.prefs_to_dict(db, script) if script else {}
+
+
+def dashboard_alert(request: Request, user) -> dict | None:
+    """The last known alert; a stale one is refreshed in the background (and the line is
+    re-rendered by refresh.js), so the dashboard never waits for Prefect."""
+    if user is None:
+        return None
+    if not core.alert_is_fresh(user.id):
+        async def refresh():
+            with _session(request) as db:
+                me = db.get(User, user.id)
+                if me is not None:
+                    await core.alert(db, me)
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+    return core.cached_alert(user.id)
+
+
+_background: set[asyncio.Task] = set()
+env.globals.update(email_section=email_section, script_notifications=script_section,
+                   email_alert=dashboard_alert)
+
+
+def _back(request: Request, to: str) -> RedirectResponse:
+    return RedirectResponse(to, status_code=303)
+
+
+def _flag(value: str) -> bool:
+    return value in ("1", "on", "true", "yes")
+
+
+# -- Settings: email server, test email, defaults (admins) ---------------------------------------
+@pages.post("/settings/email", dependencies=[Csrf])
+async def save_email(
+    request: Request, user: PageUser, db: DbDep,
+    host: Annotated[str, Form()] = "", port: Annotated[str, Form()] = "",
+    username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
+    clear_password: Annotated[str, Form()] = "", security: Annotated[str, Form()] = "starttls",
+    from_address: Annotated[str, Form()] = "",
+):
+    require_admin(user)
+    data = {"host": host.strip(), "username": username.strip(), "security": security,
+            "from_address": from_address.strip(),
+            "port": int(port) if port.strip().isdigit() else (port.strip() or None)}
+    if password or clear_password:
+        data["password"] = "" if clear_password else password
+    try:
+        await core.save_email_settings(db, user, data, request.app.state.settings)
+    except ScriptError as exc:
+        db.rollback()
+        flash(request, str(exc), "error")
+        return _back(request, "/settings#email")
+    flash(request, _("Email settings saved.") if data["host"] else
+          _("Email settings saved: ScriptFlow sends no email."))
+    return _back(request, "/settings#email")
+
+
+@pages.post("/settings/email/test", dependencies=[Csrf])
+async def test_email(request: Request, user: PageUser, db: DbDep,
+                     to: Annotated[str, Form()] = ""):
+    require_admin(user)
+    settings = request.app.state.settings
+    try:
+        message = await core.send_test_email(db, settings, to.strip() or user.email,
+                                             language=i18n.get_locale(),
+                                             zone=user.timezone or settings.timezone)
+    except ScriptError as exc:
+        flash(request, str(exc), "error")
+        return _back(request, "/settings#email-test")
+    flash(request, message)
+    return _back(request, "/settings#email-test")
+
+
+@pages.post("/settings/notifications", dependencies=[Csrf])
+async def save_defaults(
+    request: Request, user: PageUser, db: DbDep,
+    on_failure: Annotated[str, Form()] = "", on_success: Annotated[str, Form()] = "",
+    digest: Annotated[str, Form()] = "none", digest_time: Annotated[str, Form()] = "08:00",
+    digest_weekday: Annotated[str, Form()] = "mon",
+    throttle_minutes: Annotated[str, Form()] = "15",
+):
+    require_admin(user)
+    try:
+        minutes: float | str = float(throttle_minutes.replace(",", "."))
+    except ValueError:
+        minutes = throttle_minutes
+    data = {"on_failure": _flag(on_failure), "on_success": _flag(on_success), "digest": digest,
+            "digest_time": digest_time.strip(), "digest_weekday": digest_weekday,
+            "throttle_minutes": minutes}
+    try:
+        await core.save_defaults(db, user, data, request.app.state.settings)
+    except ScriptError as exc:
+        db.rollback()
+        flash(request, str(exc), "error")
+        return _back(request, "/settings#notification-defaults")
+    flash(request, _("Notification defaults saved."))
+    return _back(request, "/settings#notification-defaults")
+
+
+# -- a script's preferences ----------------------------------------------------------------------
+@pages.post("/scripts/{script_id}/notifications", dependencies=[Csrf])
+async def save_script_prefs(
+    request: Request, script_id: int, user: PageUser, db: DbDep,
+    on_failure: Annotated[str, Form()] = "", on_success: Annotated[str, Form()] = "",
+    recipients: Annotated[str, Form()] = "", digest: Annotated[str, Form()] = "none",
+):
+    script = visible_script(db, user, script_id)
+    data = {"on_failure": _flag(on_failure), "on_success": _flag(on_success), "digest": digest,
+            "recipients": [r for r in re.split(r"[\s,;]+", recipients) if r]}
+    try:
+        await core.save_prefs(db, user, script, data, request.app.state.settings)
+    except ScriptError as exc:
+        db.rollback()
+        flash(request, str(exc), "error")
+        return _back(request, f"/scripts/{script_id}#notifications")
+    flash(request, _("Email notifications of %(name)s saved.", name=script.name))
+    return _back(request, f"/scripts/{script_id}#notifications")
+
+
+# -- history and the dashboard's alert line ------------------------------------------------------
+@pages.get("/notifications")
+async def history_page(request: Request, user: PageUser, db: DbDep, script_id: str = "",
+                       page: int = 1):
+    sid = int(script_id) if script_id.isdigit() else None
+    if sid is not None:
+        visible_script(db, user, sid, deleted=True)
+    page = max(page, 1)
+    items, total = await core.history(db, user, script_id=sid, page=page, per_page=PER_PAGE)
+    scripts = list(db.scalars(visible_scripts_query(user).order_by(Script.name)))
+    return render(request, "notifications/history.html", {
+        "items": items, "total": total, "page": page,
+        "pages": max(1, math.ceil(total / PER_PAGE)), "scripts": scripts, "script_id": sid,
+    })
+
+
+@pages.get("/notifications/alert")
+async def alert_line(request: Request, user: PageUser, db: DbDep):
+    """The dashboard's alert line alone (refresh.js re-renders it)."""
+    alert = await core.alert(db, user)
+    return render(request, "notifications/_alert.html", {"alert": alert})

@@ -1,0 +1,90 @@
+"""/api/v1 email notifications: email settings and test email (admins), global defaults,
+per-script preferences, and the history of what was sent, failed or held back."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Query, Request
+
+from scriptflow_prefect import i18n
+from scriptflow_prefect import notifications as core
+from scriptflow_prefect.i18n import _
+
+from .deps import ApiUser, DbDep, require_admin, visible_script
+
+api = APIRouter(tags=["notifications"])
+EMAIL_FIELDS = {"host", "port", "username", "password", "security", "from_address"}
+PREF_FIELDS = {"on_failure", "on_success", "recipients", "digest"}
+
+
+def body_object(body: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise HTTPException(422, _("Send a JSON object."))
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise HTTPException(422, _("Unknown fields: %(fields)s.", fields=", ".join(unknown)))
+    return body
+
+
+@api.get("/settings/email")
+async def get_email_settings(user: ApiUser, db: DbDep):
+    require_admin(user)
+    return core.email_settings(db)
+
+
+@api.put("/settings/email")
+async def put_email_settings(request: Request, user: ApiUser, db: DbDep,
+                             body: Annotated[Any, Body()]):
+    require_admin(user)
+    return await core.save_email_settings(db, user, body_object(body, EMAIL_FIELDS),
+                                          request.app.state.settings)
+
+
+@api.post("/settings/email/test")
+async def test_email(request: Request, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]):
+    require_admin(user)
+    to = body_object(body, {"to"}).get("to") or user.email
+    settings = request.app.state.settings
+    detail = await core.send_test_email(db, settings, to, language=i18n.get_locale(),
+                                        zone=user.timezone or settings.timezone)
+    return {"sent": True, "to": to, "detail": detail}
+
+
+@api.get("/settings/notifications")
+async def get_defaults(user: ApiUser, db: DbDep):
+    require_admin(user)
+    return core.defaults(db)
+
+
+@api.put("/settings/notifications")
+async def put_defaults(request: Request, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]):
+    require_admin(user)
+    return await core.save_defaults(db, user, body_object(body, set(core.DEFAULTS)),
+                                    request.app.state.settings)
+
+
+@api.get("/scripts/{script_id}/notifications")
+async def get_prefs(script_id: int, user: ApiUser, db: DbDep):
+    return core.prefs_to_dict(db, visible_script(db, user, script_id))
+
+
+@api.put("/scripts/{script_id}/notifications")
+async def put_prefs(request: Request, script_id: int, user: ApiUser, db: DbDep,
+                    body: Annotated[Any, Body()]):
+    script = visible_script(db, user, script_id)
+    return await core.save_prefs(db, user, script, body_object(body, PREF_FIELDS),
+                                 request.app.state.settings)
+
+
+@api.get("/notifications")
+async def list_notifications(
+    user: ApiUser, db: DbDep, script_id: int | None = None,
+    page: Annotated[int, Query(ge=1, le=1000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=100)] = 25,
+):
+    if script_id is not None:
+        visible_script(db, user, script_id, deleted=True)
+    items, total = await core.history(db, user, script_id=script_id, page=page,
+                                      per_page=per_page)
+    return {"items": items, "total": total}
