@@ -331,11 +331,17 @@ class Latency:
 
 def measure_latency(stack: conftest.Stack, client: httpx.Client, start: Callable[[], str],
                     n: int, pre_delay: Callable[[], float], label: str,
-                    rss: Callable[[], int] | None = None) -> Latency:
+                    rss: Callable[[], int] | None = None, budget: float = 1e9) -> Latency:
     """start() creates a run and returns its id; time to its first output line (through
-    ScriptFlow's /output) and to a final state, one run after the other."""
+    ScriptFlow's /output) and to a final state, one run after the other. Stops after
+    `budget` seconds (a loaded machine), but not before 3 runs."""
     out = Latency(n=n)
+    stop_at = time.monotonic() + budget
     for i in range(n):
+        if i >= 3 and time.monotonic() > stop_at:
+            say(f"  {label}: time budget of {budget:.0f} s used up after {i} runs")
+            out.n = i
+            break
         time.sleep(pre_delay())
         t0 = time.perf_counter()
         try:
@@ -641,6 +647,9 @@ def run_all(r: dict, tmp: Path, quick: bool) -> None:
     # the default worker polls every 10 s: ~20 s a run with the random phase, so fewer runs
     n_latency_default = 3 if quick else 10
     idle_wait = 10 if quick else 20
+    # seconds each latency series may take at most (a loaded machine stretches everything)
+    r["budgets"] = {"sf": 30 if quick else 60, "default": 60 if quick else 150,
+                    "poll1s": 75}
     home = tmp / "home"
 
     # A. start-up and idle memory ------------------------------------------------------------
@@ -701,7 +710,7 @@ def run_phases(r, stack, client, pclient, roots, work_dir, quick, n_latency,
 
     r["sf_lat"] = measure_latency(stack, client, sf_start(hello["id"]), n_latency,
                                   lambda: random.uniform(0.2, 1.0), "scriptflow",
-                                  lambda: sample(roots, work_dir).rss)
+                                  lambda: sample(roots, work_dir).rss, r["budgets"]["sf"])
     r["sf_idle_after_latency"] = sample(roots, work_dir).rss
 
     # C. ScriptFlow: 10 at once through "Run now" -------------------------------------------
@@ -726,7 +735,8 @@ def run_phases(r, stack, client, pclient, roots, work_dir, quick, n_latency,
             say(f"D. prefect-{key}: run x{n} (random phase against the worker's poll)")
             r[f"pf_lat_{key}"] = measure_latency(
                 stack, client, api_start(deps["hello"]), n,
-                lambda p=poll: random.uniform(0.2, p), f"prefect-{key}")
+                lambda p=poll: random.uniform(0.2, p), f"prefect-{key}",
+                budget=r["budgets"][key])
             if key == "default":
                 say("D. prefect-default: 10 sleeping scripts at once")
                 r["conc"]["pf10"] = measure_concurrency(

@@ -16,7 +16,7 @@ from prefect.context import get_run_context
 from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Cancelled, Completed, Failed, State
 
-from scriptflow_prefect import policies, store
+from scriptflow_prefect import history_index, policies, store
 from scriptflow_prefect.cancel_watch import watcher
 from scriptflow_prefect.execution import (
     LauncherMissing,
@@ -148,6 +148,9 @@ def run_script(
     finally:
         watcher.unregister(run_id)
         remove_workdir(run_root)
+    # The output file is closed: make it searchable (big ones: in the background).
+    history_index.index_after_run(settings, run_id, script_id=script_id,
+                                  expected=flow_run.expected_start_time)
 
     with get_client(sync_client=True) as client:
         if result.exit_code is not None:

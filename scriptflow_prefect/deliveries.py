@@ -79,7 +79,7 @@ def parse_run_request(body: str) -> dict[str, Any] | None:
                       if isinstance(r, dict) and mailer.is_email(r.get("email"))]
         return {"script_id": int(data["script_id"]), "outcome": str(data["outcome"]),
                 "run_id": run_id, "event": str(data.get("event", "")),
-                "recipients": recipients}
+                "state": str(data.get("state", "")), "recipients": recipients}
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -222,8 +222,9 @@ def run_context(flow_run, lines, more: bool, script_id: int, public_url: str) ->
 async def deliver_run_email(block, request: dict[str, Any]) -> None:
     script_id, run_id = request["script_id"], request["run_id"]
     resource = script_resource(script_id)
+    # `event` and `state` are what Prefect rendered into the automation's template.
     base = {"kind": "run", "outcome": request["outcome"], "run_id": str(run_id),
-            "script_id": script_id}
+            "script_id": script_id, "event": request["event"], "state": request["state"]}
     try:
         await asyncio.sleep(LOG_SETTLE_SECONDS)
         flow_run, lines, more = await _run_and_output(run_id)

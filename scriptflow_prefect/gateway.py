@@ -599,7 +599,7 @@ async def _shared_client():
     entry = _shared.get(id(loop))
     if entry is not None and entry[0] is loop:
         return entry[1]
-    for key, (other, client) in list(_shared.items()):
+    for key, (other, _client) in list(_shared.items()):
         if other.is_closed():  # a finished loop (tests, asyncio.run): drop its client
             _shared.pop(key, None)
     client = get_client()
@@ -666,7 +666,8 @@ class HistoryQuery:
 
 
 async def read_history(query: HistoryQuery, *, limit: int = 20, offset: int = 0,
-                       with_total: bool = True) -> tuple[list[FlowRun], int]:
+                       with_total: bool = True,
+                       sort: str = "START_TIME_DESC") -> tuple[list[FlowRun], int]:
     """A page of runs, newest first (by start, or expected start if not started: the order
     of Prefect's (state type, start) index), and the exact total: both queries at once."""
     if query.empty:
@@ -676,7 +677,7 @@ async def read_history(query: HistoryQuery, *, limit: int = 20, offset: int = 0,
         client = await _shared_client()
         flows, flow_runs = query.filters()
         read = client.read_flow_runs(flow_filter=flows, flow_run_filter=flow_runs,
-                                     sort=FlowRunSort.START_TIME_DESC,
+                                     sort=FlowRunSort[sort],
                                      limit=limit, offset=offset)
         if not with_total:
             return await read, -1

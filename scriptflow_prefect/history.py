@@ -109,6 +109,29 @@ def retention_days(db: Session, settings) -> int:
     return settings.retention_days
 
 
+def stored_retention_days(settings) -> int | None:
+    """The Settings page's period, read before anything else starts (None if unset)."""
+    from sqlalchemy import text
+
+    from .db import make_engine
+
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        with engine.connect() as conn:
+            value = conn.execute(text("SELECT value FROM app_settings WHERE key = :k"),
+                                 {"k": RETENTION_KEY}).scalar()
+    except Exception:  # no database yet (first start)
+        return None
+    finally:
+        engine.dispose()
+    if isinstance(value, str):
+        import json
+
+        value = json.loads(value)
+    days = value.get("days") if isinstance(value, dict) else None
+    return days if isinstance(days, int) and MIN_DAYS <= days <= MAX_DAYS else None
+
+
 def set_retention_days(db: Session, days: int) -> None:
     if isinstance(days, bool) or not isinstance(days, int) or not MIN_DAYS <= days <= MAX_DAYS:
         raise ValueError(days)
@@ -125,6 +148,8 @@ def clean_history(settings, db, *, now: datetime | None = None, days: int | None
     its API), stored outputs, index rows, left-over working folders and acknowledgements.
     `now` is a parameter so that tests can move the clock. `db` is a `Database`."""
     now = now or datetime.now(UTC)
+    if days is not None and (isinstance(days, bool) or not MIN_DAYS <= days <= MAX_DAYS):
+        raise ValueError(f"days must be from {MIN_DAYS} to {MAX_DAYS}, not {days!r}")
     with db.session() as s:
         days = days or retention_days(s, settings)
     cutoff = now - timedelta(days=days)

@@ -501,7 +501,7 @@ def forget_before(settings, cutoff: datetime) -> dict:
         try:
             old = cat.execute("SELECT seq, run_id FROM runs WHERE expected < ?",
                               (ts,)).fetchall()
-            for seq, run_id in old:
+            for _seq, run_id in old:
                 freed["bytes"] += _remove_outputs(settings, run_id, freed)
             cat.execute("BEGIN IMMEDIATE")
             for i in range(0, len(old), 500):

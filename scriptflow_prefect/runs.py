@@ -1,9 +1,13 @@
 """Runs as ScriptFlow shows them: read from Prefect (which owns run state), filtered to what a
-user may see, with their output from the run's output file or, failing that, Prefect's logs."""
+user may see, with their output from the run's output file or, failing that, Prefect's logs.
+
+History lists ask Prefect with indexed filters (history.scope: the scripts' deployments);
+`q` searches the output index (history_index.py) and then asks Prefect about those runs."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +16,8 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import gateway, output_log
+from . import gateway, history, history_index, output_log
+from . import history_output as ho
 from .i18n import _
 from .models import Script, User
 from .scripts import ScriptError, visible_script_ids
@@ -72,48 +77,180 @@ async def list_runs(
     until: datetime | None = None, page: int = 1, per_page: int = 20, q: str | None = None,
     settings: Settings | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
+    """A page of the runs this user may see, newest first, and the exact total."""
     allowed = visible_script_ids(db, user)
     ids: list[int] | None = allowed
     if script_id is not None:
         if allowed is not None and script_id not in allowed:
             return [], 0
         ids = [script_id]
-    query = gateway.RunQuery(script_ids=ids, statuses=statuses, since=since, until=until,
-                             triggers=triggers)
+    query = history.scope(db, ids)
+    query.statuses, query.since, query.until = statuses, since, until
+    query.trigger = triggers[0] if triggers else None
     if q:
-        return await _search_runs(db, query, q, settings, page, per_page)
-    flow_runs, total = await gateway.read_runs(query, limit=per_page,
-                                               offset=(page - 1) * per_page)
+        from .settings import get_settings
+
+        return await _search_runs(db, query, q, settings or get_settings(), page, per_page)
+    flow_runs, total = await gateway.read_history(query, limit=per_page,
+                                                  offset=(page - 1) * per_page)
     return runs_to_dicts(db, flow_runs), total
 
 
-SEARCH_SCAN_LIMIT = 2000
+def search_phrase(q: str) -> history_index.Phrase:
+    try:
+        return history_index.Phrase.parse(q)
+    except history_index.QueryError:
+        raise ScriptError(422, _("Search for at least one letter or digit.")) from None
 
 
-async def _search_runs(db, query, q: str, settings, page: int, per_page: int):
-    """Runs whose output contains `q` (case-insensitive), newest first, with the first
-    matching line. Scans the output files of the newest runs that match the other filters."""
-    from .settings import get_settings
-
-    settings = settings or get_settings()
-    needle = q.casefold()
-    matches = []
-    offset = 0
-    while offset < SEARCH_SCAN_LIMIT:
-        batch, _total = await gateway.read_runs(query, limit=200, offset=offset)
-        if not batch:
-            break
-        for fr in batch:
-            line = await asyncio.to_thread(find_line, output_path(settings, fr.id), needle)
-            if line is not None:
-                matches.append((fr, line))
-        offset += len(batch)
-    total = len(matches)
-    chosen = matches[(page - 1) * per_page: page * per_page]
-    items = runs_to_dicts(db, [fr for fr, _l in chosen])
-    for item, (_fr, line) in zip(items, chosen, strict=True):
-        item["match"] = line
+async def _search_runs(db, query: gateway.HistoryQuery, q: str, settings, page: int,
+                       per_page: int):
+    """Runs whose output holds the phrase `q`, newest first, each with its first matching
+    line. The index finds them in the whole retention window; Prefect then applies the
+    status and trigger filters to those runs only."""
+    phrase = search_phrase(q)
+    await catch_up(settings)
+    hits = await asyncio.to_thread(history_index.search, settings, phrase,
+                                   script_ids=query.script_ids, since=query.since,
+                                   until=query.until)
+    offset = (page - 1) * per_page
+    if query.statuses or query.trigger:
+        hits = await _filter_hits(query, hits)
+    total = len(hits)
+    chosen = hits[offset: offset + per_page]
+    by_id = {}
+    if chosen:
+        found, _n = await gateway.read_history(
+            gateway.HistoryQuery(run_ids=[UUID(h.run_id) for h in chosen]),
+            limit=len(chosen), with_total=False)
+        by_id = {str(fr.id): fr for fr in found}
+    pairs = [(by_id[h.run_id], h) for h in chosen if h.run_id in by_id]
+    items = runs_to_dicts(db, [fr for fr, _h in pairs])
+    for item, (_fr, hit) in zip(items, pairs, strict=True):
+        item["match"] = await asyncio.to_thread(history_index.matching_line, settings, hit,
+                                                phrase)
     return items, total
+
+
+async def _filter_hits(query: gateway.HistoryQuery, hits: list) -> list:
+    """The hits whose runs also match the query's status/trigger/time filters in Prefect,
+    in the same order (Prefect's light rows, up to 1000 runs a request)."""
+    keep: set[str] = set()
+    for i in range(0, len(hits), 1000):
+        part = hits[i:i + 1000]
+        sub = gateway.HistoryQuery(run_ids=[UUID(h.run_id) for h in part],
+                                   statuses=query.statuses, trigger=query.trigger,
+                                   since=query.since, until=query.until)
+        rows = await gateway.read_history_light(sub, limit=len(part))
+        keep.update(str(r["id"]) for r in rows)
+    return [h for h in hits if h.run_id in keep]
+
+
+_caught_up = {"at": 0.0}
+CATCH_UP_SECONDS = 10.0
+
+
+async def catch_up(settings: Settings, *, force: bool = False) -> int:
+    """Index finished runs whose output this machine has but the index does not (a worker
+    that stopped before indexing, runs from before the index). At most every 10 s."""
+    if not force and time.monotonic() - _caught_up["at"] < CATCH_UP_SECONDS:
+        return 0
+    _caught_up["at"] = time.monotonic()
+    missing = await asyncio.to_thread(history_index.unindexed_runs, settings)
+    done = 0
+    for i in range(0, len(missing), 200):
+        part = [UUID(r) for r in missing[i:i + 200]]
+        runs, _n = await gateway.read_history(gateway.HistoryQuery(run_ids=part),
+                                              limit=len(part), with_total=False)
+        for fr in runs:
+            if gateway.run_status(fr) not in FINAL:
+                continue
+            sid = (fr.parameters or {}).get("script_id")
+            job = (settings, fr.id)
+            kwargs = {"script_id": sid if isinstance(sid, int) else None,
+                      "expected": fr.expected_start_time or fr.created}
+            path = history_index.plain_path(settings, fr.id)
+            if path.exists() and path.stat().st_size > history_index.SYNC_INDEX_BYTES:
+                history_index.indexer.submit(
+                    lambda job=job, kwargs=kwargs: history_index.index_run(*job, **kwargs))
+            else:
+                await asyncio.to_thread(history_index.index_run, *job, **kwargs)
+            done += 1
+    return done
+
+
+async def runs_by_ids(db: Session, user: User, ids: list[str]) -> list[dict[str, Any]]:
+    """These runs as this user may see them (others are left out), for live status."""
+    uuids = []
+    for value in ids[:200]:
+        try:
+            uuids.append(UUID(value))
+        except ValueError:
+            continue
+    if not uuids:
+        return []
+    runs, _n = await gateway.read_history(gateway.HistoryQuery(run_ids=uuids),
+                                          limit=len(uuids), with_total=False)
+    allowed = visible_script_ids(db, user)
+    items = runs_to_dicts(db, runs)
+    return [r for r in items if allowed is None or r["script_id"] in allowed]
+
+
+EXPORT_BATCH = 200
+CSV_COLUMNS = ("id", "script_id", "script_name", "status", "trigger", "scheduled_at",
+               "started_at", "ended_at", "duration_seconds", "exit_code", "script_version")
+
+
+async def export_runs(db: Session, user: User, *, q: str | None = None, settings=None,
+                      **filters) -> Any:
+    """Every run matching the filters, newest first, in batches (for the CSV export).
+    Without `q` it pages by expected start time (keyset), so the cost stays flat."""
+    if q:
+        page = 1
+        while True:
+            items, total = await list_runs(db, user, q=q, settings=settings, page=page,
+                                           per_page=EXPORT_BATCH, **filters)
+            if items:
+                yield items
+            if page * EXPORT_BATCH >= total or not items:
+                return
+            page += 1
+    allowed = visible_script_ids(db, user)
+    ids = allowed
+    script_id = filters.get("script_id")
+    if script_id is not None:
+        if allowed is not None and script_id not in allowed:
+            return
+        ids = [script_id]
+    query = history.scope(db, ids)
+    query.statuses, query.since = filters.get("statuses"), filters.get("since")
+    query.until = filters.get("until")
+    query.trigger = (filters.get("triggers") or [None])[0]
+    seen: set[str] = set()
+    offset = 0
+    while True:
+        runs, _n = await gateway.read_history(query, limit=EXPORT_BATCH, offset=offset,
+                                              with_total=False,
+                                              sort="EXPECTED_START_TIME_DESC")
+        fresh = [r for r in runs if str(r.id) not in seen]
+        if fresh:
+            yield runs_to_dicts(db, fresh)
+        if len(runs) < EXPORT_BATCH:
+            return
+        last = runs[-1].expected_start_time
+        if query.until is not None and last >= query.until:
+            offset += EXPORT_BATCH  # a full batch at one instant: step over it
+        else:
+            query.until, offset = last, 0  # `until` is inclusive: the seen set drops repeats
+        seen = {str(r.id) for r in runs if r.expected_start_time == last}
+
+
+def csv_values(run: dict[str, Any]) -> list[str]:
+    out = []
+    for key in CSV_COLUMNS:
+        v = run.get(key)
+        out.append(v.isoformat() if isinstance(v, datetime) else "" if v is None else str(v))
+    return out
 
 
 async def last_runs(script_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -144,23 +281,115 @@ def output_path(settings: Settings, run_id: UUID) -> Path:
     return settings.outputs_dir / f"{run_id}.log"
 
 
+def _cursor(after: str | None) -> int:
+    # A Prefect-log cursor ("<timestamp>~<n>") was taken while the run was queued, before
+    # the output file existed; no output line had been read yet, so start over.
+    if after and "~" in after:
+        return 0
+    try:
+        return int(after or 0)
+    except ValueError:
+        raise ScriptError(400, _("The output cursor is not valid.")) from None
+
+
+def _with_source(settings: Settings, run_id, read):
+    """`read(source)` on the run's stored output (plain or compressed); the plain file can be
+    replaced by the compressed one between two calls, so a vanished file is tried again."""
+    for attempt in range(2):
+        try:
+            with history_index.source(settings, run_id) as src:
+                return read(src)
+        except FileNotFoundError:
+            if attempt:
+                raise
+        except ho.CursorError:
+            raise ScriptError(400, _("The output cursor is not valid.")) from None
+    raise AssertionError("unreachable")
+
+
 async def read_output(settings: Settings, flow_run, after: str | None, limit: int = 1000):
     """Lines after `after` (an opaque cursor), the next cursor, and whether that is all."""
     run = gateway.run_to_dict(flow_run)
     final = run["status"] in FINAL
-    path = output_path(settings, flow_run.id)
-    if path.exists():
+    if history_index.has_output(settings, flow_run.id):
+        offset = _cursor(after)
+
+        def read(src):
+            lines, nxt, more = ho.lines_after(src, offset, limit)
+            return lines, nxt, more, src.size
+
         try:
-            # A Prefect-log cursor ("<timestamp>~<n>") was taken while the run was queued,
-            # before this file existed; no output line had been read yet, so start over.
-            offset = 0 if after and "~" in after else int(after or 0)
-            lines, nxt, more = await asyncio.to_thread(output_log.read_output, path, offset,
-                                                       limit)
-        except ValueError:
-            raise ScriptError(400, _("The output cursor is not valid.")) from None
-        size = path.stat().st_size
+            lines, nxt, more, size = await asyncio.to_thread(_with_source, settings,
+                                                              flow_run.id, read)
+        except FileNotFoundError:
+            return await _read_prefect_logs(flow_run, after, limit, final)
+        for line in lines:
+            del line["at"]
         return lines, str(nxt), final and not more and nxt >= size
     return await _read_prefect_logs(flow_run, after, limit, final)
+
+
+async def read_window(settings: Settings, flow_run, *, after: str | None = None,
+                      before: str | None = None, tail: bool = False, limit: int = 1000):
+    """A window of lines for the run page: from `after`, ending at `before`, or the last
+    `limit` lines (`tail`). Each line carries its byte offset `at` (a cursor)."""
+    run = gateway.run_to_dict(flow_run)
+    final = run["status"] in FINAL
+    if not history_index.has_output(settings, flow_run.id):
+        lines, nxt, complete = await _read_prefect_logs(flow_run, after, limit, final)
+        return {"lines": lines, "next": nxt, "start": None, "complete": complete,
+                "size": None, "stored": False}
+    start_at = None if before is None else _cursor(before)
+    offset = _cursor(after)
+
+    def read(src):
+        if tail or start_at is not None:
+            lines, first = ho.lines_before(src, src.size if tail else start_at, limit)
+            nxt = src.size if tail else start_at
+            more = not tail
+        else:
+            lines, nxt, more = ho.lines_after(src, offset, limit)
+            first = offset
+        return {"lines": lines, "start": first, "next": str(nxt), "size": src.size,
+                "complete": final and not more and nxt >= src.size, "stored": True}
+
+    try:
+        return await asyncio.to_thread(_with_source, settings, flow_run.id, read)
+    except FileNotFoundError:
+        lines, nxt, complete = await _read_prefect_logs(flow_run, after, limit, final)
+        return {"lines": lines, "next": nxt, "start": None, "complete": complete,
+                "size": None, "stored": False}
+
+
+async def search_output(settings: Settings, flow_run, needle: str, max_hits: int = 1000):
+    """Offsets of the lines of one run whose text contains `needle` (case-insensitive)."""
+    if not history_index.has_output(settings, flow_run.id):
+        return [], 0
+    try:
+        return await asyncio.to_thread(
+            _with_source, settings, flow_run.id,
+            lambda src: ho.find_lines(src, needle, max_hits))
+    except FileNotFoundError:
+        return [], 0
+
+
+async def first_error(settings: Settings, flow_run) -> int | None:
+    """Offset of the run's first stderr line or traceback, None if it has none."""
+    entry = await asyncio.to_thread(history_index.entry, settings, flow_run.id)
+    if entry is not None:
+        return entry.first_error
+    if not history_index.has_output(settings, flow_run.id):
+        return None
+    try:
+        return await asyncio.to_thread(_with_source, settings, flow_run.id, ho.first_error)
+    except FileNotFoundError:
+        return None
+
+
+def output_text(settings: Settings, run_id):
+    """The whole stored output as "<ts> <stream> <text>" lines (a generator for streaming)."""
+    with history_index.source(settings, run_id) as src:
+        yield from ho.iter_text(src)
 
 
 async def _read_prefect_logs(flow_run, after: str | None, limit: int, final: bool):

@@ -87,6 +87,15 @@ def _server_command(settings: Settings) -> list[str]:
             "--port", str(settings.prefect_port)]
 
 
+def history_retention_for_server(settings: Settings) -> Settings:
+    from .history import stored_retention_days
+
+    days = stored_retention_days(settings)
+    if days and days > settings.retention_days:
+        return settings.model_copy(update={"retention_days": days})
+    return settings
+
+
 def start_prefect_server(settings: Settings) -> subprocess.Popen:
     env = {**os.environ, **server_env(settings)}
     logfile = open(settings.logs_dir / "prefect-server.log", "ab")
@@ -166,6 +175,7 @@ def prepare_overlay(settings: Settings):
         await gateway.ensure_work_pool()
         await store.ensure_store_block(str(settings.store_dir))
         await notifications.start(db, settings)  # SCRIPTFLOW_SMTP_*, automations, digests
+        await gateway.ensure_clean_history_deployment(settings.timezone)  # daily retention
 
     asyncio.run(_prefect_objects())
     return db, generated
@@ -198,6 +208,9 @@ def _uvicorn_server(settings: Settings, app):
 
 def run_stack(settings: Settings) -> int:
     setup_logging(settings, "web")
+    # Prefect reads its settings once, when first imported: point it at our server before
+    # any step below may import it (or it starts a temporary server of its own).
+    apply_client_env(settings)
     lock = HomeLock(settings.path("up.lock"))
     try:
         lock.acquire()
@@ -213,7 +226,8 @@ def run_stack(settings: Settings) -> int:
                   "set SCRIPTFLOW_PREFECT_PORT or SCRIPTFLOW_PREFECT_API_URL.", file=sys.stderr)
             return 1
         print(f"Starting Prefect server on 127.0.0.1:{settings.prefect_port} …", flush=True)
-        server = start_prefect_server(settings)
+        # Prefect's db_vacuum must not delete runs the Settings page asks to keep.
+        server = start_prefect_server(history_retention_for_server(settings))
     try:
         wait_for_api(settings, server, SERVER_START_TIMEOUT)
         apply_client_env(settings)

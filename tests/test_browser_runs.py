@@ -50,7 +50,7 @@ def test_it_uploads_runs_and_follows_the_output_live(page):
 
     page.wait_for_url(re.compile(r"/scripts/\d+$"))
     assert page.get_by_role("heading", level=1).inner_text() == name
-    assert page.get_by_role("status").inner_text() == f"Uploaded {name} (version 1)."
+    assert page.locator(".flash").inner_text() == f"Uploaded {name} (version 1)."
     axe_check(page)
     screenshot(page, "script")
 
@@ -62,9 +62,8 @@ def test_it_uploads_runs_and_follows_the_output_live(page):
     output.get_by_text("tick 0").wait_for(timeout=30_000)
     assert "done" not in output.inner_text()
     output.get_by_text("done").wait_for(timeout=30_000)
-    status = page.locator("#run-status .badge")
     page.locator("#run-status .badge[data-status=succeeded]").wait_for(timeout=30_000)
-    assert status.inner_text().strip().endswith("Succeeded")
+    assert page.locator("#run-status").inner_text().strip().endswith("Succeeded")
     assert not_reloaded(page)
 
     # Two pipes: each stream keeps its order, their interleaving is up to the OS.
@@ -101,8 +100,7 @@ def test_it_cancels_a_run_in_place(page, alice):
 
 
 def test_the_runs_page_lists_and_filters_runs(page, alice):
-    script = upload(alice, "import sys\nprint('x')\nsys.exit(int(sys.argv[-1]) if 0 else 0)\n",
-                    name=unique("history"))
+    script = upload(alice, "print('fine')\n", name=unique("history"))
     failing = upload(alice, "raise SystemExit(3)\n", name=unique("failing"))
     ok = alice.post(f"/scripts/{script['id']}/runs").json()["id"]
     bad = alice.post(f"/scripts/{failing['id']}/runs").json()["id"]

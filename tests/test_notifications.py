@@ -224,6 +224,14 @@ def test_the_automation_of_a_script_is_visible_in_prefect(alice, prefect):
     assert action["type"] == "send-notification" and block["name"] == "scriptflow-email"
     assert block["block_type"]["slug"] == "scriptflow-email"
 
+    renamed = unique("renamed")
+    assert alice.patch(f"/scripts/{script['id']}", json={"name": renamed}).status_code == 200
+    deadline = time.monotonic() + 15
+    while [a["name"] for a in automations_of(prefect, script["id"])] != [
+            f"ScriptFlow · {renamed} · failure"]:
+        assert time.monotonic() < deadline, automations_of(prefect, script["id"])
+        time.sleep(0.3)
+
     assert alice.delete(f"/scripts/{script['id']}").status_code == 204
     assert automations_of(prefect, script["id"]) == []
 
@@ -244,12 +252,21 @@ def test_it_sends_no_email_on_success_unless_asked(alice, mailbox, prefect):
     assert "succeeded" in msg["Subject"] and "all good" in body(msg)
 
 
-def test_it_emails_when_a_run_times_out(alice, mailbox):
+def test_it_emails_when_a_run_times_out(alice, mailbox, prefect):
     script = upload(alice, SLEEPY, name=unique("slowpoke"))
     assert alice.patch(f"/scripts/{script['id']}", json={"timeout_seconds": 1}).status_code == 200
     assert run(alice, script["id"])["status"] == "timed_out"
     msg = mailbox.wait_for(script["name"], timeout=60)
     assert "timed out" in msg["Subject"] and "waiting" in body(msg)
+    # What Prefect emitted and rendered into the automation's template (flow_run is there).
+    deadline = time.monotonic() + 20
+    while not (events := prefect.post("/events/filter", json={"filter": {
+            "event": {"name": ["scriptflow.email.sent"]},
+            "resource": {"id": [f"scriptflow.script.{script['id']}"]}}}).json()["events"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    payload = events[0]["payload"]
+    assert payload["event"] == "prefect.flow-run.TimedOut" and payload["state"] == "TimedOut"
 
 
 def test_it_refuses_bad_preferences_with_reasons(alice, bob):
@@ -347,6 +364,25 @@ def test_a_refused_login_shows_in_history_and_on_the_dashboard(stack, admin, ali
         admin.put("/settings/email", json={**{k: good[k] for k in (
             "host", "port", "security", "from_address")}, "username": "", "password": ""})
         refusing.stop()
+
+
+def test_a_failed_automation_action_shows_in_history(admin, alice, prefect):
+    script = upload(alice, FAILING, name=unique("orphaned"))
+    deadline = time.monotonic() + 15
+    while not (found := automations_of(prefect, script["id"])):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    good = admin.get("/settings/email").json()
+    try:  # the block the automation names is gone: Prefect's action fails before any SMTP
+        block_id = found[0]["actions"][0]["block_document_id"]
+        assert prefect.delete(f"/block_documents/{block_id}").status_code == 204
+        run(alice, script["id"])
+        [item] = history(alice, lambda items: items, script_id=script["id"])
+        assert item["status"] == "failed" and item["kind"] == "automation"
+        assert item["reason"] and item["script_id"] == script["id"]
+    finally:  # saving the settings again saves the block and points the automations at it
+        admin.put("/settings/email", json={k: good[k] for k in (
+            "host", "port", "security", "from_address")})
 
 
 # -- digests ----------------------------------------------------------------------------------

@@ -1,21 +1,23 @@
-"""/api/v1/runs: history, one run, its output (cursor paging and text download), cancel."""
+"""/api/v1/runs: history (filters, full-text `q`, CSV), one run, its output (cursor paging,
+search, text download), cancel; a script's run summary and acknowledgements."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from scriptflow_prefect import gateway
+from scriptflow_prefect import gateway, history
 from scriptflow_prefect import runs as core
 from scriptflow_prefect.cancel_watch import cancel_local
+from scriptflow_prefect.db import audit
 from scriptflow_prefect.i18n import _
-from scriptflow_prefect.output_log import iter_output_text
 
-from .deps import ApiUser, DbDep
+from .deps import ApiUser, DbDep, visible_script
 
 api = APIRouter(tags=["runs"])
 Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "crashed"]
@@ -28,27 +30,65 @@ def aware(dt: datetime | None, name: str) -> datetime | None:
     return dt
 
 
-@api.get("/runs")
-async def list_runs(
-    request: Request, user: ApiUser, db: DbDep,
-    script_id: Annotated[int | None, Query(ge=1)] = None,
+@dataclass
+class RunFilters:
+    script_id: int | None
+    status: str | None
+    trigger: str | None
+    since: datetime | None
+    until: datetime | None
+    q: str | None
+
+    def arguments(self) -> dict:
+        return {"script_id": self.script_id, "statuses": [self.status] if self.status else None,
+                "triggers": [self.trigger] if self.trigger else None, "since": self.since,
+                "until": self.until, "q": self.q}
+
+
+def run_filters(
+    script_id: Annotated[int | None, Query(ge=1, description="Runs of this script only")] = None,
     status: Status | None = None,
     trigger: Literal["manual", "scheduled", "retry"] | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    q: Annotated[str | None, Query(max_length=200)] = None,
-    page: Annotated[int, Query(ge=1, le=100000)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=200)] = 20,
-):
+    since: Annotated[datetime | None, Query(description="Expected start at or after")] = None,
+    until: Annotated[datetime | None, Query(description="Expected start at or before")] = None,
+    q: Annotated[str | None, Query(max_length=200, description=(
+        "Runs whose output holds these words in this order (case- and accent-insensitive; "
+        "the last word may be the start of a longer one)"))] = None,
+) -> RunFilters:
     since, until = aware(since, "since"), aware(until, "until")
     if since and until and since > until:
         raise HTTPException(422, _("since must be before until."))
+    if q is not None and not q.strip():
+        q = None
+    if q:
+        core.search_phrase(q)  # 422 when there is nothing to search for
+    return RunFilters(script_id, status, trigger, since, until, q)
+
+
+Filters = Annotated[RunFilters, Depends(run_filters)]
+
+
+@api.get("/runs")
+async def list_runs(
+    request: Request, user: ApiUser, db: DbDep, filters: Filters,
+    page: Annotated[int, Query(ge=1, le=100000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=200)] = 20,
+):
+    """Runs newest first (by start, or expected start when not started) and the exact total.
+    With `q`, each run has `match`: its first output line holding the words."""
     items, total = await core.list_runs(
-        db, user, script_id=script_id, statuses=[status] if status else None,
-        triggers=[trigger] if trigger else None, since=since, until=until,
-        page=page, per_page=per_page, q=q, settings=request.app.state.settings,
-    )
+        db, user, page=page, per_page=per_page, settings=request.app.state.settings,
+        **filters.arguments())
     return {"items": items, "total": total}
+
+
+@api.get("/runs.csv")
+async def list_runs_csv(request: Request, user: ApiUser, db: DbDep, filters: Filters):
+    """Every run matching the same filters as GET /runs, as CSV (one header row)."""
+    from .runs import csv_response
+
+    return csv_response(core.export_runs(db, user, settings=request.app.state.settings,
+                                         **filters.arguments()), "runs.csv")
 
 
 @api.get("/runs/{run_id}")
@@ -81,16 +121,61 @@ async def get_output(
     return {"lines": lines, "next": nxt, "complete": complete}
 
 
+@api.get("/runs/{run_id}/output/search")
+async def search_output(request: Request, run_id: str, user: ApiUser, db: DbDep,
+                        q: Annotated[str, Query(min_length=1, max_length=200)]):
+    """Cursors (`after` values) of the lines whose text holds `q` (case-insensitive): the
+    first 1000, the total, and the cursor of the first error line (stderr or traceback)."""
+    flow_run = await core.visible_run(db, user, run_id)
+    settings = request.app.state.settings
+    hits, total = await core.search_output(settings, flow_run, q)
+    return {"matches": [str(h) for h in hits], "total": total,
+            "first_error": _str_or_none(await core.first_error(settings, flow_run))}
+
+
+def _str_or_none(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
 @api.get("/runs/{run_id}/output.txt")
 async def get_output_text(request: Request, run_id: str, user: ApiUser, db: DbDep):
     flow_run = await core.visible_run(db, user, run_id)
-    path = core.output_path(request.app.state.settings, flow_run.id)
-    if not path.exists():
-        lines, _n, _c = await core.read_output(request.app.state.settings, flow_run, None, 5000)
-        body = "".join(f"{ln['ts']} {ln['stream']} {ln['text']}\n" for ln in lines)
-        return StreamingResponse(iter([body]), media_type="text/plain; charset=utf-8")
-    return StreamingResponse(
-        iter_output_text(path, lines_per_item=500),
-        media_type="text/plain; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="run-{flow_run.id}.txt"'},
-    )
+    settings = request.app.state.settings
+    headers = {"Content-Disposition": f'attachment; filename="run-{flow_run.id}.txt"'}
+    if core.history_index.has_output(settings, flow_run.id):
+        return StreamingResponse(core.output_text(settings, flow_run.id),
+                                 media_type="text/plain; charset=utf-8", headers=headers)
+
+    async def from_prefect():  # the output file is on another machine: Prefect's logs
+        cursor = None
+        while True:
+            lines, cursor, complete = await core.read_output(settings, flow_run, cursor, 200)
+            yield "".join(f"{ln['ts']} {ln['stream']} {ln['text']}\n" for ln in lines)
+            if complete or not lines:
+                return
+
+    return StreamingResponse(from_prefect(), media_type="text/plain; charset=utf-8",
+                             headers=headers)
+
+
+@api.get("/scripts/{script_id}/summary", tags=["runs"])
+async def script_summary(script_id: int, user: ApiUser, db: DbDep):
+    """Success rate over 7 and 30 days, average and p95 duration, one outcome per day for
+    30 days, and the failed scheduled runs nobody acknowledged yet."""
+    script = visible_script(db, user, script_id, deleted=True)
+    return jsonable_encoder(await history.script_summary(db, script))
+
+
+@api.post("/runs/{run_id}/acknowledge", status_code=204)
+async def acknowledge_run(run_id: str, user: ApiUser, db: DbDep):
+    """Mark a failed scheduled run as seen: the script page stops flagging it."""
+    flow_run = await core.visible_run(db, user, run_id)
+    if gateway.run_status(flow_run) not in ("failed", "timed_out", "crashed"):
+        raise HTTPException(409, _("Only a failed run can be acknowledged."))
+    script_id = (flow_run.parameters or {}).get("script_id")
+    script = visible_script(db, user, script_id, deleted=True) if isinstance(script_id, int) \
+        else None
+    if script is None:
+        raise HTTPException(404, _("There is no run with id %(id)s.", id=run_id))
+    history.acknowledge(db, script, user.id, [str(flow_run.id)])
+    audit(db, user.id, "run.acknowledge", script.name, script_id=script.id, runs=[run_id])

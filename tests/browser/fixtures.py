@@ -20,8 +20,9 @@ PASSWORDS = {"admin": ADMIN_PASSWORD, "alice": "alice-pass-123", "bob": "bob-pas
 @pytest.fixture(scope="session")
 def browser():
     need_tool(CHROMIUM, "browser tests drive Debian's chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             yield b
@@ -48,9 +49,21 @@ def page(request, browser, stack):
          if r.status >= 500 else None)
     try:
         yield p
+        if getattr(request.node, "failed_call", False):  # what the page showed when it failed
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            p.screenshot(path=str(SCREENSHOTS / f"FAILED-{request.node.name}.png"),
+                         full_page=True)
     finally:
         context.close()
     assert not errors, f"browser console errors: {errors}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        item.failed_call = True
+    return report
 
 
 def login(page, user: str, password: str | None = None) -> None:
@@ -76,11 +89,17 @@ def screenshot(page, name: str) -> None:
 
 
 def _describe(violation: dict) -> str:
-    nodes = "\n".join(f"      {' '.join(n['target']) if isinstance(n['target'], list) else n['target']}"
-                      f": {n.get('failureSummary', '').splitlines()[-1].strip()}"
-                      for n in violation["nodes"][:8])
-    return (f"  [{violation['impact']}] {violation['id']}: {violation['help']}\n"
-            f"    {violation['helpUrl']}\n{nodes}")
+    lines = [f"  [{violation['impact']}] {violation['id']}: {violation['help']}",
+             f"    {violation['helpUrl']}"]
+    for node in violation["nodes"][:8]:
+        target = node["target"]
+        where = " ".join(map(str, target)) if isinstance(target, list) else str(target)
+        why = [ln.strip() for ln in (node.get("failureSummary") or "").splitlines()
+               if ln.strip() and not ln.startswith("Fix ")]
+        lines.append(f"      {where}: {why[0] if why else ''}")
+    if len(violation["nodes"]) > 8:
+        lines.append(f"      … and {len(violation['nodes']) - 8} more")
+    return "\n".join(lines)
 
 
 def axe_check(page, context=None) -> None:
@@ -92,9 +111,4 @@ def axe_check(page, context=None) -> None:
     if bad:
         pytest.fail(f"axe: {len(bad)} serious/critical violation(s) on {page.url}:\n"
                     + "\n".join(_describe(v) for v in bad), pytrace=False)
-
-
-def badge(locator) -> str:
-    """The data-status of the badge inside `locator`."""
-    return locator.locator(".badge").first.get_attribute("data-status") or ""
 
