@@ -27,13 +27,12 @@ from sqlalchemy import ForeignKey, String, delete, event, inspect, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from . import gateway, history_index
+from .history_settings import MAX_DAYS, MIN_DAYS, RETENTION_KEY
 from .models import AppSetting, Base, Script, UTCDateTime, utcnow
 
 log = logging.getLogger("scriptflow.history")
 
-RETENTION_KEY = "retention"
 LAST_CLEAN_KEY = "retention_last_clean"
-MIN_DAYS, MAX_DAYS = 1, 3650
 FAILED_STATES = ("FAILED", "CRASHED")
 FINISHED_STATES = ("COMPLETED", *FAILED_STATES)  # a cancelled run is no verdict on a script
 STRIP_DAYS = 30
@@ -107,29 +106,6 @@ def retention_days(db: Session, settings) -> int:
         if isinstance(days, int) and MIN_DAYS <= days <= MAX_DAYS:
             return days
     return settings.retention_days
-
-
-def stored_retention_days(settings) -> int | None:
-    """The Settings page's period, read before anything else starts (None if unset)."""
-    from sqlalchemy import text
-
-    from .db import make_engine
-
-    engine = make_engine(settings.sqlalchemy_url)
-    try:
-        with engine.connect() as conn:
-            value = conn.execute(text("SELECT value FROM app_settings WHERE key = :k"),
-                                 {"k": RETENTION_KEY}).scalar()
-    except Exception:  # no database yet (first start)
-        return None
-    finally:
-        engine.dispose()
-    if isinstance(value, str):
-        import json
-
-        value = json.loads(value)
-    days = value.get("days") if isinstance(value, dict) else None
-    return days if isinstance(days, int) and MIN_DAYS <= days <= MAX_DAYS else None
 
 
 def set_retention_days(db: Session, days: int) -> None:
@@ -223,7 +199,7 @@ def summarize(rows: list[dict[str, Any]], *, now: datetime, zone: str = "UTC") -
     tz = ZoneInfo(zone)
     today = now.astimezone(tz).date()
     first = today - timedelta(days=STRIP_DAYS - 1)
-    week_start = now - timedelta(days=7)
+    week_start, month_start = now - timedelta(days=7), now - timedelta(days=30)
     days: dict[date, Counter] = {first + timedelta(days=i): Counter() for i in range(STRIP_DAYS)}
     rate = {7: Counter(), 30: Counter()}
     durations = []
@@ -233,7 +209,7 @@ def summarize(rows: list[dict[str, Any]], *, now: datetime, zone: str = "UTC") -
         day = at.astimezone(tz).date()
         if day in days:
             days[day][state] += 1
-        if state not in FINISHED_STATES:
+        if state not in FINISHED_STATES or at < month_start:
             continue
         for window, counter in rate.items():
             if window == 30 or at >= week_start:

@@ -11,7 +11,8 @@ Kept in SCRIPTFLOW_HOME/history/ (SQLite, WAL; ScriptFlow's own storage, not Pre
 
 A run is indexed when its output file is closed (flows/run_script.py calls `index_after_run`:
 small outputs at once, big ones on a background thread, which then also compresses them), and
-any finished run that was missed (worker stopped, older runs) on the next search.
+any finished run that was missed (worker stopped, older runs) on the next search
+(at most every few seconds).
 
 Why one FTS file per day: SQLite here (3.40) cannot delete rows from a contentless FTS5 table,
 and retention works in days anyway; dropping a day is one unlink, with no vacuum and no

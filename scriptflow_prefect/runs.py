@@ -147,12 +147,12 @@ async def _filter_hits(query: gateway.HistoryQuery, hits: list) -> list:
 
 
 _caught_up = {"at": 0.0}
-CATCH_UP_SECONDS = 10.0
+CATCH_UP_SECONDS = 3.0
 
 
 async def catch_up(settings: Settings, *, force: bool = False) -> int:
     """Index finished runs whose output this machine has but the index does not (a worker
-    that stopped before indexing, runs from before the index). At most every 10 s."""
+    that stopped before indexing, runs from before the index). At most every CATCH_UP_SECONDS."""
     if not force and time.monotonic() - _caught_up["at"] < CATCH_UP_SECONDS:
         return 0
     _caught_up["at"] = time.monotonic()

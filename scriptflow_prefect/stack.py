@@ -88,7 +88,7 @@ def _server_command(settings: Settings) -> list[str]:
 
 
 def history_retention_for_server(settings: Settings) -> Settings:
-    from .history import stored_retention_days
+    from .history_settings import stored_retention_days  # no Prefect import here
 
     days = stored_retention_days(settings)
     if days and days > settings.retention_days:

@@ -102,14 +102,12 @@ def test_pages_speak_portuguese_to_a_portuguese_browser(page, alice):
     upload(alice, "print('olá')\n")
     page.goto("/login")
     assert page.locator("html").get_attribute("lang") == "pt-BR"
-    # TODO: assert "Entrar" unconditionally once the pt_BR catalogue is filled in (it is
-    # being written concurrently); until then only the language tag is certain.
-    sign_in = _pt_br("Sign in")
-    if sign_in != "Sign in":
-        assert page.get_by_role("button", name=sign_in, exact=True).is_visible()
+    assert page.get_by_role("button", name="Entrar", exact=True).is_visible()
     axe_check(page)
     screenshot(page, "login-pt-BR")
     login(page, "alice")
     assert page.locator("html").get_attribute("lang") == "pt-BR"
+    heading = page.get_by_role("heading", level=1).inner_text()
+    assert heading == _pt_br("Dashboard") != "Dashboard"
     axe_check(page)
     screenshot(page, "dashboard-pt-BR")

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import smtplib
 import socket
+from datetime import UTC, datetime
 
 import pytest
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 
-from scriptflow_prefect import deliveries, mailer
-from scriptflow_prefect.blocks import ScriptFlowEmail
+from scriptflow_prefect import blocks, deliveries, mailer
 
 
 class TestScriptFlowEmailBlock(BlockStandardTestSuite):
     @pytest.fixture
     def block(self):
-        return ScriptFlowEmail
+        return blocks.ScriptFlowEmail
 
     def test_has_a_valid_image(self, block) -> None:
         # The suite downloads the logo (no network in tests): the block reuses
@@ -87,3 +87,21 @@ def test_addresses_that_could_break_a_template_are_refused():
     for bad in ("{{ x }}@example.test", 'a"b@example.test', "a b@example.test", "nobody",
                 "a@b", None):
         assert not mailer.is_email(bad)
+
+
+def test_a_run_email_is_in_the_recipients_language_and_escapes_the_output():
+    context = {
+        "script_id": 3, "script_name": "backup", "failed": True, "more_lines": False,
+        "run": {"status": "failed", "trigger": "scheduled", "exit_code": 3,
+                "started_at": datetime(2026, 3, 5, 14, 7, tzinfo=UTC), "duration_seconds": 1.5,
+                "message": "Exit code 3"},
+        "lines": [{"stream": "stdout", "text": "copiando <tudo>"},
+                  {"stream": "stderr", "text": "disco cheio"}], "line_count": 2,
+        "run_url": "https://sf.example.test/runs/1", "script_url": "", "held_back": 0,
+        "settings_url": "https://sf.example.test/scripts/3#notifications", "quiet_minutes": 15,
+    }
+    rendered = mailer.render("run", context, language="pt_BR", zone="America/Sao_Paulo")
+    assert rendered.subject == "ScriptFlow: backup falhou"
+    assert "Início: 05/03/2026 11:07" in rendered.text
+    assert "Código de saída: 3" in rendered.text and "! disco cheio" in rendered.text
+    assert "copiando &lt;tudo&gt;" in rendered.html and "⚠ disco cheio" in rendered.html

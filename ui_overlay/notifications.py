@@ -189,6 +189,7 @@ async def history_page(request: Request, user: PageUser, db: DbDep, script_id: s
 
 @pages.get("/notifications/alert")
 async def alert_line(request: Request, user: PageUser, db: DbDep):
-    """The dashboard's alert line alone (refresh.js re-renders it)."""
-    alert = await core.alert(db, user)
+    """The dashboard's alert line alone (refresh.js re-renders it every few seconds)."""
+    alert = core.cached_alert(user.id) if core.alert_is_fresh(user.id) else \
+        await core.alert(db, user)
     return render(request, "notifications/_alert.html", {"alert": alert})

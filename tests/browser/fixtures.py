@@ -22,6 +22,8 @@ def browser():
     need_tool(CHROMIUM, "browser tests drive Debian's chromium")
     from playwright.sync_api import sync_playwright
 
+    for stale in SCREENSHOTS.glob("FAILED-*.png"):
+        stale.unlink()
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:

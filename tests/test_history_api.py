@@ -1,0 +1,294 @@
+"""Run history through the API on the session's real stack: every filter and combinations,
+exact totals, full-text search over output, CSV and text export, the per-script summary with
+acknowledgements, and a 1 M-line run captured completely."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import psutil
+import pytest
+from conftest import unique, upload, wait_run
+
+OK_SCRIPT = "print('alpha bravo charlie')\nprint('Disk check passed')\n"
+FAIL_SCRIPT = """\
+import sys
+print('disk almost full', flush=True)
+print('warning: retrying', file=sys.stderr, flush=True)
+1 / 0
+"""
+SLOW_SCRIPT = "import time\nprint('slow start', flush=True)\ntime.sleep(30)\n"
+NO_RETRIES = {"policy": {"retries": 0, "disable_after_failures": 0}}
+
+
+def prefect_api(stack) -> httpx.Client:
+    user, _sep, password = (stack.home / "prefect" / "auth_string").read_text().strip() \
+        .partition(":")
+    return httpx.Client(base_url=stack.prefect_url + "/api", auth=(user, password), timeout=30)
+
+
+def run_with_tags(stack, client, script: dict, tags: list[str]) -> dict:
+    """A run as Prefect's scheduler (tag auto-scheduled) or a retry (tag retry) makes it."""
+    with prefect_api(stack) as p:
+        dep = p.get(f"/deployments/name/run_script/{script['name']}").json()
+        r = p.post(f"/deployments/{dep['id']}/create_flow_run", json={"tags": tags})
+        assert r.status_code == 201, r.text
+        return wait_run(client, r.json()["id"])
+
+
+def start(client, script) -> dict:
+    r = client.post(f"/scripts/{script['id']}/runs")
+    assert r.status_code == 202, r.text
+    return wait_run(client, r.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def hist(stack):
+    """alice: ok (manual + scheduled), fail (manual + retry), slow (timed out); bob: one run
+    printing alice's phrase. All after `since`, so other modules' runs stay out of the sums."""
+    with stack.client("alice") as alice, stack.client("bob") as bob:
+        since = datetime.now(UTC) - timedelta(seconds=1)
+        ok = upload(alice, OK_SCRIPT, name=unique("hist-ok"))
+        fail = upload(alice, FAIL_SCRIPT, name=unique("hist-fail"))
+        slow = upload(alice, SLOW_SCRIPT, name=unique("hist-slow"))
+        for s in (ok, fail, slow):
+            assert alice.patch(f"/scripts/{s['id']}", json=NO_RETRIES).status_code == 200
+        assert alice.patch(f"/scripts/{slow['id']}", json={"timeout_seconds": 1}) \
+            .status_code == 200
+        runs = {"ok": start(alice, ok), "fail": start(alice, fail)}
+        middle = datetime.now(UTC)
+        time.sleep(1)
+        runs["timeout"] = start(alice, slow)
+        runs["scheduled"] = run_with_tags(stack, alice, ok, ["auto-scheduled"])
+        runs["retry"] = run_with_tags(stack, alice, fail, ["retry", "retry-1"])
+        other = upload(bob, OK_SCRIPT, name=unique("hist-bob"))
+        runs["bob"] = start(bob, other)
+        yield {"ok": ok, "fail": fail, "slow": slow, "runs": runs, "since": since,
+               "middle": middle, "until": datetime.now(UTC) + timedelta(seconds=1)}
+
+
+def ids(client, **params) -> list[str]:
+    r = client.get("/runs", params={"per_page": 200, **params})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["total"] == len(body["items"]), "the total is exact"
+    return [run["id"] for run in body["items"]]
+
+
+def test_it_sees_the_runs_as_made(hist):
+    r = hist["runs"]
+    assert [r[k]["status"] for k in ("ok", "fail", "timeout", "scheduled", "retry")] == [
+        "succeeded", "failed", "timed_out", "succeeded", "failed"]
+    assert [r[k]["trigger"] for k in ("ok", "scheduled", "retry")] == [
+        "manual", "scheduled", "retry"]
+
+
+def test_it_filters_by_each_filter(alice, hist):
+    r, since = hist["runs"], hist["since"].isoformat()
+    mine = lambda **p: set(ids(alice, since=since, **p))  # noqa: E731
+    assert mine() == {r[k]["id"] for k in ("ok", "fail", "timeout", "scheduled", "retry")}
+    assert mine(script_id=hist["ok"]["id"]) == {r["ok"]["id"], r["scheduled"]["id"]}
+    assert mine(status="succeeded") == {r["ok"]["id"], r["scheduled"]["id"]}
+    assert mine(status="failed") == {r["fail"]["id"], r["retry"]["id"]}  # not the timed-out
+    assert mine(status="timed_out") == {r["timeout"]["id"]}
+    assert mine(status="cancelled") == set()
+    assert mine(trigger="manual") == {r[k]["id"] for k in ("ok", "fail", "timeout")}
+    assert mine(trigger="scheduled") == {r["scheduled"]["id"]}
+    assert mine(trigger="retry") == {r["retry"]["id"]}
+    middle = hist["middle"].isoformat()
+    assert set(ids(alice, since=since, until=middle)) == {r["ok"]["id"], r["fail"]["id"]}
+    assert set(ids(alice, since=middle)) == {r[k]["id"] for k in ("timeout", "scheduled",
+                                                                  "retry")}
+
+
+def test_it_combines_filters(alice, hist):
+    r, since = hist["runs"], hist["since"].isoformat()
+    fail, ok = hist["fail"]["id"], hist["ok"]["id"]
+    assert ids(alice, since=since, script_id=fail, status="failed", trigger="retry") == [
+        r["retry"]["id"]]
+    assert ids(alice, since=since, script_id=fail, status="failed", trigger="manual") == [
+        r["fail"]["id"]]
+    assert ids(alice, since=since, script_id=ok, status="failed") == []
+    assert ids(alice, since=since, status="succeeded", trigger="scheduled") == [
+        r["scheduled"]["id"]]
+    assert ids(alice, since=hist["middle"].isoformat(), script_id=fail) == [r["retry"]["id"]]
+
+
+def test_it_lists_newest_first_and_pages_without_gaps(alice, hist):
+    since = hist["since"].isoformat()
+    everything = ids(alice, since=since)
+    r = hist["runs"]
+    assert everything.index(r["retry"]["id"]) < everything.index(r["ok"]["id"])
+    pages = []
+    for page in (1, 2, 3):
+        body = alice.get("/runs", params={"since": since, "per_page": 2, "page": page}).json()
+        assert body["total"] == 5
+        pages += [run["id"] for run in body["items"]]
+    assert pages == everything
+
+
+def test_bob_sees_only_his_runs(bob, hist):
+    r = hist["runs"]
+    assert ids(bob, since=hist["since"].isoformat()) == [r["bob"]["id"]]
+    assert ids(bob, script_id=hist["ok"]["id"]) == []
+    assert ids(bob, q="alpha bravo", since=hist["since"].isoformat()) == [r["bob"]["id"]]
+
+
+@pytest.mark.parametrize(("params", "word"), [
+    ({"status": "bogus"}, "status"), ({"trigger": "cron"}, "trigger"),
+    ({"since": "yesterday"}, "since"), ({"until": "2026-01-01T08:00:00"}, "until"),
+    ({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "since"),
+    ({"script_id": "abc"}, "script_id"), ({"script_id": 0}, "script_id"),
+    ({"page": 0}, "page"), ({"per_page": 201}, "per_page"),
+    ({"q": "x" * 201}, "q"), ({"q": "?!  --"}, "letter"),
+])
+def test_it_answers_422_with_a_reason_for_a_bad_filter(alice, params, word):
+    for path in ("/runs", "/runs.csv"):
+        if path == "/runs.csv" and set(params) & {"page", "per_page"}:
+            continue
+        r = alice.get(path, params=params)
+        assert r.status_code == 422, (path, r.text)
+        detail = r.json()["detail"]
+        assert isinstance(detail, str) and word in detail, detail
+
+
+def test_search_finds_exactly_the_runs_holding_a_phrase(alice, hist):
+    r, since = hist["runs"], hist["since"].isoformat()
+    found = alice.get("/runs", params={"q": "ALPHA  bravo", "since": since}).json()
+    assert {run["id"] for run in found["items"]} == {r["ok"]["id"], r["scheduled"]["id"]}
+    assert found["total"] == 2
+    for run in found["items"]:
+        assert run["match"]["text"] == "alpha bravo charlie"
+        assert run["match"]["stream"] == "stdout"
+    assert ids(alice, q="bravo alpha", since=since) == []  # words in this order only
+    assert ids(alice, q="charlie disk", since=since) == []  # never across two lines
+    assert set(ids(alice, q="disk", since=since)) == {
+        r[k]["id"] for k in ("ok", "scheduled", "fail", "retry")}
+    assert set(ids(alice, q="division by zero", since=since)) == {
+        r["fail"]["id"], r["retry"]["id"]}
+    assert ids(alice, q="division by zero", since=since, trigger="retry") == [r["retry"]["id"]]
+    assert ids(alice, q="disk", since=since, status="succeeded",
+               script_id=hist["ok"]["id"]) == [r["scheduled"]["id"], r["ok"]["id"]]
+    zero = alice.get("/runs", params={"q": "ZeroDivisionError", "since": since}).json()
+    assert {run["match"]["stream"] for run in zero["items"]} == {"stderr"}
+
+
+def test_search_covers_runs_the_index_missed(stack, alice, hist):
+    """A run whose output was never indexed (a worker stopped first) is indexed on search."""
+    run_id = hist["runs"]["timeout"]["id"]
+    catalog = stack.home / "history" / "catalog.db"
+    with sqlite3.connect(catalog, timeout=30) as db:
+        assert db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount == 1
+    time.sleep(3.5)  # searches look for missed runs every few seconds
+    assert ids(alice, q="slow start", since=hist["since"].isoformat()) == [run_id]
+
+
+def test_it_exports_the_filtered_list_as_csv(alice, hist):
+    r, since = hist["runs"], hist["since"].isoformat()
+    resp = alice.get("/runs.csv", params={"since": since, "script_id": hist["fail"]["id"]})
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/csv")
+    assert "attachment" in resp.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(resp.text)))
+    assert [row["id"] for row in rows] == ids(alice, since=since, script_id=hist["fail"]["id"])
+    row = next(row for row in rows if row["id"] == r["retry"]["id"])
+    assert (row["status"], row["trigger"], row["exit_code"]) == ("failed", "retry", "1")
+    assert row["script_name"] == hist["fail"]["name"]
+    assert datetime.fromisoformat(row["started_at"]).tzinfo is not None
+    found = list(csv.DictReader(io.StringIO(alice.get(
+        "/runs.csv", params={"since": since, "q": "division by zero"}).text)))
+    assert {row["id"] for row in found} == {r["fail"]["id"], r["retry"]["id"]}
+    assert all("ZeroDivisionError" in row["match"] for row in found)
+
+
+def test_the_summary_flags_failed_scheduled_runs_until_acknowledged(alice, bob, hist):
+    fail, ok = hist["fail"], hist["ok"]
+    summary = alice.get(f"/scripts/{fail['id']}/summary").json()
+    assert summary["rate_7"] == 0 and summary["finished_7"] == 2
+    assert [r["id"] for r in summary["unacknowledged"]] == [hist["runs"]["retry"]["id"]]
+    assert len(summary["strip"]) == 30 and summary["strip"][-1]["outcome"] == "failed"
+    ok_summary = alice.get(f"/scripts/{ok['id']}/summary").json()
+    assert ok_summary["rate_30"] == 1 and ok_summary["unacknowledged"] == []
+    assert ok_summary["avg_duration"] > 0 and ok_summary["p95_duration"] >= \
+        ok_summary["avg_duration"] * 0.5
+    retry_id = hist["runs"]["retry"]["id"]
+    assert bob.post(f"/runs/{retry_id}/acknowledge").status_code == 404
+    assert alice.post(f"/runs/{hist['runs']['ok']['id']}/acknowledge").status_code == 409
+    assert alice.post(f"/runs/{retry_id}/acknowledge").status_code == 204
+    assert alice.get(f"/scripts/{fail['id']}/summary").json()["unacknowledged"] == []
+
+
+def test_it_searches_within_one_run_and_finds_its_first_error(alice, hist):
+    run_id = hist["runs"]["fail"]["id"]
+    body = alice.get(f"/runs/{run_id}/output/search", params={"q": "DISK"}).json()
+    assert body["total"] == 1
+    line = alice.get(f"/runs/{run_id}/output", params={"after": body["matches"][0],
+                                                       "limit": 1}).json()["lines"][0]
+    assert line["text"] == "disk almost full"
+    first = alice.get(f"/runs/{run_id}/output", params={"after": body["first_error"],
+                                                        "limit": 1}).json()["lines"][0]
+    assert (first["stream"], first["text"]) == ("stderr", "warning: retrying")
+
+
+MILLION = """\
+import sys
+for i in range(1_000_000):
+    if i % 250_000 == 0:
+        print(f"checkpoint {i}", file=sys.stderr)
+    print(f"line {i} of the big output, with some ordinary log text")
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_million_line_run_is_captured_completely(stack, alice):
+    script = upload(alice, MILLION, name=unique("million"))
+    proc = psutil.Process(stack.proc.pid)
+    rss_before = proc.memory_info().rss
+    run_id = alice.post(f"/scripts/{script['id']}/runs").json()["id"]
+    peak = rss_before
+    deadline = time.monotonic() + 300
+    while alice.get(f"/runs/{run_id}").json()["status"] in ("queued", "running"):
+        peak = max(peak, proc.memory_info().rss)
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert alice.get(f"/runs/{run_id}").json()["status"] == "succeeded"
+    # Memory stays flat: the output goes to disk, in chunks, not into the process.
+    assert peak - rss_before < 150 * 1024 * 1024, (rss_before, peak)
+
+    count, first, last, stderr = 0, None, None, 0
+    with alice.stream("GET", f"/runs/{run_id}/output.txt", timeout=300) as resp:
+        assert resp.status_code == 200
+        for row in resp.iter_lines():
+            m = re.fullmatch(r"(\S+) (stdout|stderr) (.*)", row)
+            assert m, row
+            count += 1
+            first = first or m.group(3)
+            last = m.group(3)
+            stderr += m.group(2) == "stderr"
+    assert (count, stderr) == (1_000_004, 4)
+    assert (first, last) == ("checkpoint 0", "line 999999 of the big output, with some "
+                                               "ordinary log text")
+    # Paging by cursor works on it, from the start and after the last line.
+    page = alice.get(f"/runs/{run_id}/output", params={"limit": 3}).json()
+    assert [ln["text"] for ln in page["lines"]][:2] == ["checkpoint 0", "line 0 of the big "
+                                                        "output, with some ordinary log text"]
+    # Once indexed in the background it is stored compressed, and searchable.
+    deadline = time.monotonic() + 120
+    gz = stack.home / "outputs" / f"{run_id}.log.gz"
+    while not gz.exists():
+        assert time.monotonic() < deadline, "the big output was not compressed"
+        time.sleep(1)
+    assert gz.stat().st_size < 20 * 1024 * 1024
+    assert ids(alice, q="line 999999 of the big", script_id=script["id"]) == [run_id]
+    search = alice.get(f"/runs/{run_id}/output/search", params={"q": "checkpoint 750000"}).json()
+    assert search["total"] == 1 and search["first_error"] == "0"
+    end = alice.get(f"/runs/{run_id}/output", params={"after": search["matches"][0],
+                                                      "limit": 2}).json()
+    assert [ln["text"] for ln in end["lines"]] == [
+        "checkpoint 750000", "line 750000 of the big output, with some ordinary log text"]
