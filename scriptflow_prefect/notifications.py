@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import event as orm_event
@@ -25,7 +25,7 @@ from . import deliveries, gateway, mailer
 from .db import audit
 from .i18n import _
 from .models import AppSetting, NotificationPref, Script, User
-from .scripts import ScriptError, visible_script_ids
+from .scripts import ScriptError
 from .settings import Settings
 
 log = logging.getLogger("scriptflow.notifications")
@@ -45,8 +45,6 @@ EVENTS = {
     "success": ["prefect.flow-run.Completed"],
 }
 MAX_RECIPIENTS = 20
-HISTORY_DAYS = 30
-ALERT_HOURS = 24
 HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?$|^\[?[0-9A-Fa-f:.]+\]?$")
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -368,7 +366,7 @@ def _kind_of(a) -> str | None:
     return next((t[3:] for t in a.tags or [] if t in ("on-failure", "on-success")), None)
 
 
-def _script_of(a) -> int | None:
+def script_of(a) -> int | None:
     for t in a.tags or []:
         if t.startswith("script-") and t[7:].isdigit():
             return int(t[7:])
@@ -414,7 +412,7 @@ async def sync_all(db: Session, settings: Settings) -> None:
         existing = await gateway.read_email_automations()
         by_script: dict[int | None, list] = {}
         for a in existing:
-            by_script.setdefault(_script_of(a), []).append(a)
+            by_script.setdefault(script_of(a), []).append(a)
         for a in by_script.pop(None, []):
             await gateway.delete_automation(a.id)
         scripts = db.scalars(select(Script).where(or_(
@@ -512,108 +510,6 @@ async def start(db, settings: Settings) -> None:
                 await sync_all(s, settings)
         except ScriptError as exc:  # Prefect hiccup: the next change or start catches up
             log.warning("could not bring the email automations in step: %s", exc)
-
-
-# -- history and alerts (read from Prefect's events) ---------------------------------------------
-STATUS_OF_EVENT = {deliveries.SENT: "sent", deliveries.FAILED: "failed",
-                   deliveries.HELD: "held", deliveries.ACTION_FAILED: "failed"}
-
-
-def _item(e, names: dict[int, str], automations: dict[str, int]) -> dict[str, Any]:
-    p = dict(e.payload or {})
-    if e.event == deliveries.ACTION_FAILED:
-        aid = str(e.resource.id).removeprefix("prefect.automation.")
-        sid = automations.get(aid)
-        details = [str(v) for k, v in p.items() if k in ("notification_log", "template_error")]
-        return {"id": str(e.id), "at": e.occurred, "status": "failed", "kind": "automation",
-                "script_id": sid, "script_name": names.get(sid) if sid else e.resource.name,
-                "recipient": None, "subject": None, "outcome": None, "run_id": None,
-                "attempts": 0, "errors": details, "held_back": None,
-                "reason": " — ".join([str(p.get("reason") or "")] + details).strip(" —")}
-    sid = p.get("script_id")
-    return {"id": str(e.id), "at": e.occurred, "status": STATUS_OF_EVENT[e.event],
-            "kind": p.get("kind"), "script_id": sid,
-            "script_name": names.get(sid) or p.get("script_name") or (
-                e.resource.name if sid else None),
-            "recipient": p.get("recipient"), "subject": p.get("subject"),
-            "outcome": p.get("outcome"), "run_id": p.get("run_id"),
-            "attempts": p.get("attempts"), "errors": p.get("errors") or [],
-            "held_back": p.get("held_back") or p.get("held_so_far"),
-            "reason": p.get("reason")}
-
-
-async def _read(db: Session, user: User, *, script_id: int | None, since: datetime,
-                names: list[str], wanted: int) -> tuple[list, int, dict[str, int]]:
-    """Outcome events and action failures of what `user` may see, newest first."""
-    visible = visible_script_ids(db, user)
-    automations = {str(a.id): _script_of(a) for a in await gateway.read_email_automations()}
-    if script_id is not None:
-        ids, prefixes = [deliveries.script_resource(script_id)], None
-    elif visible is None:
-        ids, prefixes = None, ["scriptflow."]
-    else:
-        ids, prefixes = [deliveries.script_resource(i) for i in visible], None
-    ours, total = ([], 0)
-    if ids is None or ids:
-        ours, total = await gateway.read_events(names=names, since=since, resource_ids=ids,
-                                                resource_prefixes=prefixes, wanted=wanted)
-    if script_id is None and visible is None:  # an admin: also automations since deleted
-        failed, ftotal = await gateway.read_events(
-            names=[deliveries.ACTION_FAILED], since=since, wanted=wanted,
-            resource_labels={"prefect.resource.name": "ScriptFlow ·*"})
-    else:
-        mine = {script_id} if script_id is not None else set(visible or [])
-        aids = [f"prefect.automation.{a}" for a, sid in automations.items() if sid in mine]
-        failed, ftotal = (await gateway.read_events(
-            names=[deliveries.ACTION_FAILED], since=since, resource_ids=aids,
-            wanted=wanted)) if aids else ([], 0)
-    events = sorted(list(ours) + list(failed), key=lambda e: e.occurred, reverse=True)
-    return events, total + ftotal, automations
-
-
-async def history(db: Session, user: User, *, script_id: int | None = None, page: int = 1,
-                  per_page: int = 25) -> tuple[list[dict[str, Any]], int]:
-    since = datetime.now(UTC) - timedelta(days=HISTORY_DAYS)
-    try:
-        events, total, automations = await _read(
-            db, user, script_id=script_id, since=since,
-            names=[deliveries.SENT, deliveries.FAILED, deliveries.HELD], wanted=page * per_page)
-    except gateway.PrefectUnavailable as exc:
-        raise ScriptError(503, _("Prefect is not reachable: %(err)s", err=str(exc)[:200])) \
-            from exc
-    chosen = events[(page - 1) * per_page: page * per_page]
-    names = dict(db.execute(select(Script.id, Script.name)).all())
-    return [_item(e, names, automations) for e in chosen], total
-
-
-_alerts: dict[int, tuple[float, dict[str, Any] | None]] = {}
-ALERT_CACHE_SECONDS = 10.0
-
-
-async def alert(db: Session, user: User) -> dict[str, Any] | None:
-    """Emails that could not be sent in the last day (for the dashboard), or None."""
-    since = datetime.now(UTC) - timedelta(hours=ALERT_HOURS)
-    try:
-        events, total, automations = await _read(db, user, script_id=None, since=since,
-                                                 names=[deliveries.FAILED], wanted=1)
-    except gateway.PrefectUnavailable:
-        return cached_alert(user.id)
-    names = dict(db.execute(select(Script.id, Script.name)).all())
-    result = {"count": total, "latest": _item(events[0], names, automations)} if events else None
-    _alerts[user.id] = (asyncio.get_running_loop().time(), result)
-    return result
-
-
-def cached_alert(user_id: int) -> dict[str, Any] | None:
-    return _alerts.get(user_id, (0.0, None))[1]
-
-
-def alert_is_fresh(user_id: int) -> bool:
-    at = _alerts.get(user_id, (None, None))[0]
-    try:
-        return at is not None and asyncio.get_running_loop().time() - at < ALERT_CACHE_SECONDS
-    except RuntimeError:
-        return False
 
 
 # -- follow changes made anywhere in this process (new script, rename, owner's address) ---------

@@ -404,7 +404,9 @@ async def _read_prefect_logs(flow_run, after: str | None, limit: int, final: boo
             since, seen = datetime.fromisoformat(ts), int(n)
         except ValueError:
             raise ScriptError(400, _("The output cursor is not valid.")) from None
-    logs = await gateway.read_logs(flow_run.id, since, limit=min(limit, 200) + seen)
+    # Prefect refuses a limit over 200; the boundary duplicates to skip count against it.
+    fetch = min(min(limit, 200) + seen, 200)
+    logs = await gateway.read_logs(flow_run.id, since, limit=fetch)
     lines, last_ts, at_last = [], since, seen
     skipped = 0
     for log in logs:
@@ -418,4 +420,4 @@ async def _read_prefect_logs(flow_run, after: str | None, limit: int, final: boo
             lines.append({"ts": log.timestamp.isoformat(), "stream": stream,
                           "text": log.message})
     cursor = f"{last_ts.isoformat()}~{at_last}" if last_ts else (after or "")
-    return lines, cursor, final and len(logs) - skipped < min(limit, 200)
+    return lines, cursor, final and len(logs) < fetch

@@ -290,5 +290,5 @@ def test_a_million_line_run_is_captured_completely(stack, alice):
     assert search["total"] == 1 and search["first_error"] == "0"
     end = alice.get(f"/runs/{run_id}/output", params={"after": search["matches"][0],
                                                       "limit": 2}).json()
-    assert [ln["text"] for ln in end["lines"]] == [
-        "checkpoint 750000", "line 750000 of the big output, with some ordinary log text"]
+    assert end["lines"][0]["text"] == "checkpoint 750000"  # stderr: its own pipe, so its
+    assert end["lines"][1]["stream"] == "stdout"  # place among stdout lines is approximate

@@ -5,6 +5,7 @@ stores the period."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -116,17 +117,19 @@ def test_it_refuses_a_period_out_of_range(own_stack):
         assert p.get(f"/flow_runs/{run_id}").json()["state"]["type"] == "FAILED"
 
 
-def login(stack) -> httpx.Client:
-    web = httpx.Client(base_url=stack.url, timeout=30)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', web.get("/login").text).group(1)
-    r = web.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD,
-                                 "csrf_token": token})
-    assert r.status_code == 303, r.text
-    return web
+@contextlib.contextmanager
+def signed_in(stack):
+    with httpx.Client(base_url=stack.url, timeout=30) as web:
+        login_page = web.get("/login").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', login_page).group(1)
+        r = web.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD,
+                                     "csrf_token": token})
+        assert r.status_code == 303, r.text
+        yield web
 
 
 def test_the_settings_page_stores_the_period_and_shows_the_disk_used(own_stack):
-    with login(own_stack) as web:
+    with signed_in(own_stack) as web:
         page = web.get("/settings")
         assert 'id="retention"' in page.text and 'data-fragment="/settings/retention.html"' \
             in page.text

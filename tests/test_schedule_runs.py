@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from conftest import Stack, start_stack, stop_stack, upload, wait_run
+from conftest import Stack, free_port, start_stack, stop_stack, upload, wait_run
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -348,24 +348,33 @@ def _prefect_healthy(url: str, auth: str | None) -> bool:
         return False
 
 
-def _only_prefects_server(stack: Stack):
-    """`scriptflow server` in the stack's home: Prefect without ScriptFlow's runner or web."""
-    proc = subprocess.Popen([sys.executable, "-m", "scriptflow_prefect.cli", "server"],
-                            env=stack.env, stdout=open(stack.home / "server.out", "wb"),
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
-    env = prefect_exports(stack)
-    deadline = time.monotonic() + 90
-    while not _prefect_healthy(env["PREFECT_API_URL"], env.get("PREFECT_API_AUTH_STRING")):
-        assert proc.poll() is None and time.monotonic() < deadline, \
-            (stack.home / "server.out").read_text()
+def _prefects_server_alone(home) -> tuple[subprocess.Popen, dict[str, str]]:
+    """`scriptflow server` in `home`: Prefect's server (API, scheduler) as its own process, as
+    in a scale-out install; returns it and the exports of `scriptflow prefect-env`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCRIPTFLOW_", "PREFECT_"))}
+    env.update({"SCRIPTFLOW_HOME": str(home), "SCRIPTFLOW_PREFECT_PORT": str(free_port())})
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "server.out"
+    proc = subprocess.Popen([sys.executable, "-m", "scriptflow_prefect.cli", "server"], env=env,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    cli = subprocess.run([sys.executable, "-m", "scriptflow_prefect.cli", "prefect-env"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    exports = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1)
+                   for line in cli.stdout.splitlines() if line.startswith("export "))
+    deadline = time.monotonic() + 120
+    while not _prefect_healthy(exports["PREFECT_API_URL"], exports.get("PREFECT_API_AUTH_STRING")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop_group(proc)
+            raise AssertionError("scriptflow server did not start:\n" + log.read_text())
         time.sleep(0.3)
-    return proc
+    return proc, exports
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
     # Ctrl-C, as a person stops it: `scriptflow server` stops Prefect's server on SIGINT.
-    os.killpg(proc.pid, signal.SIGINT)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
     try:
         proc.wait(30)
     except subprocess.TimeoutExpired:
@@ -375,45 +384,49 @@ def _stop_group(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def after_downtime(tmp_path_factory):
-    """Two scripts (missed "once" and "skip") on a stack of their own. The downtime is
-    emulated as it happens: ScriptFlow (runner and web) is stopped while Prefect's server
-    keeps its scheduled runs, so three runs of each script, due 5, 4 and 3 minutes ago, are
-    created in Prefect with only Prefect's server up (`scriptflow server` in the same home);
-    then the whole stack starts again and its runner finds them late."""
+    """Two scripts (missed "once" and "skip") on a stack of their own whose Prefect server
+    runs apart from ScriptFlow (`scriptflow server`, then `scriptflow up` pointed at it with
+    SCRIPTFLOW_PREFECT_API_URL, as in a scale-out install). The downtime is then real for
+    ScriptFlow: its runner and web are stopped while Prefect keeps the scheduled runs. Three
+    runs of each script, due 5, 4 and 3 minutes ago, are put in Prefect meanwhile, the way its
+    scheduler makes them (waiting for real daily times would take days); then ScriptFlow
+    starts again and its runner finds them late."""
     home = tmp_path_factory.mktemp("missed-home")
-    stack = start_stack(home)
-    scripts = {}
+    server, exports = _prefects_server_alone(home)
     try:
-        token = stack.cli("token", "create", "admin").stdout.strip()
-        with httpx.Client(base_url=stack.url + "/api/v1", timeout=30,
-                          headers={"Authorization": f"Bearer {token}"}) as admin:
-            for missed in ("once", "skip"):
-                script = upload(admin, PRINTS_TIME)
-                r = admin.put(f"/scripts/{script['id']}/schedule", json={
-                    "frequency": "daily", "time": far_away_time(), "timezone": "UTC"})
-                assert r.status_code == 200, r.text
-                set_policy(admin, script, retries=0, missed=missed)
-                scripts[missed] = script
-    finally:
-        stop_stack(stack)
+        outside = {"SCRIPTFLOW_PREFECT_API_URL": exports["PREFECT_API_URL"],
+                   "SCRIPTFLOW_PREFECT_AUTH_STRING": exports["PREFECT_API_AUTH_STRING"]}
+        stack = start_stack(home, outside)
+        scripts = {}
+        try:
+            token = stack.cli("token", "create", "admin").stdout.strip()
+            with httpx.Client(base_url=stack.url + "/api/v1", timeout=30,
+                              headers={"Authorization": f"Bearer {token}"}) as admin:
+                for missed in ("once", "skip"):
+                    script = upload(admin, PRINTS_TIME)
+                    r = admin.put(f"/scripts/{script['id']}/schedule", json={
+                        "frequency": "daily", "time": far_away_time(), "timezone": "UTC"})
+                    assert r.status_code == 200, r.text
+                    set_policy(admin, script, retries=0, missed=missed)
+                    scripts[missed] = script
+        finally:
+            stop_stack(stack)
 
-    server = _only_prefects_server(stack)
-    try:
         now = datetime.now(UTC)
         with prefect_client(stack) as prefect:
             for script in scripts.values():
                 for minutes in (5, 4, 3):
                     emulate_scheduled(prefect, script, at=now - timedelta(minutes=minutes))
+
+        stack = start_stack(home, outside)
+        stack.tokens["admin"] = token
+        try:
+            with stack.client("admin") as admin:
+                yield SimpleNamespace(admin=admin, scripts=scripts, due=now)
+        finally:
+            stop_stack(stack)
     finally:
         _stop_group(server)
-
-    stack = start_stack(home)
-    stack.tokens["admin"] = token
-    try:
-        with stack.client("admin") as admin:
-            yield SimpleNamespace(admin=admin, scripts=scripts, due=now)
-    finally:
-        stop_stack(stack)
 
 
 def _three_final_runs(admin: httpx.Client, script: dict) -> list[dict]:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
 from scriptflow_prefect import i18n
+from scriptflow_prefect import notification_history as history_core
 from scriptflow_prefect import notifications as core
 from scriptflow_prefect.i18n import _
 from scriptflow_prefect.models import Script, User
@@ -57,17 +58,17 @@ def dashboard_alert(request: Request, user) -> dict | None:
     re-rendered by refresh.js), so the dashboard never waits for Prefect."""
     if user is None:
         return None
-    if not core.alert_is_fresh(user.id):
+    if not history_core.alert_is_fresh(user.id):
         async def refresh():
             with _session(request) as db:
                 me = db.get(User, user.id)
                 if me is not None:
-                    await core.alert(db, me)
+                    await history_core.alert(db, me)
 
         task = asyncio.get_running_loop().create_task(refresh())
         _background.add(task)
         task.add_done_callback(_background.discard)
-    return core.cached_alert(user.id)
+    return history_core.cached_alert(user.id)
 
 
 _background: set[asyncio.Task] = set()
@@ -178,8 +179,9 @@ async def history_page(request: Request, user: PageUser, db: DbDep, script_id: s
     sid = int(script_id) if script_id.isdigit() else None
     if sid is not None:
         visible_script(db, user, sid, deleted=True)
-    page = max(page, 1)
-    items, total = await core.history(db, user, script_id=sid, page=page, per_page=PER_PAGE)
+    page = min(max(page, 1), 200)
+    items, total = await history_core.history(db, user, script_id=sid, page=page,
+                                              per_page=PER_PAGE)
     scripts = list(db.scalars(visible_scripts_query(user).order_by(Script.name)))
     return render(request, "notifications/history.html", {
         "items": items, "total": total, "page": page,
@@ -190,6 +192,6 @@ async def history_page(request: Request, user: PageUser, db: DbDep, script_id: s
 @pages.get("/notifications/alert")
 async def alert_line(request: Request, user: PageUser, db: DbDep):
     """The dashboard's alert line alone (refresh.js re-renders it every few seconds)."""
-    alert = core.cached_alert(user.id) if core.alert_is_fresh(user.id) else \
-        await core.alert(db, user)
+    alert = history_core.cached_alert(user.id) if history_core.alert_is_fresh(user.id) else \
+        await history_core.alert(db, user)
     return render(request, "notifications/_alert.html", {"alert": alert})

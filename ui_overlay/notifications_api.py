@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Query, Request
 
 from scriptflow_prefect import i18n
+from scriptflow_prefect import notification_history as history_core
 from scriptflow_prefect import notifications as core
 from scriptflow_prefect.i18n import _
 
@@ -80,11 +81,11 @@ async def put_prefs(request: Request, script_id: int, user: ApiUser, db: DbDep,
 @api.get("/notifications")
 async def list_notifications(
     user: ApiUser, db: DbDep, script_id: int | None = None,
-    page: Annotated[int, Query(ge=1, le=1000)] = 1,
+    page: Annotated[int, Query(ge=1, le=200)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 25,
 ):
     if script_id is not None:
         visible_script(db, user, script_id, deleted=True)
-    items, total = await core.history(db, user, script_id=script_id, page=page,
+    items, total = await history_core.history(db, user, script_id=script_id, page=page,
                                       per_page=per_page)
     return {"items": items, "total": total}
