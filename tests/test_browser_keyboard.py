@@ -63,6 +63,9 @@ def test_the_skip_link_is_the_first_tab_stop_and_moves_focus_to_main(page):
 
 def test_it_uploads_and_runs_a_script_with_the_keyboard_alone(page):
     name = unique("keyboard")
+    # Playwright turns file-chooser interception on without waiting for it; a listener added
+    # now has it on long before Space is pressed (a race under load otherwise).
+    page.on("filechooser", lambda chooser: None)
     page.goto("/login")
     assert focused(page)["id"] == "username"  # autofocus
     page.keyboard.type("alice")

@@ -108,8 +108,10 @@ def test_filter_search_open_jump_and_download(page, two_runs, tmp_path):
     path = tmp_path / "out.txt"
     info.value.save_as(path)
     rows = path.read_text().splitlines()
-    assert len(rows) == 83
-    assert re.fullmatch(r"\S+ stderr ValueError: the ledger is empty", rows[41])
+    assert len(rows) == 82
+    assert [r for r in rows if " stderr " in r][0].endswith(" stderr ValueError: the ledger "
+                                                            "is empty")
+    assert re.fullmatch(r"\S+ stdout preparing step 0", rows[0])
 
 
 def test_the_script_page_shows_the_run_summary(page, two_runs):

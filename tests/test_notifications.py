@@ -383,6 +383,8 @@ def test_a_failed_automation_action_shows_in_history(admin, alice, prefect):
         [item] = history(alice, lambda items: items, script_id=script["id"])
         assert item["status"] == "failed" and item["kind"] == "automation"
         assert item["reason"] and item["script_id"] == script["id"]
+        everything = admin.get("/notifications", params={"per_page": 100}).json()["items"]
+        assert item["id"] in [i["id"] for i in everything]  # an admin's unfiltered view too
     finally:  # saving the settings again saves the block and points the automations at it
         admin.put("/settings/email", json={k: good[k] for k in (
             "host", "port", "security", "from_address")})

@@ -105,3 +105,54 @@ def test_a_run_email_is_in_the_recipients_language_and_escapes_the_output():
     assert "Início: 05/03/2026 11:07" in rendered.text
     assert "Código de saída: 3" in rendered.text and "! disco cheio" in rendered.text
     assert "copiando &lt;tudo&gt;" in rendered.html and "⚠ disco cheio" in rendered.html
+
+
+def test_a_digest_counts_failures_slowest_scripts_switched_off_schedules_and_what_is_next():
+    from datetime import timedelta
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    from prefect.client.schemas.objects import FlowRun, State, StateType
+
+    from scriptflow_prefect import digests
+
+    until = datetime(2026, 3, 5, 8, 0, tzinfo=UTC)
+
+    def flow_run(sid, state, minutes_ago, seconds=None, scheduled=False):
+        start = until - timedelta(minutes=minutes_ago)
+        return FlowRun(
+            id=uuid4(), name="r", flow_id=uuid4(), state=State(type=state),
+            parameters={"script_id": sid, "script_name": f"script {sid}"},
+            tags=["scriptflow", f"script-{sid}"] + (["auto-scheduled"] if scheduled else []),
+            expected_start_time=start, start_time=None if seconds is None else start,
+            end_time=None if seconds is None else start + timedelta(seconds=seconds))
+
+    past = [flow_run(1, StateType.FAILED, 10, 2, scheduled=True),
+            flow_run(1, StateType.COMPLETED, 70, 3), flow_run(2, StateType.COMPLETED, 20, 90)]
+    upcoming = [flow_run(2, StateType.SCHEDULED, -30)]
+
+    class Client:
+        def read_flow_runs(self, flow_run_filter, **kwargs):
+            wanted = set(flow_run_filter.state.type.any_)
+            if StateType.SCHEDULED in wanted:
+                return upcoming
+            return past if kwargs.get("offset", 0) == 0 else []
+
+        def read_deployments(self, **kwargs):
+            return [SimpleNamespace(parameters={"script_id": 1},
+                                    schedules=[SimpleNamespace(active=False)])]
+
+    facts = digests.collect(Client(), {1: "script 1", 2: "script 2"},
+                            until - timedelta(days=1), until)
+    summary = facts.summary([1, 2], "https://sf.example.test/")
+    assert (summary["runs"], summary["failures"]) == (3, 1)
+    assert [s.name for s in summary["failing"]] == ["script 1"]
+    assert [s.name for s in summary["slowest"]] == ["script 2", "script 1"]
+    assert [s.name for s in summary["disabled"]] == ["script 1"]
+    assert [u["name"] for u in summary["upcoming"]] == ["script 2"]
+    rendered = mailer.render("digest", {**summary, "period": "daily"}, language="en",
+                             zone="UTC")
+    assert rendered.subject == "ScriptFlow daily summary: 3 runs, 1 failed"
+    assert "Schedules switched off after failures in a row" in rendered.text
+    assert "https://sf.example.test/scripts/1#schedule" in rendered.text
+    assert "script 2" in rendered.text.split("What runs next")[1]

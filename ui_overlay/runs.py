@@ -279,8 +279,10 @@ async def acknowledge(request: Request, script_id: int, user: PageUser, db: DbDe
 
 
 def _retention_context(request: Request, db) -> dict:
-    return {"retention": history.retention_report(db, request.app.state.settings),
-            "min_days": history.MIN_DAYS, "max_days": history.MAX_DAYS}
+    report = history.retention_report(db, request.app.state.settings)
+    last = report["last_clean"]
+    return {"retention": report, "min_days": history.MIN_DAYS, "max_days": history.MAX_DAYS,
+            "last_clean_at": datetime.fromisoformat(last["at"]) if last else None}
 
 
 @pages.get("/settings/retention")

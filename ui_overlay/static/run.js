@@ -162,7 +162,9 @@
       if (gen !== generation) return;
       stored = data.stored !== false;
       if (data.run) showRun(data.run, data.badge);
-      if (stored && data.size !== null && follow && data.size - Number(data.next) > BEHIND) {
+      var live = data.run && (data.run.status === "running" || data.run.status === "queued");
+      if (stored && live && data.size !== null && follow &&
+          data.size - Number(data.next) > BEHIND) {
         // Far behind a flood of output: show the newest lines instead of every line.
         say(msg("skipped"));
         return jumpEnd(true).then(function () { schedulePoll(150); });

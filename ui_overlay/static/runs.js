@@ -44,4 +44,18 @@
       .finally(function () { setTimeout(poll, 3000); });
   }
   setTimeout(poll, 3000);
+
+  // Shareable addresses: leave the filters that are not set out of the URL.
+  var form = document.querySelector("form.filters");
+  if (form) {
+    form.addEventListener("submit", function () {
+      Array.prototype.forEach.call(form.elements, function (el) {
+        if (el.name && !el.value) el.disabled = true;
+      });
+      // Re-enable them if the page stays (e.g. the browser keeps it in its back cache).
+      setTimeout(function () {
+        Array.prototype.forEach.call(form.elements, function (el) { el.disabled = false; });
+      }, 0);
+    });
+  }
 })();
