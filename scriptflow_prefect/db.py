@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from .models import AuditEvent
 
@@ -19,8 +20,13 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 def make_engine(url: str) -> Engine:
     kwargs: dict = {}
     if url.startswith("sqlite"):
-        # The web and the runner share the file from several threads.
+        # The web and the runner share the file from several threads. No pool: a SQLite
+        # connection costs ~0.1 ms to open, and a pool that runs dry would block the web's
+        # event loop while requests holding its connections wait on Prefect.
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        kwargs["poolclass"] = NullPool
+    else:
+        kwargs.update(pool_size=10, max_overflow=40, pool_timeout=10, pool_pre_ping=True)
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
 
@@ -77,7 +83,10 @@ def migrate(engine: Engine) -> None:
 class Database:
     def __init__(self, url: str):
         self.engine = make_engine(url)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # No autoflush: a lazy load must not start a write transaction that then stays open
+        # (holding SQLite's write lock) while the request awaits Prefect. Writes happen at
+        # explicit flushes and at commit.
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
     def migrate(self) -> None:
         migrate(self.engine)

@@ -55,7 +55,7 @@ def server_env(settings: Settings) -> dict[str, str]:
         "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
         "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": f"{settings.retention_days * 86400}",
         # Email history lives in Prefect's events (7 days by default): keep it as long as runs.
-        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": f"{settings.retention_days * 86400}",
+        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": f"P{settings.retention_days}D",  # ISO 8601
     }
     return env
 

@@ -245,11 +245,18 @@ async def export_runs(db: Session, user: User, *, q: str | None = None, settings
         seen = {str(r.id) for r in runs if r.expected_start_time == last}
 
 
+def csv_text(value: str) -> str:
+    """Text from users or scripts, made inert for spreadsheets: a cell starting with = + - @
+    would be read as a formula (OWASP "CSV injection")."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def csv_values(run: dict[str, Any]) -> list[str]:
     out = []
     for key in CSV_COLUMNS:
         v = run.get(key)
-        out.append(v.isoformat() if isinstance(v, datetime) else "" if v is None else str(v))
+        text = v.isoformat() if isinstance(v, datetime) else "" if v is None else str(v)
+        out.append(csv_text(text) if key == "script_name" else text)
     return out
 
 

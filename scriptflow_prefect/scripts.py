@@ -159,8 +159,15 @@ async def create_script(
     script.versions.append(ScriptVersion(version=1, sha256=digest, size=len(data),
                                          author_id=owner.id))
     db.add(script)
-    db.flush()  # the id goes into the deployment's tags and parameters
-    await sync_deployment(script)
+    # The id goes into the deployment's tags and parameters. Commit it before calling
+    # Prefect, so that no write transaction stays open during the call; undo on failure.
+    db.commit()
+    try:
+        await sync_deployment(script)
+    except Exception:
+        db.delete(script)
+        db.commit()
+        raise
     db.flush()  # storing the deployment id bumps updated_at: answer with the stored value
     audit(db, owner.id, "script.create", script.name, script_id=script.id)
     return script
@@ -177,10 +184,17 @@ async def replace_content(db: Session, user: User, script: Script, data: bytes,
     number = script.current_version + 1
     script.versions.append(ScriptVersion(version=number, sha256=digest, size=len(data),
                                          author_id=user.id))
+    previous = (script.current_version, script.updated_at)
     script.current_version = number
     script.updated_at = utcnow()
-    db.flush()
-    await sync_deployment(script)
+    db.commit()  # no write transaction open while Prefect is called; undone below on failure
+    try:
+        await sync_deployment(script)
+    except Exception:
+        script.versions.remove(next(v for v in script.versions if v.version == number))
+        script.current_version, script.updated_at = previous
+        db.commit()
+        raise
     audit(db, user.id, "script.version", script.name, script_id=script.id, version=number)
     return script
 

@@ -292,3 +292,21 @@ def test_a_million_line_run_is_captured_completely(stack, alice):
                                                       "limit": 2}).json()
     assert end["lines"][0]["text"] == "checkpoint 750000"  # stderr: its own pipe, so its
     assert end["lines"][1]["stream"] == "stdout"  # place among stdout lines is approximate
+
+
+def test_the_first_lines_also_reach_prefects_log(stack, hist):
+    """Power users see a run's output in the Prefect UI too (its first 20 000 lines)."""
+    run_id = hist["runs"]["fail"]["id"]
+    with prefect_api(stack) as p:
+        deadline = time.monotonic() + 20
+        while True:
+            logs = p.post("/logs/filter", json={
+                "logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC"}).json()
+            out = [(log["name"], log["level"], log["message"]) for log in logs
+                   if log["name"].startswith("prefect.flow_runs.std")]
+            if len(out) >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert ("prefect.flow_runs.stdout", 20, "disk almost full") in out
+    assert ("prefect.flow_runs.stderr", 30, "warning: retrying") in out
+    assert any(m.startswith("ZeroDivisionError") for _n, _l, m in out)

@@ -60,6 +60,7 @@ async def api_user(request: Request, db: DbDep) -> User:
     if user is None:
         raise HTTPException(401, _("The API token is unknown, expired or revoked."),
                             headers={"WWW-Authenticate": "Bearer"})
+    db.commit()  # the last-used stamp: end the write now, not after the request's awaits
     _use_user_language(request, user)
     return user
 

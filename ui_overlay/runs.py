@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from datetime import datetime, time, timedelta
 from typing import Annotated
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from scriptflow_prefect import gateway, history, i18n
 from scriptflow_prefect import runs as core
@@ -20,8 +19,10 @@ from scriptflow_prefect.cancel_watch import cancel_local
 from scriptflow_prefect.db import audit
 from scriptflow_prefect.i18n import _, format_datetime, format_duration
 from scriptflow_prefect.models import Script
+from scriptflow_prefect.scripts import visible_scripts_query
 
 from .deps import Csrf, DbDep, PageUser, require_admin, visible_script
+from .runs_api import csv_response
 from .runs_api import get_output_text as _api_output_text
 from .templating import flash, render, status_badge, status_label
 
@@ -83,8 +84,6 @@ def page_filters(script_id: str, status: str, trigger: str, since: str, until: s
 
 
 def _query_string(shown: dict, **extra) -> str:
-    from urllib.parse import urlencode
-
     params = {k: v for k, v in {**shown, **extra}.items() if v not in (None, "")}
     return urlencode(params)
 
@@ -98,8 +97,6 @@ async def run_list(request: Request, user: PageUser, db: DbDep, script_id: str =
     items, total = await core.list_runs(db, user, page=page_n, per_page=PER_PAGE,
                                         settings=request.app.state.settings, **args)
     pages_n = max(1, math.ceil(total / PER_PAGE))
-    from scriptflow_prefect.scripts import visible_scripts_query
-
     scripts = list(db.scalars(visible_scripts_query(user).order_by(Script.name)))
     return render(request, "runs/list.html", {
         "runs": items, "total": total, "page": page_n, "pages": pages_n, "scripts": scripts,
@@ -107,23 +104,6 @@ async def run_list(request: Request, user: PageUser, db: DbDep, script_id: str =
         "triggers": core.TRIGGERS, "query": _query_string(shown),
         "filtered": any(shown.values()),
     })
-
-
-def csv_response(rows, filename: str) -> StreamingResponse:
-    async def body():
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\r\n")
-        writer.writerow([*core.CSV_COLUMNS, "match"])
-        yield buf.getvalue()
-        async for batch in rows:
-            buf.seek(0)
-            buf.truncate()
-            for run in batch:
-                writer.writerow([*core.csv_values(run), (run.get("match") or {}).get("text", "")])
-            yield buf.getvalue()
-
-    return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @pages.get("/runs.csv")

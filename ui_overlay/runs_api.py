@@ -3,6 +3,8 @@ search, text download), cancel; a script's run summary and acknowledgements."""
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
@@ -68,6 +70,26 @@ def run_filters(
 Filters = Annotated[RunFilters, Depends(run_filters)]
 
 
+def csv_response(rows, filename: str) -> StreamingResponse:
+    """Stream run batches (an async iterator of lists of run dicts) as CSV."""
+
+    async def body():
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\r\n")
+        writer.writerow([*core.CSV_COLUMNS, "match"])
+        yield buf.getvalue()
+        async for batch in rows:
+            buf.seek(0)
+            buf.truncate()
+            for run in batch:
+                writer.writerow([*core.csv_values(run),
+                                 core.csv_text((run.get("match") or {}).get("text", ""))])
+            yield buf.getvalue()
+
+    return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="{filename}"'})
+
+
 @api.get("/runs")
 async def list_runs(
     request: Request, user: ApiUser, db: DbDep, filters: Filters,
@@ -85,8 +107,6 @@ async def list_runs(
 @api.get("/runs.csv")
 async def list_runs_csv(request: Request, user: ApiUser, db: DbDep, filters: Filters):
     """Every run matching the same filters as GET /runs, as CSV (one header row)."""
-    from .runs import csv_response
-
     return csv_response(core.export_runs(db, user, settings=request.app.state.settings,
                                          **filters.arguments()), "runs.csv")
 
