@@ -16,6 +16,7 @@ prefetched up to 10 s early), which splits a delay into Prefect's side and the r
 Also, for reference: "Run now" start latency (POST -> the script's first line), 10 times.
 
 Usage: /work/venv/bin/python bench/bench_schedules.py [--k 10] [--burst 50] [--no-baseline]
+       [--keep]
 Everything listens on and talks to 127.0.0.1; it stops by itself (~4-5 min) and stops every
 process it started, also on Ctrl-C or an error.
 """
@@ -26,6 +27,7 @@ import argparse
 import math
 import os
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -152,7 +154,7 @@ def upload_many(api: httpx.Client, n: int, prefix: str) -> list[dict]:
         r.raise_for_status()
         return r.json()
 
-    # One at a time: concurrent writes through the overlay stall it (see the report's notes).
+    # One at a time, as a person uploads: the figures are about runs, not uploads.
     return [one(i) for i in range(n)]
 
 
@@ -296,6 +298,7 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=10, help="scripts in the lateness case (A, B)")
     ap.add_argument("--burst", type=int, default=50, help="scripts in the burst case (C)")
     ap.add_argument("--no-baseline", action="store_true", help="skip Prefect's serve() (B)")
+    ap.add_argument("--keep", action="store_true", help="keep the stack's home and logs")
     args = ap.parse_args()
 
     global _stack
@@ -345,6 +348,8 @@ def main() -> int:
         load_after = os.getloadavg()[0]
     finally:
         cleanup()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
     print()
     print(f"Scheduled-run lateness (seconds after the scheduled time), {time.strftime('%F %T')}, "

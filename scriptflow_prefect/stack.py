@@ -294,7 +294,14 @@ def run_prefect_server_foreground(settings: Settings) -> int:
     env = {**os.environ, **server_env(settings)}
     print(f"Prefect server on 127.0.0.1:{settings.prefect_port}; UI at {settings.ui_url}",
           flush=True)
-    proc = subprocess.Popen(_server_command(settings), env=env)
+    kwargs: dict = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+                    if sys.platform == "win32" else {"start_new_session": True})
+    proc = subprocess.Popen(_server_command(settings), env=env, **kwargs)
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM must not orphan Prefect's server
     try:
         return proc.wait()
     except KeyboardInterrupt:
