@@ -137,20 +137,22 @@ def seed_runs(stack, scripts, n: int, days: int) -> float:
         rid, sid = uuid.uuid4(), uuid.uuid4()
         tags = ["python", "scriptflow", f"script-{s['id']}", trig] + (
             ["retry-1"] if trig == "retry" else [])
-        runs.append(dict(
-            id=rid, created=exp, updated=exp, name=f"bench-{i}", state_type=state_type,
-            state_name=state_name, run_count=1, expected_start_time=exp,
-            start_time=exp + timedelta(seconds=1), end_time=exp + timedelta(seconds=1 + dur),
-            total_run_time=timedelta(seconds=dur),
-            parameters={"script_id": s["id"], "version": 1, "script_name": s["name"]},
-            context={}, empirical_policy={}, tags=tags,
-            labels={"scriptflow.exit_code": "0" if state_type == "COMPLETED" else "1"},
-            auto_scheduled=trig == "auto-scheduled", flow_id=uuid.UUID(s["flow_id"]),
-            deployment_id=uuid.UUID(s["deployment_id"]), state_id=sid,
-            state_timestamp=exp + timedelta(seconds=1 + dur), job_variables={}))
-        st.append(dict(id=sid, created=exp, updated=exp, type=state_type, name=state_name,
-                       timestamp=exp + timedelta(seconds=1 + dur), message="bench",
-                       state_details={"flow_run_id": str(rid)}, flow_run_id=rid))
+        runs.append({
+            "id": rid, "created": exp, "updated": exp, "name": f"bench-{i}",
+            "state_type": state_type, "state_name": state_name, "run_count": 1,
+            "expected_start_time": exp,
+            "start_time": exp + timedelta(seconds=1), "end_time": exp + timedelta(seconds=1 + dur),
+            "total_run_time": timedelta(seconds=dur),
+            "parameters": {"script_id": s["id"], "version": 1, "script_name": s["name"]},
+            "context": {}, "empirical_policy": {}, "tags": tags,
+            "labels": {"scriptflow.exit_code": "0" if state_type == "COMPLETED" else "1"},
+            "auto_scheduled": trig == "auto-scheduled", "flow_id": uuid.UUID(s["flow_id"]),
+            "deployment_id": uuid.UUID(s["deployment_id"]), "state_id": sid,
+            "state_timestamp": exp + timedelta(seconds=1 + dur), "job_variables": {}})
+        st.append({"id": sid, "created": exp, "updated": exp, "type": state_type,
+                   "name": state_name, "timestamp": exp + timedelta(seconds=1 + dur),
+                   "message": "bench", "state_details": {"flow_run_id": str(rid)},
+                   "flow_run_id": rid})
     with eng.begin() as c:
         for k in range(0, n, 5000):
             c.execute(sa.insert(orm.FlowRun.__table__), runs[k:k + 5000])
@@ -186,7 +188,7 @@ def seed_outputs(stack, scripts, days: int, per_day: int, lines: int):
             path = history_index.plain_path(settings, rid)
             with OutputLogWriter(path) as out:
                 batch = []
-                for i in range(lines):
+                for _i in range(lines):
                     text = " ".join(rng.choices(WORDS, k=6)) + f" {rng.randint(0, 99999)}"
                     if rng.random() < 0.001:
                         text = f"disk quota exceeded on vol-{rng.randint(0, 9)}"
@@ -203,20 +205,21 @@ def seed_outputs(stack, scripts, days: int, per_day: int, lines: int):
             history_index.index_run(settings, rid, script_id=s["id"], expected=exp)
             index_s += time.perf_counter() - t
             made.append((d, str(rid)))
-            rows.append(dict(
-                id=rid, created=exp, updated=exp, name=f"out-{d}-{k}", state_type="COMPLETED",
-                state_name="Completed", run_count=1, expected_start_time=exp,
-                start_time=exp, end_time=exp + timedelta(seconds=3),
-                total_run_time=timedelta(seconds=3),
-                parameters={"script_id": s["id"], "version": 1, "script_name": s["name"]},
-                context={}, empirical_policy={},
-                tags=["python", "scriptflow", f"script-{s['id']}", "auto-scheduled"],
-                labels={"scriptflow.exit_code": "0"}, auto_scheduled=True,
-                flow_id=uuid.UUID(s["flow_id"]), deployment_id=uuid.UUID(s["deployment_id"]),
-                state_id=sid, state_timestamp=exp, job_variables={}))
-            states.append(dict(id=sid, created=exp, updated=exp, type="COMPLETED",
-                               name="Completed", timestamp=exp, message="bench",
-                               state_details={"flow_run_id": str(rid)}, flow_run_id=rid))
+            rows.append({
+                "id": rid, "created": exp, "updated": exp, "name": f"out-{d}-{k}",
+                "state_type": "COMPLETED", "state_name": "Completed", "run_count": 1,
+                "expected_start_time": exp,
+                "start_time": exp, "end_time": exp + timedelta(seconds=3),
+                "total_run_time": timedelta(seconds=3),
+                "parameters": {"script_id": s["id"], "version": 1, "script_name": s["name"]},
+                "context": {}, "empirical_policy": {},
+                "tags": ["python", "scriptflow", f"script-{s['id']}", "auto-scheduled"],
+                "labels": {"scriptflow.exit_code": "0"}, "auto_scheduled": True,
+                "flow_id": uuid.UUID(s["flow_id"]), "deployment_id": uuid.UUID(s["deployment_id"]),
+                "state_id": sid, "state_timestamp": exp, "job_variables": {}})
+            states.append({"id": sid, "created": exp, "updated": exp, "type": "COMPLETED",
+                               "name": "Completed", "timestamp": exp, "message": "bench",
+                               "state_details": {"flow_run_id": str(rid)}, "flow_run_id": rid})
     with eng.begin() as c:
         c.execute(sa.insert(orm.FlowRun.__table__), rows)
         c.execute(sa.insert(orm.FlowRunState.__table__), states)
@@ -243,9 +246,8 @@ def time_api(api: httpx.Client, params: dict, n: int) -> tuple[float, list[float
 
 def time_baseline(stack, queries: dict, n: int) -> dict:
     """The previous path, in this process, against the same Prefect server."""
-    os.environ["PREFECT_API_URL"] = stack.prefect_url + "/api"
-    os.environ["PREFECT_API_AUTH_STRING"] = (stack.home / "prefect" / "auth_string") \
-        .read_text().strip()
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
     from scriptflow_prefect import gateway
 
     async def measure():
@@ -259,21 +261,31 @@ def time_baseline(stack, queries: dict, n: int) -> dict:
             out[name] = times
         return out
 
-    return asyncio.run(measure())
+    auth = (stack.home / "prefect" / "auth_string").read_text().strip()
+    with temporary_settings({PREFECT_API_URL: stack.prefect_url + "/api",
+                             PREFECT_API_AUTH_STRING: auth}):
+        return asyncio.run(measure())
 
 
 def baseline_search(stack, needle: str) -> tuple[float, int]:
-    """The previous search: the output files of the newest 2 000 runs, read line by line."""
-    from scriptflow_prefect import runs
+    """The previous search: the output files of the newest 2 000 runs (10 pages of runs
+    from Prefect), read line by line. It read plain files only: here the compressed ones are
+    inflated on the fly for it, so it finds what it would have found."""
+    import gzip
+
+    from scriptflow_prefect.output_log import parse_record
 
     started = time.perf_counter()
+    folded = needle.casefold()
     files = sorted((stack.home / "outputs").glob("*.log*"), key=lambda p: -p.stat().st_mtime)
     hits = 0
     for path in files[:2000]:
-        if path.suffix == ".gz":
-            continue  # the old reader could not read compressed output at all
-        if runs.find_line(path, needle.casefold()) is not None:
-            hits += 1
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as fh:
+            for raw in fh:
+                if folded in parse_record(raw.rstrip(b"\n"))["text"].casefold():
+                    hits += 1
+                    break
     return time.perf_counter() - started, hits
 
 
@@ -321,8 +333,8 @@ def capture(stack, api: httpx.Client, lines: int, repeats: int) -> None:
         med = statistics.median(values)
         row(f"   {label:32s} {med:7.2f} s   x{med / base:4.2f} of direct -u")
     plain = statistics.median(rows_["direct > file"])
-    row(f"   run / direct (buffered):         x{statistics.median(rows_['ScriptFlow run (Prefect)']) / plain:4.2f}"
-        f"   target <= 1.5")
+    run = statistics.median(rows_["ScriptFlow run (Prefect)"])
+    row(f"   run / direct (buffered):         x{run / plain:4.2f}   target <= 1.5")
     row(f"   stack RSS growth during the run: {max(peaks) / 2**20:.0f} MB (peak of {repeats})")
 
 
@@ -395,7 +407,7 @@ def main() -> int:
         row(f"   {'filter':22s} {'total':>7s}  {'cold':>10s} {'p50':>10s} {'p95':>10s}   "
             f"{'baseline p50':>12s}")
         api.headers["Authorization"] = api.headers["Authorization"]
-        for name, (params, _q, _o) in cases.items():
+        for name, (params, _q, _o) in cases.items():  # noqa: B007
             cold, times, n = time_api(api, {**params, "per_page": 25}, args.repeat)
             row(f"   {name:22s} {n:7d}  {ms(cold)} {ms(pct(times, 50))} {ms(pct(times, 95))}"
                 f"   {ms(statistics.median(base[name]))}")
