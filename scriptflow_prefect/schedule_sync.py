@@ -74,11 +74,13 @@ async def set_schedule(db: Session, user: User, script: Script, data: dict[str, 
     old = script.schedule
     script.schedule = spec.model_dump(mode="json")
     settings = dict(script.settings or {})
-    settings.pop("disabled_reason", None)  # saving a schedule is an acknowledgement
+    # Saving the schedule re-enables it after an automatic switch-off and clears the flag.
+    settings.pop("disabled_reason", None)
+    settings.pop("disabled_acknowledged", None)
     script.settings = settings
     script.updated_at = utcnow()
     try:
-        await sync_deployment(script)
+        await sync_deployment(script, reenable=True)
     except Exception:
         script.schedule = old
         raise

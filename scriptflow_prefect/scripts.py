@@ -119,17 +119,28 @@ def deployment_tags(script: Script) -> list[str]:
     return [gateway.TAG, script.kind, gateway.script_tag(script.id)]
 
 
-async def sync_deployment(script: Script) -> None:
-    """Create or update the script's deployment so that Prefect runs what the overlay shows."""
+async def sync_deployment(script: Script, *, reenable: bool = False) -> None:
+    """Create or update the script's deployment so that Prefect runs what the overlay shows.
+
+    A schedule that the flow switched off after consecutive failures stays off through other
+    edits (a rename, a new version); only saving the schedule (`reenable`) turns it on."""
     from .schedule_sync import prefect_schedules_for
 
     try:
+        schedules = prefect_schedules_for(script)
+        if schedules and not reenable and script.deployment_id:
+            current = await gateway.read_deployment(script.deployment_id)
+            if current is not None and current.schedules and not any(
+                s.active for s in current.schedules
+            ):
+                for schedule in schedules:
+                    schedule.active = False
         deployment_id = await gateway.upsert_deployment(
             name=script.name,
             description=script.description or "",
             tags=deployment_tags(script),
             parameters=deployment_parameters(script),
-            schedules=prefect_schedules_for(script),
+            schedules=schedules,
         )
     except gateway.PrefectUnavailable as exc:
         raise ScriptError(503, _("Prefect is not reachable, nothing was changed: %(err)s",

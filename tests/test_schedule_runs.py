@@ -188,6 +188,24 @@ def test_it_retries_a_failed_scheduled_run_once_after_the_delay(alice, prefect) 
     ])
 
 
+def stack_url(client) -> str:
+    return str(client.base_url).rstrip("/").removesuffix("/api/v1")
+
+
+def dashboard_flags(url: str, user: str) -> str:
+    """The text of the dashboard's "switched off" section, as `user` sees it."""
+    import re
+
+    import httpx
+
+    with httpx.Client(base_url=url, follow_redirects=True, timeout=30) as web:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', web.get("/login").text)[1]
+        page = web.post("/login", data={"username": user, "password": f"{user}-pass-123",
+                                        "csrf_token": token, "next": "/"}).text
+    start = page.find('id="off-h"')
+    return page[start:page.find("</section>", start)] if start >= 0 else ""
+
+
 def test_it_switches_the_schedule_off_after_three_failed_scheduled_runs_in_a_row(
     alice, prefect
 ) -> None:
@@ -205,6 +223,12 @@ def test_it_switches_the_schedule_off_after_three_failed_scheduled_runs_in_a_row
         assert active == ([True] if n < 3 else [False]), f"after failure {n}: {active}"
 
     assert schedule_states(alice)[script["id"]] == "disabled"
+    # Other edits keep it off: only saving the schedule switches it back on.
+    assert alice.patch(f"/scripts/{script['id']}",
+                       json={"description": "edited"}).status_code == 200
+    assert [s.active for s in prefect.read_deployment_schedules(dep)] == [False]
+    # The dashboard flags it until someone switches it back on or acknowledges it.
+    assert script["name"] in dashboard_flags(stack_url(alice), "alice")
     # Saving the schedule again is the acknowledgement that switches it back on.
     assert alice.put(f"/scripts/{script['id']}/schedule", json=schedule).status_code == 200
     assert [s.active for s in prefect.read_deployment_schedules(dep)] == [True]

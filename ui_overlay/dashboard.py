@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.encoders import jsonable_encoder
 
-from scriptflow_prefect import gateway
+from scriptflow_prefect import gateway, schedule_sync
 from scriptflow_prefect import runs as run_core
 from scriptflow_prefect import scripts as core
 from scriptflow_prefect.models import Script
@@ -27,10 +27,22 @@ async def _rows(db, user) -> list[dict]:
     return rows if prefect_ok else [dict(r, prefect_down=True) for r in rows]
 
 
+async def _switched_off(db, user) -> list[Script]:
+    """Schedules the run policy switched off after failures, not yet acknowledged."""
+    scheduled = [s for s in db.scalars(core.visible_scripts_query(user).order_by(Script.name))
+                 if s.schedule and not (s.settings or {}).get("disabled_acknowledged")]
+    try:
+        states = await schedule_sync.schedule_states(scheduled)
+    except gateway.PrefectUnavailable:
+        return []
+    return [s for s in scheduled if states.get(s.id) == "disabled"]
+
+
 @pages.get("/")
 async def dashboard(request: Request, user: PageUser, db: DbDep):
     rows = await _rows(db, user)
-    return render(request, "dashboard/index.html", {"rows": rows})
+    return render(request, "dashboard/index.html",
+                  {"rows": rows, "switched_off": await _switched_off(db, user)})
 
 
 @pages.get("/dashboard/rows")

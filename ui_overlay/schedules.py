@@ -64,6 +64,23 @@ async def preview(request: Request, user: PageUser):
     return jsonable_encoder(body)
 
 
+@pages.post("/scripts/{script_id}/schedule/enable", dependencies=[Csrf])
+async def enable(request: Request, script_id: int, user: PageUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    if script.schedule:
+        await core.set_schedule(db, user, script, {**script.schedule, "active": True})
+        flash(request, _("The schedule of %(name)s is on again.", name=script.name))
+    return RedirectResponse("/", status_code=303)
+
+
+@pages.post("/scripts/{script_id}/schedule/acknowledge", dependencies=[Csrf])
+async def acknowledge(request: Request, script_id: int, user: PageUser, db: DbDep):
+    script = visible_script(db, user, script_id)
+    script.settings = {**(script.settings or {}), "disabled_acknowledged": True}
+    flash(request, _("Noted: the schedule of %(name)s stays off.", name=script.name))
+    return RedirectResponse("/", status_code=303)
+
+
 @pages.get("/scripts/{script_id}/schedule/delete")
 async def delete_form(request: Request, script_id: int, user: PageUser, db: DbDep):
     script = visible_script(db, user, script_id)
