@@ -145,3 +145,33 @@ def test_a_big_output_opens_as_a_window_of_lines(page, stack):
     page.get_by_role("button", name="Load earlier lines").click()
     output.get_by_text("row 58000 of a long report", exact=True).wait_for()
     assert output.locator(".line").count() <= 3000
+
+
+FLOOD = """\
+import sys, time
+print("flood begins", flush=True)
+time.sleep(2)
+for i in range(300_000):
+    print(f"flood line {i} with some padding to make it longer")
+sys.stdout.flush()
+time.sleep(3)
+print("flood is over", flush=True)
+time.sleep(2)
+"""
+
+
+def test_the_live_view_keeps_up_with_a_flood(page, stack):
+    with stack.client("alice") as alice:
+        script = upload(alice, FLOOD, name=unique("flood"))
+        run_id = alice.post(f"/scripts/{script['id']}/runs").json()["id"]
+    login(page, "alice")
+    page.goto(f"/runs/{run_id}")
+    output = page.get_by_role("log", name="Script output")
+    output.get_by_text("flood begins").wait_for(timeout=30_000)
+    # It skips ahead to the newest lines instead of rendering 300 000 of them.
+    output.get_by_text("flood is over").wait_for(timeout=30_000)
+    assert output.locator(".line").count() <= 3000
+    page.locator("#run-status .badge[data-status=succeeded]").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Load earlier lines").click()
+    output.get_by_text(re.compile(r"^flood line 29\d{4} ")).first.wait_for()
+    assert output.locator(".line").count() <= 3000

@@ -65,8 +65,17 @@
     timer = setTimeout(refresh, 150);
   }
 
-  form.addEventListener("change", changed);
-  form.addEventListener("input", changed);
+  // On the upload page, filling in a schedule field means "schedule it": tick the opt-in
+  // box so that uploading and scheduling stays a three-click path.
+  var optIn = document.getElementById("sf-enable");
+  function optInFrom(ev) {
+    if (optIn && ev.target !== optIn && ev.target.closest && ev.target.closest("details")) {
+      optIn.checked = true;
+    }
+  }
+
+  form.addEventListener("change", function (ev) { optInFrom(ev); changed(); });
+  form.addEventListener("input", function (ev) { optInFrom(ev); changed(); });
   showFields();
   refresh();
 })();
