@@ -261,14 +261,9 @@ def csv_values(run: dict[str, Any]) -> list[str]:
 
 
 async def last_runs(script_ids: list[int]) -> dict[int, dict[str, Any]]:
-    """The newest run of each script, fetched concurrently."""
-
-    async def one(sid: int):
-        runs, _total = await gateway.read_runs(gateway.RunQuery(script_ids=[sid]), limit=1)
-        return sid, (gateway.run_to_dict(runs[0]) if runs else None)
-
-    pairs = await asyncio.gather(*(one(s) for s in script_ids))
-    return {sid: run for sid, run in pairs if run}
+    """The newest run of each script (one query for most, then one per script left)."""
+    found = await gateway.latest_runs(script_ids)
+    return {sid: gateway.run_to_dict(fr) for sid, fr in found.items()}
 
 
 def find_line(path: Path, needle: str) -> dict[str, str] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextvars
 import inspect
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -525,7 +526,14 @@ async def _schedule_with_prefect() -> dict[str, list[datetime]]:
 
 
 def test_the_preview_is_what_prefects_scheduler_inserts(prefect_server: None) -> None:
-    inserted = asyncio.run(_schedule_with_prefect())
+    # A thread of its own: Playwright's sync API may keep an event loop running in this one
+    # when the browser tests ran earlier in the session.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        # copy_context: the harness's Prefect settings live in a context variable.
+        run = contextvars.copy_context().run
+        inserted = pool.submit(run, asyncio.run, _schedule_with_prefect()).result()
     for name, data in SERVER_SPECS.items():
         s = parse_spec(data)
         times = inserted[name]
