@@ -45,6 +45,8 @@ log = logging.getLogger("scriptflow.history")
 
 SYNC_INDEX_BYTES = 1 << 20  # smaller outputs are indexed before the run ends
 LINE_TOKEN = "qqsflx"  # between lines in the index: a phrase cannot match across two lines
+_SEPARATOR = f" {LINE_TOKEN} ".encode()
+BACKGROUND_DELAY = 2.0  # a big output waits this long, so the run's end reaches Prefect first
 SEQ_SHIFT = 20
 MAX_HITS = 100_000
 _CATALOG = """
@@ -227,9 +229,11 @@ def _index_blocks(settings, cat, seq: int, run_id: str, plain: Path, day: str,
         for n, (offset, line, data) in enumerate(ho.iter_blocks(plain)):
             texts = []
             for raw in data.split(b"\n"):
-                if raw:
-                    texts.append(parse_record(raw)["text"])
-            rows.append(((seq << SEQ_SHIFT) | n, f" {LINE_TOKEN} ".join(texts)))
+                if raw:  # "<ts>\t<stream>\t<text>": the text only
+                    parts = raw.split(b"\t", 2)
+                    texts.append(parts[2] if len(parts) == 3 else raw)
+            rows.append(((seq << SEQ_SHIFT) | n, _SEPARATOR.join(texts).decode("utf-8",
+                                                                              "replace")))
             if len(rows) >= 200:
                 fts.executemany("INSERT INTO fts (rowid, text) VALUES (?, ?)", rows)
                 rows.clear()
@@ -297,6 +301,7 @@ class _Indexer:
                         self.idle.set()
                         return
                 continue
+            time.sleep(BACKGROUND_DELAY)
             try:
                 job()
             except Exception:
