@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -58,6 +59,28 @@ class Stack:
     def client(self, user: str | None = "admin") -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
         return httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=30)
+
+    def prefect(self) -> httpx.Client:
+        """Prefect's own API with the stack's auth string, as a power user reaches it."""
+        user, _sep, password = (self.home / "prefect" / "auth_string").read_text().strip() \
+            .partition(":")
+        return httpx.Client(base_url=self.prefect_url + "/api", auth=(user, password),
+                            timeout=30, transport=RetryBusy())
+
+
+class RetryBusy(httpx.HTTPTransport):
+    """Prefect on SQLite answers 503 when two writes meet; its own client tries again after
+    a short random wait, and so do the tests' direct calls."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = time.monotonic() + 30
+        while True:
+            response = super().handle_request(request)
+            if response.status_code != 503 or time.monotonic() > deadline:
+                return response
+            response.read()
+            response.close()
+            time.sleep(random.uniform(0.1, 0.5))
 
 
 def _healthy(url: str) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import unique, upload, wait_run
+from conftest import RetryBusy, unique, upload, wait_run
 
 SCRIPT_FIELDS = {
     "id", "name", "description", "type", "filename", "size", "sha256", "version", "created_at",
@@ -41,7 +41,7 @@ def prefect_api(stack) -> httpx.Client:
                    for line in r.stdout.splitlines())
     user, _sep, password = exports["PREFECT_API_AUTH_STRING"].partition(":")
     with httpx.Client(base_url=stack.prefect_url + "/api", auth=(user, password),
-                      timeout=30) as c:
+                      timeout=30, transport=RetryBusy()) as c:
         yield c
 
 

@@ -226,7 +226,12 @@ def lifecycle(tmp_path_factory):
         seen["stop_seconds"] = time.monotonic() - began
         seen["left_over"] = [(p.pid, c) for (p, c) in zip(started, seen["started"], strict=True)
                              if not is_gone(p.pid)]
-        seen["exit_code"] = first.proc.poll()
+        # A process whose last threads are still exiting already shows as a zombie, before
+        # it can be reaped: wait for its exit status rather than poll once.
+        try:
+            seen["exit_code"] = first.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            seen["exit_code"] = None
         seen["first_log"] = first.log.read_text(errors="replace")
     finally:
         if first.proc.poll() is None:

@@ -17,9 +17,7 @@ from conftest import ADMIN_PASSWORD, start_stack, stop_stack, upload, wait_run
 
 
 def prefect_api(stack) -> httpx.Client:
-    user, _sep, password = (stack.home / "prefect" / "auth_string").read_text().strip() \
-        .partition(":")
-    return httpx.Client(base_url=stack.prefect_url + "/api", auth=(user, password), timeout=30)
+    return stack.prefect()
 
 
 @pytest.fixture(scope="module")

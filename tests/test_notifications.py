@@ -7,7 +7,6 @@ email settings are global: the other modules' stack never sends email."""
 
 from __future__ import annotations
 
-import base64
 import email
 import email.policy
 import re
@@ -116,10 +115,7 @@ def stack(tmp_path_factory, mailbox):
 @pytest.fixture(scope="module")
 def prefect(stack):
     """Prefect's own REST API, as a power user reaches it."""
-    auth = (stack.home / "prefect" / "auth_string").read_text().strip()
-    token = base64.b64encode(auth.encode()).decode()
-    with httpx.Client(base_url=stack.prefect_url + "/api", timeout=30,
-                      headers={"Authorization": f"Basic {token}"}) as c:
+    with stack.prefect() as c:
         yield c
 
 
