@@ -96,22 +96,26 @@ def make_scripts(stack, api: httpx.Client) -> list[dict]:
 
 def api_create_rate(stack, scripts, n: int) -> float:
     """Runs per second that Prefect's API takes (8 concurrent creates, as finished runs)."""
-    def one(i):
+    def one(i) -> bool:
         s = scripts[i % len(scripts)]
         deadline = time.monotonic() + 60
         with prefect_http(stack) as p:
-            while True:  # SQLite: two writes at once answer 503; try again, as clients do
-                r = p.post(f"/deployments/{s['deployment_id']}/create_flow_run", json={
-                    "tags": ["manual"], "state": {"type": "COMPLETED", "name": "Completed"}})
-                if r.status_code != 503 or time.monotonic() > deadline:
-                    break
+            while time.monotonic() < deadline:
+                try:  # SQLite: two writes at once answer 503; try again, as clients do
+                    r = p.post(f"/deployments/{s['deployment_id']}/create_flow_run", json={
+                        "tags": ["manual"], "state": {"type": "COMPLETED",
+                                                      "name": "Completed"}})
+                except httpx.TransportError:
+                    r = None
+                if r is not None and r.status_code == 201:
+                    return True
                 time.sleep(random.uniform(0.02, 0.2))
-            r.raise_for_status()
+        return False
 
     started = time.perf_counter()
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(one, range(n)))
-    return n / (time.perf_counter() - started)
+        made = sum(pool.map(one, range(n)))
+    return made / (time.perf_counter() - started)
 
 
 def seed_runs(stack, scripts, n: int, days: int) -> float:
