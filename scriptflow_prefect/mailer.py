@@ -21,7 +21,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from . import i18n
-from .i18n import _
+from .run_words import run_message, status_label, trigger_label
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "ui_overlay" / "templates"
 SECURITIES = ("none", "starttls", "ssl")
@@ -65,24 +65,11 @@ def env() -> Environment:
             newstyle=True,
         )
         e.filters.update(datetime=i18n.format_datetime, duration=i18n.format_duration,
-                         number=i18n.format_number)
+                         number=i18n.format_number, run_message=run_message)
         e.globals.update(status_label=status_label, trigger_label=trigger_label,
                          get_locale=i18n.get_locale)
         _env = e
     return _env
-
-
-def status_label(status: str | None) -> str:
-    return {
-        "queued": _("Queued"), "running": _("Running"), "succeeded": _("Succeeded"),
-        "failed": _("Failed"), "timed_out": _("Timed out"), "cancelled": _("Cancelled"),
-        "crashed": _("Crashed"),
-    }.get(status or "", status or "")
-
-
-def trigger_label(trigger: str | None) -> str:
-    return {"manual": _("Manual"), "scheduled": _("Scheduled"), "retry": _("Retry")}.get(
-        trigger or "", trigger or "")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
 from scriptflow_prefect import __version__, i18n
+from scriptflow_prefect.run_words import run_message, status_label, trigger_label
 
 env = Environment(
     loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
@@ -27,21 +28,13 @@ env.filters.update(
     datetime=i18n.format_datetime,
     duration=i18n.format_duration,
     number=i18n.format_number,
+    run_message=run_message,
 )
 
 STATUS_ICONS = {
     "queued": "◷", "running": "▶", "succeeded": "✓", "failed": "✗", "timed_out": "⏱",
     "cancelled": "■", "crashed": "⚠",
 }
-
-
-def status_label(status: str | None) -> str:
-    _ = i18n.gettext
-    return {
-        "queued": _("Queued"), "running": _("Running"), "succeeded": _("Succeeded"),
-        "failed": _("Failed"), "timed_out": _("Timed out"), "cancelled": _("Cancelled"),
-        "crashed": _("Crashed"), None: _("Never run"),
-    }.get(status, status or "")
 
 
 def status_badge(status: str | None) -> Markup:
@@ -52,12 +45,6 @@ def status_badge(status: str | None) -> Markup:
         '<span class="badge badge-{k}" data-status="{k}">'
         '<span aria-hidden="true">{i}</span> {t}</span>'
     ).format(k=key, i=icon, t=status_label(status))
-
-
-def trigger_label(trigger: str) -> str:
-    _ = i18n.gettext
-    return {"manual": _("Manual"), "scheduled": _("Scheduled"), "retry": _("Retry")}.get(
-        trigger, trigger)
 
 
 env.globals.update(status_badge=status_badge, status_label=status_label,
