@@ -47,7 +47,8 @@ def test_other_messages_are_shown_as_they_are(pt_br) -> None:
 
 
 def test_english_is_unchanged_and_labels_follow_the_language(pt_br) -> None:
-    assert (status_label("timed_out"), trigger_label("retry")) == ("Tempo esgotado", "Nova tentativa")
+    assert (status_label("timed_out"), trigger_label("retry")) == ("Tempo esgotado",
+                                                                  "Nova tentativa")
     token = i18n.set_locale("en")
     try:
         assert run_message("Exit code 3") == "Exit code 3"
