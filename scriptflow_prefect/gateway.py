@@ -828,6 +828,7 @@ FINAL_STATUSES = {"succeeded", "failed", "timed_out", "cancelled", "crashed"}
 NOT_FINAL = [StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED, StateType.RUNNING,
              StateType.CANCELLING]
 _kept: dict[tuple, tuple[int, int, datetime, list[UUID]]] = {}
+LIGHT_LIMIT = 1000
 
 
 async def _kept_count(client, query: HistoryQuery) -> int:
@@ -843,35 +844,36 @@ async def _kept_count(client, query: HistoryQuery) -> int:
     key = (query.trigger, tuple(query.statuses or ()), tuple(query.deployment_ids or ()))
     scope = HistoryQuery(deployment_ids=query.deployment_ids, edge=edge)
 
-    async def unfinished() -> list[UUID]:  # few: running, queued, late (light rows)
-        f = scope.filters()[1]
-        f.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=NOT_FINAL))
+    async def ids(q: HistoryQuery, state: list[StateType] | None = None) -> list[UUID]:
+        """Up to LIGHT_LIMIT ids (light rows): runs not finished, or expected since."""
+        f = q.filters()[1]
+        if state:
+            f.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=state))
         r = await client.request("POST", "/ui/flow_runs/history", json={
-            "limit": 1000, "flow_runs": f.model_dump(mode="json")})
+            "limit": LIGHT_LIMIT, "flow_runs": f.model_dump(mode="json")})
         r.raise_for_status()
         return [UUID(row["id"]) for row in r.json()]
 
-    total, pending = await asyncio.gather(_exact_count(client, scope), unfinished())
+    total, pending = await asyncio.gather(_exact_count(client, scope), ids(scope, NOT_FINAL))
     kept = _kept.get(key)
     if kept is not None:
         counted, total_then, edge_then, pending_then = kept
-        since = HistoryQuery(since=edge_then + timedelta(microseconds=1), edge=edge)
-        arrived = await client.count_flow_runs(flow_run_filter=since.filters()[1])
-        if total - total_then == arrived:
-            since.trigger, since.statuses = query.trigger, query.statuses
-            finished = replace(since, since=None, run_ids=pending_then)
-            # Unfinished runs matched a trigger alone already; a final status, not yet.
-            new, now_matching = await asyncio.gather(
-                client.count_flow_runs(flow_run_filter=since.filters()[1]),
-                client.count_flow_runs(flow_run_filter=finished.filters()[1])
-                if pending_then and query.statuses else asyncio.sleep(0, 0))
-            counted += new + now_matching
-            if len(pending) < 1000:
+        arrived = await ids(HistoryQuery(since=edge_then + timedelta(microseconds=1), edge=edge))
+        if len(arrived) < LIGHT_LIMIT and total - total_then == len(arrived):
+            # Unfinished runs matched a trigger alone already; a final status, not yet. They
+            # are asked for by id: with a state condition over a time range, SQLite walks its
+            # state index instead (all 88 000 succeeded runs: 0.3 s for none).
+            look = arrived + (pending_then if query.statuses else [])
+            if look:
+                counted += await client.count_flow_runs(flow_run_filter=HistoryQuery(
+                    run_ids=look, statuses=query.statuses, trigger=query.trigger,
+                    edge=edge).filters()[1])
+            if len(pending) < LIGHT_LIMIT:
                 _kept[key] = (counted, total, edge, pending)
             return counted
     flows, flow_runs = replace(query, edge=edge).filters()
     counted = await client.count_flow_runs(flow_filter=flows, flow_run_filter=flow_runs)
-    if len(pending) < 1000:  # else keep nothing: too many runs may still change
+    if len(pending) < LIGHT_LIMIT:  # else keep nothing: too many runs may still change
         _kept[key] = (counted, total, edge, pending)
     return counted
 
