@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
+import time
 from functools import partial
 
 import anyio
@@ -57,6 +59,69 @@ def _warm_up_bat_launcher() -> None:
         log.debug("bat launcher warm-up failed: %s", exc)
 
 
+class _HeapTrimmer:
+    """Hands the C heap's free pages back to the OS after runs (glibc only).
+
+    A run churns native memory (Prefect's client and its SSL context, pydantic-core,
+    SQLite connections, pipes, threads) and frees nearly all of it, but glibc returns freed
+    memory only from the top of a heap: the holes stay in RSS. Measured with 5 runs at a
+    time: 145 -> 265 MB RSS after 300 runs, of which 93 MB were free heap chunks
+    (malloc_info); Python objects kept by runs 50-80 were 1.2 MB (tracemalloc).
+    `malloc_trim(0)` releases those pages (265 -> 169 MB) in ~50 ms, ~1 ms when there is
+    little to give back. Trimmed when the process goes idle, and at most every few
+    seconds while runs keep coming; a moment after the run, once its last logs have been
+    shipped and its output indexed (that churn comes after the flow returns)."""
+
+    MIN_INTERVAL = 5.0
+    DELAY = 2.0
+
+    def __init__(self) -> None:
+        self._trim = None
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            try:
+                self._trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # not on musl
+            except OSError:
+                pass
+        self._lock = threading.Lock()
+        self._active = 0
+        self._last = 0.0
+        self._pending: threading.Timer | None = None
+
+    def run_started(self) -> None:
+        with self._lock:
+            self._active += 1
+
+    def run_finished(self) -> bool:
+        """True if a trim is due now."""
+        with self._lock:
+            self._active -= 1
+            due = self._active == 0 or time.monotonic() - self._last >= self.MIN_INTERVAL
+            if self._trim is None or not due:
+                return False
+            self._last = time.monotonic()
+            return True
+
+    def trim_soon(self) -> None:
+        """Trim on a timer thread in DELAY seconds (one pending at a time)."""
+        with self._lock:
+            if self._pending is not None and self._pending.is_alive():
+                return
+            self._pending = threading.Timer(self.DELAY, self.trim)
+            self._pending.daemon = True
+            self._pending.start()
+
+    def trim(self) -> None:
+        try:
+            self._trim(0)  # ctypes releases the GIL meanwhile
+        except Exception as exc:
+            log.debug("malloc_trim failed: %s", exc)
+
+
+heap_trimmer = _HeapTrimmer()
+
+
 def _execute(flow, flow_run: FlowRun):
     from prefect.flow_engine import run_flow
 
@@ -84,8 +149,14 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
         if task_status is not None:
             task_status.started(os.getpid())
         flow = flow_for(await self._flow_name(flow_run.flow_id))
-        state = await anyio.to_thread.run_sync(partial(_execute, flow, flow_run),
-                                               limiter=self._threads)
+        heap_trimmer.run_started()
+        try:
+            state = await anyio.to_thread.run_sync(partial(_execute, flow, flow_run),
+                                                   limiter=self._threads)
+        finally:
+            trim_due = heap_trimmer.run_finished()
+        if trim_due:  # off the event loop: a trim with much to give back takes ~50 ms
+            heap_trimmer.trim_soon()
         ok = getattr(state, "is_completed", lambda: False)()
         return ScriptFlowWorkerResult(identifier=str(flow_run.id), status_code=0 if ok else 1)
 
