@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 from prefect import get_client
@@ -246,15 +246,20 @@ async def _retry_busy(make_call, window: float = 10.0):
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code != 503:
                 raise
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError):
+            pass  # e.g. a kept-alive connection the server closed just then: the call is
+            # idempotent (callers pass an idempotency key), so try again
         await asyncio.sleep(random.uniform(0.05, 0.3))
     return await make_call()
 
 
 async def create_manual_run(deployment_id: str | UUID) -> FlowRun:
+    once = str(uuid4())  # a retried create that did reach the server makes no second run
+
     async def _do():
         client = await _shared_client()
         return await client.create_flow_run_from_deployment(
-            UUID(str(deployment_id)), tags=["manual"]
+            UUID(str(deployment_id)), tags=["manual"], idempotency_key=once
         )
 
     # Quick retries for up to a minute: fifty "Run now" at once left 14 requests waiting
@@ -796,9 +801,9 @@ async def _exact_count(client, query: HistoryQuery) -> int:
         return client.count_flow_runs(flow_run_filter=FlowRunFilter(**kw))
 
     if (not query.deployment_ids or query.since or query.until or query.run_ids
-            or (query.statuses and query.script_ids is not None)):
+            or ((query.statuses or query.trigger) and query.script_ids is not None)):
         return await client.count_flow_runs(flow_filter=flows, flow_run_filter=flow_runs)
-    if query.statuses or query.trigger:  # every script: too many runs to test one by one
+    if query.statuses or query.trigger:  # every script (an admin): too many runs to test
         if set(query.statuses or ()) <= FINAL_STATUSES:
             return await _kept_count(client, query)
         return await client.count_flow_runs(flow_filter=flows, flow_run_filter=flow_runs)
@@ -833,6 +838,7 @@ NOT_FINAL = [StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED, StateType
              StateType.CANCELLING]
 _kept: dict[tuple, tuple[int, int, datetime, list[UUID]]] = {}
 LIGHT_LIMIT = 1000
+KEPT_FILTERS = 32
 
 
 async def _kept_count(client, query: HistoryQuery) -> int:
@@ -846,8 +852,12 @@ async def _kept_count(client, query: HistoryQuery) -> int:
     status count one too high until the next afresh count, e.g. after a restart.)"""
     from dataclasses import replace
 
-    edge = datetime.now(UTC)
     key = (query.trigger, tuple(query.statuses or ()), tuple(query.deployment_ids or ()))
+    # Read in this order: the kept count (made from reads that all came before), then the
+    # runs that arrived since, then the total. A run that shows up between two reads then
+    # makes the totals disagree, and the count is made afresh instead of going wrong.
+    kept = _kept.get(key)
+    edge = datetime.now(UTC)
     scope = HistoryQuery(deployment_ids=query.deployment_ids, edge=edge)
 
     async def ids(q: HistoryQuery, state: list[StateType] | None = None) -> list[UUID]:
@@ -862,20 +872,28 @@ async def _kept_count(client, query: HistoryQuery) -> int:
 
     def matching(q: HistoryQuery) -> Any:
         """Count q's runs. With a status, the runs not finished at `edge` are left out
-        by id: they are counted once finished, whatever order the reads came in."""
+        by id: they are counted once they are finished, from the kept list."""
         flows, f = q.filters()
         if query.statuses and pending:
             f.id = FlowRunFilterId(any_=f.id.any_ if f.id else None, not_any_=pending)
         return client.count_flow_runs(flow_filter=flows, flow_run_filter=f)
 
+    def keep(counted: int) -> int:
+        _kept.pop(key, None)  # newest last; the oldest of many filters is forgotten
+        _kept[key] = (counted, total, edge, pending)
+        while len(_kept) > KEPT_FILTERS:
+            _kept.pop(next(iter(_kept)))
+        return counted
+
+    arrived: list[UUID] | None = None
+    if kept is not None and kept[2] < edge:
+        arrived = await ids(HistoryQuery(since=kept[2] + timedelta(microseconds=1), edge=edge))
     total, pending = await asyncio.gather(_exact_count(client, scope), ids(scope, NOT_FINAL))
     if len(pending) >= LIGHT_LIMIT:  # too many runs may still change: count afresh
         _kept.pop(key, None)
         return await matching(replace(query, edge=edge))
-    kept = _kept.get(key)
-    if kept is not None:
-        counted, total_then, edge_then, pending_then = kept
-        arrived = await ids(HistoryQuery(since=edge_then + timedelta(microseconds=1), edge=edge))
+    if kept is not None and arrived is not None:
+        counted, total_then, _edge_then, pending_then = kept
         if len(arrived) < LIGHT_LIMIT and total - total_then == len(arrived):
             # Unfinished runs matched a trigger alone already; a final status, not yet. They
             # are asked for by id: with a state condition over a time range, SQLite walks its
@@ -884,11 +902,8 @@ async def _kept_count(client, query: HistoryQuery) -> int:
             if look:
                 counted += await matching(HistoryQuery(
                     run_ids=look, statuses=query.statuses, trigger=query.trigger, edge=edge))
-            _kept[key] = (counted, total, edge, pending)
-            return counted
-    counted = await matching(replace(query, edge=edge))
-    _kept[key] = (counted, total, edge, pending)
-    return counted
+            return keep(counted)
+    return keep(await matching(replace(query, edge=edge)))
 
 
 async def read_history_light(query: HistoryQuery, *, limit: int = 1000,

@@ -49,6 +49,8 @@ class PrefectLogSink:
                              "level": LEVELS.get(stream, logging.INFO), "timestamp": stamp,
                              "flow_run_id": self._run, "task_run_id": None})[:-1] + b',"message":'
         for text in texts:
-            if len(text) > self._max_text:
-                text = text[: self._max_text] + "... [truncated]"
-            worker.send(b"".join((head, orjson.dumps(text), b"}")))
+            message = orjson.dumps(text)
+            while len(message) > self._max_text:  # bytes as sent: "\u0001" is 6 of them
+                text = text[: len(text) * self._max_text // len(message) - 20]
+                message = orjson.dumps(text + "... [truncated]")
+            worker.send(b"".join((head, message, b"}")))

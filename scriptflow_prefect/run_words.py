@@ -49,6 +49,8 @@ _MESSAGES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
                  seconds=m[1])),
     (re.compile(r"Cancelled; the process tree was stopped"),
      lambda m: _("Cancelled; the process tree was stopped")),
+    (re.compile(r"Cancelled before it started"),  # gateway.cancel_run
+     lambda m: _("Cancelled before it started")),
     (re.compile(r"Missed the time (\S+) \(ScriptFlow was not running\); skipped as the "
                 r"script's policy says\."),
      lambda m: _("Missed the time %(when)s (ScriptFlow was not running); skipped as the "

@@ -78,11 +78,13 @@ class _HeapTrimmer:
     def __init__(self) -> None:
         self._trim = None
         if sys.platform.startswith("linux"):
-            import ctypes
-
             try:
+                import ctypes
+
                 self._trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # not on musl
-            except OSError:
+                if self._trim is not None:
+                    self._trim.argtypes = [ctypes.c_size_t]
+            except (ImportError, OSError):
                 pass
         self._lock = threading.Lock()
         self._active = 0
@@ -104,10 +106,11 @@ class _HeapTrimmer:
             return True
 
     def trim_soon(self) -> None:
-        """Trim on a timer thread in DELAY seconds (one pending at a time)."""
+        """Trim on a timer thread DELAY seconds after the latest request: a timer still
+        waiting is started over, so the last run's late churn is trimmed too."""
         with self._lock:
-            if self._pending is not None and self._pending.is_alive():
-                return
+            if self._pending is not None:
+                self._pending.cancel()  # no effect on one already trimming: that is fine
             self._pending = threading.Timer(self.DELAY, self.trim)
             self._pending.daemon = True
             self._pending.start()

@@ -25,6 +25,7 @@ def pt_br():
      "Tempo esgotado após 300 s; a árvore de processos foi interrompida"),
     ("Cancelled; the process tree was stopped",
      "Cancelada; a árvore de processos foi interrompida"),
+    ("Cancelled before it started", "Cancelada antes de começar"),
     ("Missed the time 2026-03-01T11:00+00:00 (ScriptFlow was not running); skipped as the "
      "script's policy says.",
      "Horário 01/03/2026 08:00 perdido (o ScriptFlow não estava em execução); ignorada "

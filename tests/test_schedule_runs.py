@@ -178,6 +178,8 @@ def test_it_retries_a_failed_scheduled_run_once_after_the_delay(alice, prefect) 
     assert ts(retry["scheduled_at"]) >= ts(first["started_at"]) + timedelta(seconds=2)
     assert delay <= 3.0
     assert started <= 8.0
+    # ... and it does not start before it is due (the runner may fetch it early).
+    assert ts(retry["started_at"]) >= ts(retry["scheduled_at"]) - timedelta(seconds=1)
     # The retry failed too, and retries=1: no second retry, not even one due later
     # (GET /runs shows only runs that are due, so ask Prefect for every run of the script).
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId

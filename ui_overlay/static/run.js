@@ -379,8 +379,19 @@
   document.getElementById("jump-end").addEventListener("click", function () {
     if (stored) jumpEnd(false); else say(msg("unavailable"));
   });
-  earlier.addEventListener("click", loadEarlier);
-  later.addEventListener("click", loadLater);
+  // A click while a window is loading (a scroll, the live poll) waits for it instead of
+  // being dropped: the reader asked for those lines.
+  function whenIdle(load) {
+    return function () {
+      var waited = 0;
+      (function attempt() {
+        if (!busy) { load(); return; }
+        if ((waited += 50) < 15000) setTimeout(attempt, 50);
+      })();
+    };
+  }
+  earlier.addEventListener("click", whenIdle(loadEarlier));
+  later.addEventListener("click", whenIdle(loadLater));
 
   if (cancelForm) {
     var cancelling = false;
