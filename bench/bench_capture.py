@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from scriptflow_prefect.execution import fresh_workdir, run_script_process
-from scriptflow_prefect.output_log import OutputLogWriter
+from scriptflow_prefect.execution.process import fresh_workdir, run_script_process
+from scriptflow_prefect.history.output_log import OutputLogWriter
 
 RUNS = 3
 

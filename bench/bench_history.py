@@ -3,7 +3,7 @@ output, and capturing a 1 M-line run, each beside a baseline measured in the sam
 
 A. History list, GET /api/v1/runs (server time as seen by a client on the same machine: the
    overlay + Prefect on SQLite), first page and each filter, p50/p95 of N requests after one
-   cold request. Baseline: the previous query path (`gateway.read_runs`: tag filters, count
+   cold request. Baseline: the previous query path (`runs_prefect.read_runs`: tag filters, count
    then page, a new Prefect client per call), timed in this process against the same server.
 B. Full-text search (`q`) over 30 days of output. Baseline: the previous linear scan of the
    output files of the newest 2 000 runs (which also missed anything older).
@@ -42,14 +42,19 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-import conftest  # noqa: E402  (start_stack / stop_stack: the real `scriptflow up`)
+import conftest  # noqa: E402
+
+from scriptflow_prefect.runs import prefect as runs_prefect  # noqa: E402  (start_stack / stop_stack: the real `scriptflow up`)
 
 RESULTS = ROOT / "bench" / "results-history.txt"
 N_SCRIPTS = 50
-WORDS = ("backup rsync invoice customer order report export import database table row "
-         "sync copy move archive mail smtp http request response timeout retry queue job "
-         "user account ledger payment stock warehouse shipment label printer file folder "
-         "disk volume mount network host server client token session cache index").split()
+WORDS = (
+    "backup rsync invoice customer order report export import database table row "
+    "sync copy move archive mail smtp http request response timeout retry queue job "
+    "user account ledger payment stock warehouse shipment label printer file folder "
+    "disk volume mount network host server client token session cache index"
+).split()
+
 out_lines: list[str] = []
 
 
@@ -84,27 +89,41 @@ def make_scripts(stack, api: httpx.Client) -> list[dict]:
     scripts = []
     with prefect_http(stack) as p:
         for i in range(N_SCRIPTS):
-            r = api.post("/scripts", files={"file": (f"job{i}.py", b"print('x')\n")},
-                         data={"name": f"bench-job-{i}"})
+            r = api.post(
+                "/scripts",
+                files={"file": (f"job{i}.py", b"print('x')\n")},
+                data={"name": f"bench-job-{i}"},
+            )
             r.raise_for_status()
             s = r.json()
             dep = p.get(f"/deployments/name/run_script/{s['name']}").json()
-            scripts.append({"id": s["id"], "name": s["name"], "deployment_id": dep["id"],
-                            "flow_id": dep["flow_id"]})
+            scripts.append(
+                {
+                    "id": s["id"],
+                    "name": s["name"],
+                    "deployment_id": dep["id"],
+                    "flow_id": dep["flow_id"],
+                }
+            )
     return scripts
 
 
 def api_create_rate(stack, scripts, n: int) -> float:
     """Runs per second that Prefect's API takes (8 concurrent creates, as finished runs)."""
+
     def one(i) -> bool:
         s = scripts[i % len(scripts)]
         deadline = time.monotonic() + 60
         with prefect_http(stack) as p:
             while time.monotonic() < deadline:
                 try:  # SQLite: two writes at once answer 503; try again, as clients do
-                    r = p.post(f"/deployments/{s['deployment_id']}/create_flow_run", json={
-                        "tags": ["manual"], "state": {"type": "COMPLETED",
-                                                      "name": "Completed"}})
+                    r = p.post(
+                        f"/deployments/{s['deployment_id']}/create_flow_run",
+                        json={
+                            "tags": ["manual"],
+                            "state": {"type": "COMPLETED", "name": "Completed"},
+                        },
+                    )
                 except httpx.TransportError:
                     r = None
                 if r is not None and r.status_code == 201:
@@ -125,11 +144,16 @@ def seed_runs(stack, scripts, n: int, days: int) -> float:
 
     rng = random.Random(7)
     now = datetime.now(UTC)
-    eng = sa.create_engine(f"sqlite:///{stack.home / 'prefect' / 'prefect.db'}",
-                           connect_args={"timeout": 120})
-    states = ([("COMPLETED", "Completed")] * 85 + [("FAILED", "Failed")] * 9
-              + [("FAILED", "TimedOut")] + [("CRASHED", "Crashed")] * 3
-              + [("CANCELLED", "Cancelled")] * 2)
+    eng = sa.create_engine(
+        f"sqlite:///{stack.home / 'prefect' / 'prefect.db'}", connect_args={"timeout": 120}
+    )
+    states = (
+        [("COMPLETED", "Completed")] * 85
+        + [("FAILED", "Failed")] * 9
+        + [("FAILED", "TimedOut")]
+        + [("CRASHED", "Crashed")] * 3
+        + [("CANCELLED", "Cancelled")] * 2
+    )
     started = time.perf_counter()
     runs, st = [], []
     for i in range(n):
@@ -140,27 +164,51 @@ def seed_runs(stack, scripts, n: int, days: int) -> float:
         state_type, state_name = rng.choice(states)
         rid, sid = uuid.uuid4(), uuid.uuid4()
         tags = ["python", "scriptflow", f"script-{s['id']}", trig] + (
-            ["retry-1"] if trig == "retry" else [])
-        runs.append({
-            "id": rid, "created": exp, "updated": exp, "name": f"bench-{i}",
-            "state_type": state_type, "state_name": state_name, "run_count": 1,
-            "expected_start_time": exp,
-            "start_time": exp + timedelta(seconds=1), "end_time": exp + timedelta(seconds=1 + dur),
-            "total_run_time": timedelta(seconds=dur),
-            "parameters": {"script_id": s["id"], "version": 1, "script_name": s["name"]},
-            "context": {}, "empirical_policy": {}, "tags": tags,
-            "labels": {"scriptflow.exit_code": "0" if state_type == "COMPLETED" else "1"},
-            "auto_scheduled": trig == "auto-scheduled", "flow_id": uuid.UUID(s["flow_id"]),
-            "deployment_id": uuid.UUID(s["deployment_id"]), "state_id": sid,
-            "state_timestamp": exp + timedelta(seconds=1 + dur), "job_variables": {}})
-        st.append({"id": sid, "created": exp, "updated": exp, "type": state_type,
-                   "name": state_name, "timestamp": exp + timedelta(seconds=1 + dur),
-                   "message": "bench", "state_details": {"flow_run_id": str(rid)},
-                   "flow_run_id": rid})
+            ["retry-1"] if trig == "retry" else []
+        )
+        runs.append(
+            {
+                "id": rid,
+                "created": exp,
+                "updated": exp,
+                "name": f"bench-{i}",
+                "state_type": state_type,
+                "state_name": state_name,
+                "run_count": 1,
+                "expected_start_time": exp,
+                "start_time": exp + timedelta(seconds=1),
+                "end_time": exp + timedelta(seconds=1 + dur),
+                "total_run_time": timedelta(seconds=dur),
+                "parameters": {"script_id": s["id"], "version": 1, "script_name": s["name"]},
+                "context": {},
+                "empirical_policy": {},
+                "tags": tags,
+                "labels": {"scriptflow.exit_code": "0" if state_type == "COMPLETED" else "1"},
+                "auto_scheduled": trig == "auto-scheduled",
+                "flow_id": uuid.UUID(s["flow_id"]),
+                "deployment_id": uuid.UUID(s["deployment_id"]),
+                "state_id": sid,
+                "state_timestamp": exp + timedelta(seconds=1 + dur),
+                "job_variables": {},
+            }
+        )
+        st.append(
+            {
+                "id": sid,
+                "created": exp,
+                "updated": exp,
+                "type": state_type,
+                "name": state_name,
+                "timestamp": exp + timedelta(seconds=1 + dur),
+                "message": "bench",
+                "state_details": {"flow_run_id": str(rid)},
+                "flow_run_id": rid,
+            }
+        )
     with eng.begin() as c:
         for k in range(0, n, 5000):
-            c.execute(sa.insert(orm.FlowRun.__table__), runs[k:k + 5000])
-            c.execute(sa.insert(orm.FlowRunState.__table__), st[k:k + 5000])
+            c.execute(sa.insert(orm.FlowRun.__table__), runs[k : k + 5000])
+            c.execute(sa.insert(orm.FlowRunState.__table__), st[k : k + 5000])
     eng.dispose()
     return time.perf_counter() - started
 
@@ -170,9 +218,9 @@ def seed_outputs(stack, scripts, days: int, per_day: int, lines: int):
     search's Prefect half answers for them. Returns (run ids by day, bytes, seconds)."""
     from prefect.client.schemas.objects import StateType  # noqa: F401
 
-    from scriptflow_prefect import history_index
-    from scriptflow_prefect.output_log import OutputLogWriter
-    from scriptflow_prefect.settings import Settings
+    from scriptflow_prefect.history import index as history_index
+    from scriptflow_prefect.history.output_log import OutputLogWriter
+    from scriptflow_prefect.platform.settings import Settings
 
     settings = Settings(home=stack.home)
     rng = random.Random(11)
@@ -181,8 +229,9 @@ def seed_outputs(stack, scripts, days: int, per_day: int, lines: int):
     import sqlalchemy as sa
     from prefect.server.database import orm_models as orm
 
-    eng = sa.create_engine(f"sqlite:///{stack.home / 'prefect' / 'prefect.db'}",
-                           connect_args={"timeout": 120})
+    eng = sa.create_engine(
+        f"sqlite:///{stack.home / 'prefect' / 'prefect.db'}", connect_args={"timeout": 120}
+    )
     rows, states = [], []
     for d in range(days):
         for k in range(per_day):
@@ -209,21 +258,45 @@ def seed_outputs(stack, scripts, days: int, per_day: int, lines: int):
             history_index.index_run(settings, rid, script_id=s["id"], expected=exp)
             index_s += time.perf_counter() - t
             made.append((d, str(rid)))
-            rows.append({
-                "id": rid, "created": exp, "updated": exp, "name": f"out-{d}-{k}",
-                "state_type": "COMPLETED", "state_name": "Completed", "run_count": 1,
-                "expected_start_time": exp,
-                "start_time": exp, "end_time": exp + timedelta(seconds=3),
-                "total_run_time": timedelta(seconds=3),
-                "parameters": {"script_id": s["id"], "version": 1, "script_name": s["name"]},
-                "context": {}, "empirical_policy": {},
-                "tags": ["python", "scriptflow", f"script-{s['id']}", "auto-scheduled"],
-                "labels": {"scriptflow.exit_code": "0"}, "auto_scheduled": True,
-                "flow_id": uuid.UUID(s["flow_id"]), "deployment_id": uuid.UUID(s["deployment_id"]),
-                "state_id": sid, "state_timestamp": exp, "job_variables": {}})
-            states.append({"id": sid, "created": exp, "updated": exp, "type": "COMPLETED",
-                               "name": "Completed", "timestamp": exp, "message": "bench",
-                               "state_details": {"flow_run_id": str(rid)}, "flow_run_id": rid})
+            rows.append(
+                {
+                    "id": rid,
+                    "created": exp,
+                    "updated": exp,
+                    "name": f"out-{d}-{k}",
+                    "state_type": "COMPLETED",
+                    "state_name": "Completed",
+                    "run_count": 1,
+                    "expected_start_time": exp,
+                    "start_time": exp,
+                    "end_time": exp + timedelta(seconds=3),
+                    "total_run_time": timedelta(seconds=3),
+                    "parameters": {"script_id": s["id"], "version": 1, "script_name": s["name"]},
+                    "context": {},
+                    "empirical_policy": {},
+                    "tags": ["python", "scriptflow", f"script-{s['id']}", "auto-scheduled"],
+                    "labels": {"scriptflow.exit_code": "0"},
+                    "auto_scheduled": True,
+                    "flow_id": uuid.UUID(s["flow_id"]),
+                    "deployment_id": uuid.UUID(s["deployment_id"]),
+                    "state_id": sid,
+                    "state_timestamp": exp,
+                    "job_variables": {},
+                }
+            )
+            states.append(
+                {
+                    "id": sid,
+                    "created": exp,
+                    "updated": exp,
+                    "type": "COMPLETED",
+                    "name": "Completed",
+                    "timestamp": exp,
+                    "message": "bench",
+                    "state_details": {"flow_run_id": str(rid)},
+                    "flow_run_id": rid,
+                }
+            )
     with eng.begin() as c:
         c.execute(sa.insert(orm.FlowRun.__table__), rows)
         c.execute(sa.insert(orm.FlowRunState.__table__), states)
@@ -252,22 +325,21 @@ def time_baseline(stack, queries: dict, n: int) -> dict:
     """The previous path, in this process, against the same Prefect server."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    from scriptflow_prefect import gateway
-
     async def measure():
         out = {}
         for name, (q, offset) in queries.items():
             times = []
             for _ in range(n):
                 t = time.perf_counter()
-                await gateway.read_runs(q, limit=25, offset=offset)
+                await runs_prefect.read_runs(q, limit=25, offset=offset)
                 times.append(time.perf_counter() - t)
             out[name] = times
         return out
 
     auth = (stack.home / "prefect" / "auth_string").read_text().strip()
-    with temporary_settings({PREFECT_API_URL: stack.prefect_url + "/api",
-                             PREFECT_API_AUTH_STRING: auth}):
+    with temporary_settings(
+        {PREFECT_API_URL: stack.prefect_url + "/api", PREFECT_API_AUTH_STRING: auth}
+    ):
         return asyncio.run(measure())
 
 
@@ -277,7 +349,7 @@ def baseline_search(stack, needle: str) -> tuple[float, int]:
     inflated on the fly for it, so it finds what it would have found."""
     import gzip
 
-    from scriptflow_prefect.output_log import parse_record
+    from scriptflow_prefect.history.output_log import parse_record
 
     started = time.perf_counter()
     folded = needle.casefold()
@@ -294,22 +366,30 @@ def baseline_search(stack, needle: str) -> tuple[float, int]:
 
 
 def capture(stack, api: httpx.Client, lines: int, repeats: int) -> None:
-    src = (f"for i in range({lines}):\n"
-           f"    print(f'line {{i}} of the output, with some ordinary log text')\n")
-    script = api.post("/scripts", files={"file": ("million.py", src.encode())},
-                      data={"name": f"bench-million-{lines}"}).json()
+    src = (
+        f"for i in range({lines}):\n"
+        f"    print(f'line {{i}} of the output, with some ordinary log text')\n"
+    )
+    script = api.post(
+        "/scripts",
+        files={"file": ("million.py", src.encode())},
+        data={"name": f"bench-million-{lines}"},
+    ).json()
     tmp = Path(tempfile.mkdtemp())
     (tmp / "s.py").write_text(src)
     proc = psutil.Process(stack.proc.pid)
-    rows_ = {"direct -u > file": [], "direct > file": [], "ScriptFlow run (Prefect)": [],
-             "ScriptFlow Run now -> final": []}
+    rows_ = {
+        "direct -u > file": [],
+        "direct > file": [],
+        "ScriptFlow run (Prefect)": [],
+        "ScriptFlow Run now -> final": [],
+    }
     peaks = []
     for _ in range(repeats):  # interleaved, so that load on the machine hits both alike
         for flags, label in ((["-u"], "direct -u > file"), ([], "direct > file")):
             t = time.perf_counter()
             with open(tmp / "out.txt", "wb") as fh:
-                subprocess.run([sys.executable, *flags, str(tmp / "s.py")], stdout=fh,
-                               check=True)
+                subprocess.run([sys.executable, *flags, str(tmp / "s.py")], stdout=fh, check=True)
             rows_[label].append(time.perf_counter() - t)
         before = proc.memory_info().rss
         peak = before
@@ -331,8 +411,10 @@ def capture(stack, api: httpx.Client, lines: int, repeats: int) -> None:
                 n += chunk.count(b"\n")
         assert n == lines, (n, lines)
     base = statistics.median(rows_["direct -u > file"])
-    row(f"C. capture of {lines:,} lines, median of {repeats} (all captured: output.txt has "
-        f"every line)")
+    row(
+        f"C. capture of {lines:,} lines, median of {repeats} (all captured: output.txt has "
+        f"every line)"
+    )
     for label, values in rows_.items():
         med = statistics.median(values)
         row(f"   {label:32s} {med:7.2f} s   x{med / base:4.2f} of direct -u")
@@ -360,71 +442,101 @@ def main() -> int:
     stack = conftest.start_stack(home)
     try:
         r = stack.cli("token", "create", "admin")
-        api = httpx.Client(base_url=stack.url + "/api/v1", timeout=600,
-                           headers={"Authorization": f"Bearer {r.stdout.strip()}"})
-        row(f"bench_history  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  {os.cpu_count()} CPUs  "
-            f"load {os.getloadavg()[0]:.1f}  python {sys.version.split()[0]}")
+        api = httpx.Client(
+            base_url=stack.url + "/api/v1",
+            timeout=600,
+            headers={"Authorization": f"Bearer {r.stdout.strip()}"},
+        )
+        row(
+            f"bench_history  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  {os.cpu_count()} CPUs  "
+            f"load {os.getloadavg()[0]:.1f}  python {sys.version.split()[0]}"
+        )
         say("scripts")
         scripts = make_scripts(stack, api)
         say("Prefect API create rate")
         rate = api_create_rate(stack, scripts, 200 if not args.quick else 50)
         say(f"seeding {args.runs} runs")
         seed_s = seed_runs(stack, scripts, args.runs, args.days)
-        row(f"setup: Prefect API takes {rate:.0f} runs/s (8 concurrent creates): "
+        row(
+            f"setup: Prefect API takes {rate:.0f} runs/s (8 concurrent creates): "
             f"{args.runs / rate / 60:.0f} min for {args.runs:,}; inserted instead with "
-            f"Prefect's ORM models in {seed_s:.0f} s")
+            f"Prefect's ORM models in {seed_s:.0f} s"
+        )
         say("seeding outputs")
-        made, nbytes, index_s = seed_outputs(stack, scripts, args.days, args.per_day,
-                                             args.lines)
-        row(f"setup: {len(made):,} runs with output over {args.days} days, "
+        made, nbytes, index_s = seed_outputs(stack, scripts, args.days, args.per_day, args.lines)
+        row(
+            f"setup: {len(made):,} runs with output over {args.days} days, "
             f"{len(made) * args.lines:,} lines, {nbytes / 2**20:.0f} MB; indexing took "
-            f"{index_s:.0f} s ({nbytes / 2**20 / max(index_s, 1e-9):.0f} MB/s)")
+            f"{index_s:.0f} s ({nbytes / 2**20 / max(index_s, 1e-9):.0f} MB/s)"
+        )
         total = api.get("/runs", params={"per_page": 1}).json()["total"]
         row(f"history: {total:,} runs in Prefect")
-
-        from scriptflow_prefect import gateway
 
         now = datetime.now(UTC)
         s0 = scripts[0]["id"]
         cases = {
-            "first page": ({}, gateway.RunQuery(), 0),
-            "page 100": ({"page": 100}, gateway.RunQuery(), 99 * 25),
-            "script": ({"script_id": s0}, gateway.RunQuery(script_ids=[s0]), 0),
-            "status=failed": ({"status": "failed"}, gateway.RunQuery(statuses=["failed"]), 0),
-            "status=succeeded": ({"status": "succeeded"},
-                                 gateway.RunQuery(statuses=["succeeded"]), 0),
-            "trigger=manual": ({"trigger": "manual"}, gateway.RunQuery(triggers=["manual"]), 0),
-            "trigger=retry": ({"trigger": "retry"}, gateway.RunQuery(triggers=["retry"]), 0),
-            "2-day range": ({"since": (now - timedelta(days=9)).isoformat(),
-                             "until": (now - timedelta(days=7)).isoformat()},
-                            gateway.RunQuery(since=now - timedelta(days=9),
-                                             until=now - timedelta(days=7)), 0),
-            "script+failed+retry": ({"script_id": s0, "status": "failed", "trigger": "retry"},
-                                    gateway.RunQuery(script_ids=[s0], statuses=["failed"],
-                                                     triggers=["retry"]), 0),
+            "first page": ({}, runs_prefect.RunQuery(), 0),
+            "page 100": ({"page": 100}, runs_prefect.RunQuery(), 99 * 25),
+            "script": ({"script_id": s0}, runs_prefect.RunQuery(script_ids=[s0]), 0),
+            "status=failed": ({"status": "failed"}, runs_prefect.RunQuery(statuses=["failed"]), 0),
+            "status=succeeded": (
+                {"status": "succeeded"},
+                runs_prefect.RunQuery(statuses=["succeeded"]),
+                0,
+            ),
+            "trigger=manual": (
+                {"trigger": "manual"},
+                runs_prefect.RunQuery(triggers=["manual"]),
+                0,
+            ),
+            "trigger=retry": ({"trigger": "retry"}, runs_prefect.RunQuery(triggers=["retry"]), 0),
+            "2-day range": (
+                {
+                    "since": (now - timedelta(days=9)).isoformat(),
+                    "until": (now - timedelta(days=7)).isoformat(),
+                },
+                runs_prefect.RunQuery(since=now - timedelta(days=9), until=now - timedelta(days=7)),
+                0,
+            ),
+            "script+failed+retry": (
+                {"script_id": s0, "status": "failed", "trigger": "retry"},
+                runs_prefect.RunQuery(script_ids=[s0], statuses=["failed"], triggers=["retry"]),
+                0,
+            ),
         }
         say("A. history list")
-        base = time_baseline(stack, {k: (v[1], v[2]) for k, v in cases.items()},
-                             max(3, args.repeat // 4))
-        row(f"A. GET /api/v1/runs, 25 a page, {args.repeat} requests after a cold one "
-            f"(target p95 <= 300 ms)")
-        row(f"   {'filter':22s} {'total':>7s}  {'cold':>10s} {'p50':>10s} {'p95':>10s}   "
-            f"{'baseline p50':>12s}")
+        base = time_baseline(
+            stack, {k: (v[1], v[2]) for k, v in cases.items()}, max(3, args.repeat // 4)
+        )
+        row(
+            f"A. GET /api/v1/runs, 25 a page, {args.repeat} requests after a cold one "
+            f"(target p95 <= 300 ms)"
+        )
+        row(
+            f"   {'filter':22s} {'total':>7s}  {'cold':>10s} {'p50':>10s} {'p95':>10s}   "
+            f"{'baseline p50':>12s}"
+        )
         api.headers["Authorization"] = api.headers["Authorization"]
         for name, (params, _q, _o) in cases.items():  # noqa: B007
             cold, times, n = time_api(api, {**params, "per_page": 25}, args.repeat)
-            row(f"   {name:22s} {n:7d}  {ms(cold)} {ms(pct(times, 50))} {ms(pct(times, 95))}"
-                f"   {ms(statistics.median(base[name]))}")
+            row(
+                f"   {name:22s} {n:7d}  {ms(cold)} {ms(pct(times, 50))} {ms(pct(times, 95))}"
+                f"   {ms(statistics.median(base[name]))}"
+            )
 
         say("B. search")
-        row(f"B. full-text search over {args.days} days of output (GET /runs?q=, first page; "
-            f"target <= 1 s)")
+        row(
+            f"B. full-text search over {args.days} days of output (GET /runs?q=, first page; "
+            f"target <= 1 s)"
+        )
         for q in ("disk quota exceeded on vol-3", "pelican ledger mismatch", "invoice"):
             cold, times, n = time_api(api, {"q": q, "per_page": 25}, max(3, args.repeat // 4))
             old_s, old_hits = baseline_search(stack, q)
-            row(f"   q={q!r:34s} {n:6d} runs  cold {ms(cold)}  p50 {ms(pct(times, 50))}  "
+            row(
+                f"   q={q!r:34s} {n:6d} runs  cold {ms(cold)}  p50 {ms(pct(times, 50))}  "
                 f"p95 {ms(pct(times, 95))}   baseline {ms(old_s)} ({old_hits} runs, newest "
-                f"2000 files only)")
+                f"2000 files only)"
+            )
 
         say("C. capture")
         capture(stack, api, args.capture_lines, 3 if not args.quick else 1)

@@ -94,8 +94,10 @@ def check_alive(stack: conftest.Stack) -> None:
     code = stack.proc.poll()
     if code is not None:
         tail = stack.log.read_text(errors="replace")[-1500:]
-        raise StackDied(f"`scriptflow up` (pid {stack.proc.pid}) exited with code {code} "
-                        f"(negative = killed by that signal); end of its output:\n{tail}")
+        raise StackDied(
+            f"`scriptflow up` (pid {stack.proc.pid}) exited with code {code} "
+            f"(negative = killed by that signal); end of its output:\n{tail}"
+        )
 
 
 def stop_tree(proc: subprocess.Popen, first: int = signal.SIGTERM, grace: float = 10.0) -> None:
@@ -156,8 +158,10 @@ def cleanup() -> None:
     for p in list(_seen.values()):
         try:
             if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                print(f"cleanup: killing leftover pid {p.pid} {' '.join(p.cmdline())[:120]}",
-                      file=sys.stderr)
+                print(
+                    f"cleanup: killing leftover pid {p.pid} {' '.join(p.cmdline())[:120]}",
+                    file=sys.stderr,
+                )
                 p.kill()
         except psutil.Error:
             pass
@@ -177,7 +181,7 @@ def label_of(p: psutil.Process) -> str:
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return "?"
     line = " ".join(cmd)
-    if "scriptflow_prefect.cli up" in line:
+    if "scriptflow_prefect.commands.cli up" in line:
         return "scriptflow up (web + runner)"
     if "prefect server start" in line:
         return "prefect server"
@@ -196,8 +200,9 @@ class Sample:
     by_process: dict[str, int] = field(default_factory=dict)
 
 
-def sample(roots: list[int], work_dir: str, breakdown: bool = False,
-           scripts_seen: set | None = None) -> Sample:
+def sample(
+    roots: list[int], work_dir: str, breakdown: bool = False, scripts_seen: set | None = None
+) -> Sample:
     seen: set[int] = set()
     script_pids: set[int] = set()
     procs: list[psutil.Process] = []
@@ -278,8 +283,9 @@ def healthy(url: str, timeout: float = 2) -> bool:
 
 
 def upload(client: httpx.Client, name: str, source: str) -> dict:
-    r = client.post("/scripts", files={"file": (f"{name}.py", source.encode())},
-                    data={"name": name})
+    r = client.post(
+        "/scripts", files={"file": (f"{name}.py", source.encode())}, data={"name": name}
+    )
     r.raise_for_status()
     return r.json()
 
@@ -292,8 +298,12 @@ def overlay_status(client: httpx.Client, run_id: str) -> str:
     return r.json().get("status", "?") if r.status_code == 200 else f"http {r.status_code}"
 
 
-PREFECT_STATUS = {"COMPLETED": "succeeded", "FAILED": "failed", "CANCELLED": "cancelled",
-                  "CRASHED": "crashed"}
+PREFECT_STATUS = {
+    "COMPLETED": "succeeded",
+    "FAILED": "failed",
+    "CANCELLED": "cancelled",
+    "CRASHED": "crashed",
+}
 
 
 def prefect_status(pclient, run_id: str) -> str:
@@ -320,7 +330,7 @@ class Latency:
 
     def growth_per_run(self) -> float | None:
         """Slope of the stack's RSS over the second half of the runs (a leak shows here)."""
-        xs = self.rss_after[len(self.rss_after) // 3:]
+        xs = self.rss_after[len(self.rss_after) // 3 :]
         if len(xs) < 4:
             return None
         n = len(xs)
@@ -329,9 +339,16 @@ class Latency:
         return num / sum((i - mx) ** 2 for i in range(n))
 
 
-def measure_latency(stack: conftest.Stack, client: httpx.Client, start: Callable[[], str],
-                    n: int, pre_delay: Callable[[], float], label: str,
-                    rss: Callable[[], int] | None = None, budget: float = 1e9) -> Latency:
+def measure_latency(
+    stack: conftest.Stack,
+    client: httpx.Client,
+    start: Callable[[], str],
+    n: int,
+    pre_delay: Callable[[], float],
+    label: str,
+    rss: Callable[[], int] | None = None,
+    budget: float = 1e9,
+) -> Latency:
     """start() creates a run and returns its id; time to its first output line (through
     ScriptFlow's /output) and to a final state, one run after the other. Stops after
     `budget` seconds (a loaded machine), but not before 3 runs."""
@@ -379,12 +396,16 @@ def measure_latency(stack: conftest.Stack, client: httpx.Client, start: Callable
         if status == "succeeded" and first is not None:
             out.ok += 1
         else:
-            out.problems.append(f"run {run_id}: status {status}, first line "
-                                f"{'never' if first is None else f'{first:.2f} s'}")
+            out.problems.append(
+                f"run {run_id}: status {status}, first line "
+                f"{'never' if first is None else f'{first:.2f} s'}"
+            )
         if rss is not None:
             out.rss_after.append(rss())
-        say(f"  {label} {i + 1}/{n}: first line {fmt_s(first)}, final "
-            f"{fmt_s(out.final[-1] if status in FINAL else None)} ({status})")
+        say(
+            f"  {label} {i + 1}/{n}: first line {fmt_s(first)}, final "
+            f"{fmt_s(out.final[-1] if status in FINAL else None)} ({status})"
+        )
     return out
 
 
@@ -414,8 +435,15 @@ class Concurrency:
         return (self.peak - self.idle_before) / self.max_scripts if self.max_scripts else None
 
 
-def measure_concurrency(stack: conftest.Stack, pclient, starters: list[Callable[[], str]],
-                        roots: list[int], work_dir: str, label: str, how: str) -> Concurrency:
+def measure_concurrency(
+    stack: conftest.Stack,
+    pclient,
+    starters: list[Callable[[], str]],
+    roots: list[int],
+    work_dir: str,
+    label: str,
+    how: str,
+) -> Concurrency:
     """Start every run at once (one thread each); sample the trees' RSS every 0.25 s until
     the scripts are done; then read every run's final state from Prefect."""
     n = len(starters)
@@ -486,10 +514,12 @@ def measure_concurrency(stack: conftest.Stack, pclient, starters: list[Callable[
     time.sleep(3)
     after = sample(roots, work_dir)
     res.after, res.leftover_scripts = after.rss, after.scripts
-    say(f"  {label}: idle {fmt_mb(res.idle_before)} -> peak {fmt_mb(res.peak)}, "
+    say(
+        f"  {label}: idle {fmt_mb(res.idle_before)} -> peak {fmt_mb(res.peak)}, "
         f"max {res.max_scripts}/{n} scripts at once, {res.created}/{n} runs created "
         f"(last after {fmt_s(res.created_after)}), {res.started}/{n} scripts started "
-        f"(all after {fmt_s(res.all_started_after)}), outcomes {res.statuses}")
+        f"(all after {fmt_s(res.all_started_after)}), outcomes {res.statuses}"
+    )
     return res
 
 
@@ -511,16 +541,35 @@ def bare_prefect_server(tmp: Path) -> tuple[float | None, float | None]:
     home = tmp / "bare-prefect"
     for _ in range(2):
         port = conftest.free_port()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PREFECT_", "SCRIPTFLOW_"))}
-        env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                    "DO_NOT_TRACK": "1", "PREFECT_SERVER_API_HOST": "127.0.0.1",
-                    "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false"})
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SCRIPTFLOW_"))}
+        env.update(
+            {
+                "PREFECT_HOME": str(home),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "DO_NOT_TRACK": "1",
+                "PREFECT_SERVER_API_HOST": "127.0.0.1",
+                "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+            }
+        )
         t0 = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)], env=env, stdout=open(tmp / "bare-prefect.log", "ab"),
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp)
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=open(tmp / "bare-prefect.log", "ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp,
+        )
         _started.append(proc)
         took = None
         while time.monotonic() - t0 < 150 and proc.poll() is None:
@@ -552,18 +601,28 @@ def baseline_env(stack: conftest.Stack, extra: dict[str, str] | None = None) -> 
     """Prefect's defaults, pointed at the stack's Prefect server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SCRIPTFLOW_"))}
     env.update(prefect_env_of(stack))
-    env.update({"PREFECT_HOME": str(stack.home / "bench-prefect-home"), "DO_NOT_TRACK": "1",
-                **(extra or {})})
+    env.update(
+        {
+            "PREFECT_HOME": str(stack.home / "bench-prefect-home"),
+            "DO_NOT_TRACK": "1",
+            **(extra or {}),
+        }
+    )
     return env
 
 
-def start_process_worker(stack: conftest.Stack, name: str,
-                         extra: dict[str, str]) -> subprocess.Popen:
+def start_process_worker(
+    stack: conftest.Stack, name: str, extra: dict[str, str]
+) -> subprocess.Popen:
     log = stack.home / f"{name}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", name],
-        env=baseline_env(stack, extra), stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, cwd=stack.home)
+        env=baseline_env(stack, extra),
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=stack.home,
+    )
     _started.append(proc)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -582,13 +641,28 @@ def stop_worker(proc: subprocess.Popen) -> None:
         _started.remove(proc)
 
 
-def make_baseline_deployments(stack: conftest.Stack, pclient,
-                              script_names: dict[str, str]) -> dict[str, str]:
+def make_baseline_deployments(
+    stack: conftest.Stack, pclient, script_names: dict[str, str]
+) -> dict[str, str]:
     """key -> deployment id of a `process`-pool copy of ScriptFlow script `name`'s deployment."""
-    r = subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", POOL,
-                        "--type", "process", "--overwrite"],
-                       env=baseline_env(stack), capture_output=True, text=True, timeout=120,
-                       cwd=stack.home)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "work-pool",
+            "create",
+            POOL,
+            "--type",
+            "process",
+            "--overwrite",
+        ],
+        env=baseline_env(stack),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=stack.home,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"prefect work-pool create failed: {r.stdout}\n{r.stderr}")
     ids = {}
@@ -602,14 +676,14 @@ def make_baseline_deployments(stack: conftest.Stack, pclient,
             # What `prefect deploy` writes for local code: cd to the project, load the file.
             entrypoint="flows/run_script.py:run_script",
             path=str(ROOT),
-            pull_steps=[{"prefect.deployments.steps.set_working_directory":
-                         {"directory": str(ROOT)}}],
+            pull_steps=[
+                {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+            ],
             parameters=dict(own.parameters),
             parameter_openapi_schema=own.parameter_openapi_schema,
             enforce_parameter_schema=False,
             tags=list(own.tags),  # `scriptflow`, `script-<id>`: ScriptFlow's /output reads it
-            job_variables={"working_dir": str(ROOT),
-                           "env": {"SCRIPTFLOW_HOME": str(stack.home)}},
+            job_variables={"working_dir": str(ROOT), "env": {"SCRIPTFLOW_HOME": str(stack.home)}},
         )
         ids[key] = str(dep_id)
     return ids
@@ -629,8 +703,12 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     tmp = Path(tempfile.mkdtemp(prefix="scriptflow-bench-")).resolve()
-    r: dict = {"mode": "quick" if args.quick else "full", "began": time.monotonic(),
-               "load_start": os.getloadavg()[0], "conc": {}}
+    r: dict = {
+        "mode": "quick" if args.quick else "full",
+        "began": time.monotonic(),
+        "load_start": os.getloadavg()[0],
+        "conc": {},
+    }
     keep = args.keep
     try:
         run_all(r, tmp, args.quick)
@@ -659,8 +737,7 @@ def run_all(r: dict, tmp: Path, quick: bool) -> None:
     n_latency_default = 3 if quick else 10
     idle_wait = 10 if quick else 20
     # seconds each latency series may take at most (a loaded machine stretches everything)
-    r["budgets"] = {"sf": 30 if quick else 60, "default": 60 if quick else 120,
-                    "poll1s": 60}
+    r["budgets"] = {"sf": 30 if quick else 60, "default": 60 if quick else 120, "poll1s": 60}
     home = tmp / "home"
 
     # A. start-up and idle memory ------------------------------------------------------------
@@ -678,8 +755,10 @@ def run_all(r: dict, tmp: Path, quick: bool) -> None:
     if not quick:
         say("A'. bare `prefect server start` (fresh, restart), for comparison")
         r["bare_fresh"], r["bare_restart"] = bare_prefect_server(tmp)
-        say(f"  bare prefect server: fresh {fmt_s(r['bare_fresh'])}, "
-            f"restart {fmt_s(r['bare_restart'])}")
+        say(
+            f"  bare prefect server: fresh {fmt_s(r['bare_fresh'])}, "
+            f"restart {fmt_s(r['bare_restart'])}"
+        )
 
     token = stack.cli("token", "create", "admin")
     if token.returncode != 0:
@@ -687,20 +766,25 @@ def run_all(r: dict, tmp: Path, quick: bool) -> None:
     stack.tokens["admin"] = token.stdout.strip()
     client = stack.client("admin")
     # This process's own Prefect client (baseline runs, states): the stack's server.
-    os.environ.update({k: v for k, v in baseline_env(stack).items()
-                       if k.startswith("PREFECT_") or k == "DO_NOT_TRACK"})
+    os.environ.update(
+        {
+            k: v
+            for k, v in baseline_env(stack).items()
+            if k.startswith("PREFECT_") or k == "DO_NOT_TRACK"
+        }
+    )
     from prefect import get_client
 
     with get_client(sync_client=True) as pclient:
-        run_phases(r, stack, client, pclient, roots, work_dir, quick, n_latency,
-                   n_latency_default)
+        run_phases(r, stack, client, pclient, roots, work_dir, quick, n_latency, n_latency_default)
     client.close()
     check_alive(stack)
     r["survivors_last_stop"] = stop_stack(stack)
 
 
-def run_phases(r, stack, client, pclient, roots, work_dir, quick, n_latency,
-               n_latency_default) -> None:
+def run_phases(
+    r, stack, client, pclient, roots, work_dir, quick, n_latency, n_latency_default
+) -> None:
     # B. ScriptFlow "Run now" ----------------------------------------------------------------
     hello = upload(client, "bench-hello", HELLO)
     sleepers = [upload(client, f"bench-sleep-{i}", SLEEPER) for i in range(10 if quick else 50)]
@@ -711,29 +795,44 @@ def run_phases(r, stack, client, pclient, roots, work_dir, quick, n_latency,
             resp = client.post(f"/scripts/{script_id}/runs")
             resp.raise_for_status()
             return resp.json()["id"]
+
         return go
 
     def api_start(deployment_id: str) -> Callable[[], str]:
         def go() -> str:
-            return str(pclient.create_flow_run_from_deployment(deployment_id,
-                                                               tags=["manual"]).id)
+            return str(pclient.create_flow_run_from_deployment(deployment_id, tags=["manual"]).id)
+
         return go
 
-    r["sf_lat"] = measure_latency(stack, client, sf_start(hello["id"]), n_latency,
-                                  lambda: random.uniform(0.2, 1.0), "scriptflow",
-                                  lambda: sample(roots, work_dir).rss, r["budgets"]["sf"])
+    r["sf_lat"] = measure_latency(
+        stack,
+        client,
+        sf_start(hello["id"]),
+        n_latency,
+        lambda: random.uniform(0.2, 1.0),
+        "scriptflow",
+        lambda: sample(roots, work_dir).rss,
+        r["budgets"]["sf"],
+    )
     r["sf_idle_after_latency"] = sample(roots, work_dir).rss
 
     # C. ScriptFlow: 10 at once through "Run now" -------------------------------------------
     say("C. ScriptFlow: 10 sleeping scripts at once (POST /scripts/{id}/runs)")
     r["conc"]["sf10"] = measure_concurrency(
-        stack, pclient, [sf_start(s["id"]) for s in sleepers[:10]], roots, work_dir,
-        "scriptflow x10", "Run now")
+        stack,
+        pclient,
+        [sf_start(s["id"]) for s in sleepers[:10]],
+        roots,
+        work_dir,
+        "scriptflow x10",
+        "Run now",
+    )
 
     # D. the baseline: Prefect's process worker on the same server ---------------------------
     say("D. baseline: `process` work pool, deployments, `prefect worker start`")
-    deps = make_baseline_deployments(stack, pclient, {"hello": hello["name"],
-                                                      "sleep": sleepers[0]["name"]})
+    deps = make_baseline_deployments(
+        stack, pclient, {"hello": hello["name"], "sleep": sleepers[0]["name"]}
+    )
     variants = [("default", {}, 10.0, n_latency_default)]
     if not quick:
         variants.append(("poll1s", {"PREFECT_WORKER_QUERY_SECONDS": "1"}, 1.0, n_latency))
@@ -745,15 +844,25 @@ def run_phases(r, stack, client, pclient, roots, work_dir, quick, n_latency,
                 r["pf_idle_worker"] = sample([worker.pid], work_dir, breakdown=True)
             say(f"D. prefect-{key}: run x{n} (random phase against the worker's poll)")
             r[f"pf_lat_{key}"] = measure_latency(
-                stack, client, api_start(deps["hello"]), n,
-                lambda p=poll: random.uniform(0.2, p), f"prefect-{key}",
-                budget=r["budgets"][key])
+                stack,
+                client,
+                api_start(deps["hello"]),
+                n,
+                lambda p=poll: random.uniform(0.2, p),
+                f"prefect-{key}",
+                budget=r["budgets"][key],
+            )
             if key == "default":
                 say("D. prefect-default: 10 sleeping scripts at once")
                 r["conc"]["pf10"] = measure_concurrency(
-                    stack, pclient, [api_start(deps["sleep"])] * 10,
-                    [stack.proc.pid, worker.pid], work_dir, "prefect-default x10",
-                    "Prefect API")
+                    stack,
+                    pclient,
+                    [api_start(deps["sleep"])] * 10,
+                    [stack.proc.pid, worker.pid],
+                    work_dir,
+                    "prefect-default x10",
+                    "Prefect API",
+                )
         finally:
             say(f"  stopping the process worker ({key}): SIGINT, SIGKILL after 10 s")
             stop_worker(worker)
@@ -763,15 +872,26 @@ def run_phases(r, stack, client, pclient, roots, work_dir, quick, n_latency,
     # C'. ScriptFlow: 50 at once, created through Prefect's API (as 50 scheduled runs due at
     # the same time would be), then through "Run now" (last: it may leave the overlay stuck)
     say("C'. ScriptFlow: 50 sleeping scripts at once, runs created through Prefect's API")
-    dep_ids = [str(pclient.read_deployment_by_name(f"run_script/{s['name']}").id)
-               for s in sleepers]
+    dep_ids = [str(pclient.read_deployment_by_name(f"run_script/{s['name']}").id) for s in sleepers]
     r["conc"]["sf50api"] = measure_concurrency(
-        stack, pclient, [api_start(d) for d in dep_ids], roots, work_dir,
-        "scriptflow x50 (Prefect API)", "Prefect API")
+        stack,
+        pclient,
+        [api_start(d) for d in dep_ids],
+        roots,
+        work_dir,
+        "scriptflow x50 (Prefect API)",
+        "Prefect API",
+    )
     say("C''. ScriptFlow: 50 sleeping scripts at once (POST /scripts/{id}/runs)")
     r["conc"]["sf50"] = measure_concurrency(
-        stack, pclient, [sf_start(s["id"]) for s in sleepers], roots, work_dir,
-        "scriptflow x50 (Run now)", "Run now")
+        stack,
+        pclient,
+        [sf_start(s["id"]) for s in sleepers],
+        roots,
+        work_dir,
+        "scriptflow x50 (Run now)",
+        "Run now",
+    )
     r["sf_idle_end"] = sample(roots, work_dir).rss
 
 
@@ -779,31 +899,42 @@ def report(r: dict) -> None:
     lines: list[str] = []
     add = lines.append
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         commit = "?"
     import prefect
 
-    add(f"bench_runs.py --{r['mode']}  {datetime.now().isoformat(timespec='seconds')}  "
+    add(
+        f"bench_runs.py --{r['mode']}  {datetime.now().isoformat(timespec='seconds')}  "
         f"commit {commit} (+ working tree)  prefect {prefect.__version__}  "
         f"python {platform.python_version()}  {os.cpu_count()} cpus  "
-        f"load {r['load_start']:.1f} -> {os.getloadavg()[0]:.1f}  took {r['elapsed']:.0f} s")
-    add("scriptflow = `scriptflow up` (Prefect server + one web/runner process); "
+        f"load {r['load_start']:.1f} -> {os.getloadavg()[0]:.1f}  took {r['elapsed']:.0f} s"
+    )
+    add(
+        "scriptflow = `scriptflow up` (Prefect server + one web/runner process); "
         "prefect-default = the same\nPrefect server + `prefect worker start` (process pool, "
         "defaults); prefect-poll1s = the same with\nPREFECT_WORKER_QUERY_SECONDS=1. "
-        "ratio = scriptflow / baseline.")
+        "ratio = scriptflow / baseline."
+    )
     if r.get("error"):
         add(f"!! INCOMPLETE: {r['error'].splitlines()[0][:200]}")
     add("")
     w = (41, 12, 16, 7, 15, 7, 9)
-    head = ("metric", "scriptflow", "prefect-default", "ratio", "prefect-poll1s", "ratio",
-            "target")
+    head = ("metric", "scriptflow", "prefect-default", "ratio", "prefect-poll1s", "ratio", "target")
     add("".join(h.ljust(x) for h, x in zip(head, w, strict=True)).rstrip())
 
     def row(metric, sf, base=None, poll1=None, target="", sf_v=None, base_v=None, p_v=None):
-        cells = (metric, sf or "-", base or "-", ratio(sf_v, base_v), poll1 or "-",
-                 ratio(sf_v, p_v), target)
+        cells = (
+            metric,
+            sf or "-",
+            base or "-",
+            ratio(sf_v, base_v),
+            poll1 or "-",
+            ratio(sf_v, p_v),
+            target,
+        )
         add("".join(str(c).ljust(x) for c, x in zip(cells, w, strict=True)).rstrip())
 
     sl, dl, pl = r.get("sf_lat"), r.get("pf_lat_default"), r.get("pf_lat_poll1s")
@@ -819,40 +950,81 @@ def report(r: dict) -> None:
     ):
         a, b, c = stat(sl, fn, attr), stat(dl, fn, attr), stat(pl, fn, attr)
         row(name, fmt_s(a), fmt_s(b), fmt_s(c), tgt, a, b, c)
-    row("  runs succeeded", sl and f"{sl.ok}/{sl.n}", dl and f"{dl.ok}/{dl.n}",
-        pl and f"{pl.ok}/{pl.n}")
+    row(
+        "  runs succeeded",
+        sl and f"{sl.ok}/{sl.n}",
+        dl and f"{dl.ok}/{dl.n}",
+        pl and f"{pl.ok}/{pl.n}",
+    )
 
     idle = r["idle"].rss if r.get("idle") else None
-    server_rss = sum(v for k, v in r["idle"].by_process.items()
-                     if k.startswith("prefect server")) if r.get("idle") else 0
+    server_rss = (
+        sum(v for k, v in r["idle"].by_process.items() if k.startswith("prefect server"))
+        if r.get("idle")
+        else 0
+    )
     worker_idle = r.get("pf_idle_worker")
     base_idle = server_rss + worker_idle.rss if worker_idle else None
-    row("whole stack idle (RSS)", fmt_mb(idle), fmt_mb(base_idle), target="<= 350 MB",
-        sf_v=idle, base_v=base_idle)
+    row(
+        "whole stack idle (RSS)",
+        fmt_mb(idle),
+        fmt_mb(base_idle),
+        target="<= 350 MB",
+        sf_v=idle,
+        base_v=base_idle,
+    )
     conc = r["conc"]
     c10, p10 = conc.get("sf10"), conc.get("pf10")
 
     def conc_rows(title, c, b=None, target_ok=""):
         n = c.n
-        row(f"memory per concurrent run, {title}", fmt_mb(c.per_run), b and fmt_mb(b.per_run),
-            target="<= 10 MB", sf_v=c.per_run, base_v=b and b.per_run)
-        row("  peak RSS beyond idle", fmt_mb(c.peak - c.idle_before),
-            b and fmt_mb(b.peak - b.idle_before), sf_v=c.peak - c.idle_before,
-            base_v=b and b.peak - b.idle_before)
-        row("  most scripts running at once", f"{c.max_scripts}/{n}",
-            b and f"{b.max_scripts}/{b.n}")
-        row("  runs created / scripts started", f"{c.created}/{c.started}",
-            b and f"{b.created}/{b.started}")
-        row("  runs succeeded", f"{c.succeeded}/{n}", b and f"{b.succeeded}/{b.n}",
-            target=target_ok)
-        row("  run created after (median)", fmt_s(c.created_median),
-            b and fmt_s(b.created_median), sf_v=c.created_median,
-            base_v=b and b.created_median)
-        row("  all runs created within", fmt_s(c.created_after), b and fmt_s(b.created_after),
-            sf_v=c.created_after, base_v=b and b.created_after)
-        row("  all scripts started within", fmt_s(c.all_started_after),
-            b and fmt_s(b.all_started_after), sf_v=c.all_started_after,
-            base_v=b and b.all_started_after)
+        row(
+            f"memory per concurrent run, {title}",
+            fmt_mb(c.per_run),
+            b and fmt_mb(b.per_run),
+            target="<= 10 MB",
+            sf_v=c.per_run,
+            base_v=b and b.per_run,
+        )
+        row(
+            "  peak RSS beyond idle",
+            fmt_mb(c.peak - c.idle_before),
+            b and fmt_mb(b.peak - b.idle_before),
+            sf_v=c.peak - c.idle_before,
+            base_v=b and b.peak - b.idle_before,
+        )
+        row(
+            "  most scripts running at once", f"{c.max_scripts}/{n}", b and f"{b.max_scripts}/{b.n}"
+        )
+        row(
+            "  runs created / scripts started",
+            f"{c.created}/{c.started}",
+            b and f"{b.created}/{b.started}",
+        )
+        row(
+            "  runs succeeded", f"{c.succeeded}/{n}", b and f"{b.succeeded}/{b.n}", target=target_ok
+        )
+        row(
+            "  run created after (median)",
+            fmt_s(c.created_median),
+            b and fmt_s(b.created_median),
+            sf_v=c.created_median,
+            base_v=b and b.created_median,
+        )
+        row(
+            "  all runs created within",
+            fmt_s(c.created_after),
+            b and fmt_s(b.created_after),
+            sf_v=c.created_after,
+            base_v=b and b.created_after,
+        )
+        row(
+            "  all scripts started within",
+            fmt_s(c.all_started_after),
+            b and fmt_s(b.all_started_after),
+            sf_v=c.all_started_after,
+            base_v=b and b.all_started_after,
+        )
 
     if c10:
         conc_rows("10", c10, p10, "10/10")
@@ -861,17 +1033,27 @@ def report(r: dict) -> None:
     if conc.get("sf50"):
         c50 = conc["sf50"]
         conc_rows("50 (Run now)", c50, None, "50/50")
-        row("  overlay /health 200 again after", fmt_s(c50.overlay_back_after)
-            if c50.overlay_back_after is not None else "> 30 s")
+        row(
+            "  overlay /health 200 again after",
+            fmt_s(c50.overlay_back_after) if c50.overlay_back_after is not None else "> 30 s",
+        )
     bare = r.get("bare_fresh") is not None
     if "start_fresh" in r:
-        row("start-up fresh home -> /health", fmt_s(r["start_fresh"]),
-            bare and fmt_s(r.get("bare_fresh")) + " bare", sf_v=r["start_fresh"],
-            base_v=r.get("bare_fresh"))
+        row(
+            "start-up fresh home -> /health",
+            fmt_s(r["start_fresh"]),
+            bare and fmt_s(r.get("bare_fresh")) + " bare",
+            sf_v=r["start_fresh"],
+            base_v=r.get("bare_fresh"),
+        )
     if "start_restart" in r:
-        row("start-up restart -> /health", fmt_s(r["start_restart"]),
-            bare and fmt_s(r.get("bare_restart")) + " bare", sf_v=r["start_restart"],
-            base_v=r.get("bare_restart"))
+        row(
+            "start-up restart -> /health",
+            fmt_s(r["start_restart"]),
+            bare and fmt_s(r.get("bare_restart")) + " bare",
+            sf_v=r["start_restart"],
+            base_v=r.get("bare_restart"),
+        )
     add("")
     if r.get("idle"):
         add("Idle RSS by process (scriptflow, restarted home, after the idle wait):")
@@ -883,15 +1065,19 @@ def report(r: dict) -> None:
             add(f"  {fmt_mb(v):>8}  {k}")
     if sl and sl.rss_after:
         g = sl.growth_per_run()
-        add(f"ScriptFlow stack RSS across the {sl.n} sequential runs: "
+        add(
+            f"ScriptFlow stack RSS across the {sl.n} sequential runs: "
             f"{fmt_mb(sl.rss_after[0])} after the first, {fmt_mb(sl.rss_after[-1])} after the "
-            f"last; slope over the last two thirds {fmt_mb(g)}/run")
+            f"last; slope over the last two thirds {fmt_mb(g)}/run"
+        )
     add("")
     add("Concurrency detail (RSS of the process trees without the scripts' own processes):")
     for key, c in conc.items():
-        add(f"  {key} ({c.how}): idle {fmt_mb(c.idle_before)} -> peak {fmt_mb(c.peak)} -> "
+        add(
+            f"  {key} ({c.how}): idle {fmt_mb(c.idle_before)} -> peak {fmt_mb(c.peak)} -> "
             f"{fmt_mb(c.after)} after; outcomes {c.statuses}; scripts running after: "
-            f"{c.leftover_scripts}")
+            f"{c.leftover_scripts}"
+        )
         for e in c.error_samples:
             add(f"      error: {e}")
         top = sorted(c.peak_breakdown.items(), key=lambda kv: -kv[1])
@@ -899,15 +1085,20 @@ def report(r: dict) -> None:
             add(f"      {fmt_mb(v):>8}  {k}")
         if len(top) > 3:
             add(f"      {fmt_mb(sum(v for _k, v in top[3:])):>8}  {len(top) - 3} more processes")
-    marks = [("before any run", idle), ("after the sequential runs",
-                                        r.get("sf_idle_after_latency")),
-             ("at the end", r.get("sf_idle_end"))]
-    add("  ScriptFlow stack RSS " + ", ".join(f"{k} {fmt_mb(v)}" for k, v in marks
-                                               if v is not None))
+    marks = [
+        ("before any run", idle),
+        ("after the sequential runs", r.get("sf_idle_after_latency")),
+        ("at the end", r.get("sf_idle_end")),
+    ]
+    add(
+        "  ScriptFlow stack RSS " + ", ".join(f"{k} {fmt_mb(v)}" for k, v in marks if v is not None)
+    )
     for key, when in (("survivors_first_stop", "first"), ("survivors_last_stop", "last")):
         if r.get(key):
-            add(f"  {when} stop of the stack: pids {r[key]} were still alive after SIGTERM to "
-                "`scriptflow up` (+30 s, then SIGKILL); the bench killed them")
+            add(
+                f"  {when} stop of the stack: pids {r[key]} were still alive after SIGTERM to "
+                "`scriptflow up` (+30 s, then SIGKILL); the bench killed them"
+            )
     for k, lat in (("scriptflow", sl), ("prefect-default", dl), ("prefect-poll1s", pl)):
         if lat and lat.problems:
             add(f"  {k} latency problems: " + "; ".join(lat.problems[:5]))
@@ -915,10 +1106,12 @@ def report(r: dict) -> None:
         add("")
         add("Error: " + r["error"])
     add("")
-    add("Notes: medians and ratios are what to compare: the machine is shared. Baseline idle =\n"
+    add(
+        "Notes: medians and ratios are what to compare: the machine is shared. Baseline idle =\n"
         "the same Prefect server + an idle process worker. Memory per concurrent run = (peak\n"
         "RSS of the trees without the scripts - idle just before) / most scripts seen running\n"
-        "at once. Baseline runs start at a random phase of the worker's poll, as a click would.")
+        "at once. Baseline runs start at a random phase of the worker's poll, as a click would."
+    )
     text = "\n".join(lines) + "\n"
     print("\n" + text, end="")
     RESULTS.write_text(text)

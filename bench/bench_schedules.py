@@ -130,8 +130,10 @@ def p95(values: list[float]) -> float:
 def summary(values: list[float]) -> str:
     if not values:
         return "no samples"
-    return (f"median {statistics.median(values):+.2f} s, p95 {p95(values):+.2f} s, "
-            f"max {max(values):+.2f} s (n={len(values)})")
+    return (
+        f"median {statistics.median(values):+.2f} s, p95 {p95(values):+.2f} s, "
+        f"max {max(values):+.2f} s (n={len(values)})"
+    )
 
 
 def ts(value: str) -> datetime:
@@ -143,14 +145,18 @@ def ts(value: str) -> datetime:
 
 def api_client(stack: conftest.Stack) -> httpx.Client:
     token = stack.cli("token", "create", "admin").stdout.strip()
-    return httpx.Client(base_url=stack.url + "/api/v1", timeout=60,
-                        headers={"Authorization": f"Bearer {token}"})
+    return httpx.Client(
+        base_url=stack.url + "/api/v1", timeout=60, headers={"Authorization": f"Bearer {token}"}
+    )
 
 
 def upload_many(api: httpx.Client, n: int, prefix: str) -> list[dict]:
     def one(i: int) -> dict:
-        r = api.post("/scripts", files={"file": ("probe.py", PRINTS_TIME.encode())},
-                     data={"name": f"{prefix}-{i:03d}"})
+        r = api.post(
+            "/scripts",
+            files={"file": ("probe.py", PRINTS_TIME.encode())},
+            data={"name": f"{prefix}-{i:03d}"},
+        )
         r.raise_for_status()
         return r.json()
 
@@ -192,16 +198,19 @@ def collect(api: httpx.Client, scripts: list[dict], at: datetime, wait_until: fl
             items = api.get("/runs", params={"script_id": s["id"], "per_page": 100}).json()["items"]
             per_script[s["id"]] = [r for r in items if ts(r["scheduled_at"]) == at]
         runs = [r for rs in per_script.values() for r in rs]
-        if (all(per_script.values()) and all(r["status"] in FINAL for r in runs)) \
-                or time.time() > wait_until:
+        if (
+            all(per_script.values()) and all(r["status"] in FINAL for r in runs)
+        ) or time.time() > wait_until:
             return per_script
         time.sleep(1)
 
 
 def prefect_exports(stack: conftest.Stack) -> dict[str, str]:
-    return dict(shlex.split(line.removeprefix("export "))[0].split("=", 1)
-                for line in stack.cli("prefect-env").stdout.splitlines()
-                if line.startswith("export "))
+    return dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1)
+        for line in stack.cli("prefect-env").stdout.splitlines()
+        if line.startswith("export ")
+    )
 
 
 def pending_at(prefect, run_id: str) -> datetime | None:
@@ -213,8 +222,9 @@ def pending_at(prefect, run_id: str) -> datetime | None:
     return min((st.timestamp for st in states if st.type.value == "PENDING"), default=None)
 
 
-def measure_scheduled(api: httpx.Client, prefect, scripts: list[dict], at: datetime,
-                      allowed_late: float) -> dict:
+def measure_scheduled(
+    api: httpx.Client, prefect, scripts: list[dict], at: datetime, allowed_late: float
+) -> dict:
     sleep_for = at.timestamp() - time.time()
     if sleep_for > 0:
         say(f"waiting {sleep_for:.0f} s for {at:%H:%M} UTC ({len(scripts)} scripts)")
@@ -236,9 +246,15 @@ def measure_scheduled(api: httpx.Client, prefect, scripts: list[dict], at: datet
             line = first_line(api, r["id"])
             if line is not None:
                 script_late.append(line - at.timestamp())
-    return {"script": script_late, "prefect": prefect_late, "pending": pending_late,
-            "lost": lost, "twice": twice,
-            "failed": failed, "in_window": sum(1 for v in script_late if v <= allowed_late)}
+    return {
+        "script": script_late,
+        "prefect": prefect_late,
+        "pending": pending_late,
+        "lost": lost,
+        "twice": twice,
+        "failed": failed,
+        "in_window": sum(1 for v in script_late if v <= allowed_late),
+    }
 
 
 def measure_run_now(api: httpx.Client, n: int) -> list[float]:
@@ -268,12 +284,23 @@ def start_serve(stack: conftest.Stack, at: datetime, k: int, work: Path) -> Path
     exports = prefect_exports(stack)
     env = {k_: v for k_, v in os.environ.items() if not k_.startswith(("PREFECT_", "SCRIPTFLOW_"))}
     env.update(exports)
-    env.update({"PREFECT_HOME": str(work / "prefect-home"), "BENCH_SERVE_OUT": str(out),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
+    env.update(
+        {
+            "PREFECT_HOME": str(work / "prefect-home"),
+            "BENCH_SERVE_OUT": str(out),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+        }
+    )
     cron = f"{at.minute} {at.hour} * * *"
-    proc = subprocess.Popen([sys.executable, str(child), cron, str(k)], env=env, cwd=work,
-                            stdout=open(work / "serve.log", "wb"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(child), cron, str(k)],
+        env=env,
+        cwd=work,
+        stdout=open(work / "serve.log", "wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     _children.append(proc)
     return out
 
@@ -330,14 +357,17 @@ def main() -> int:
         schedule_all(api, lateness_scripts, a_at)
         serve_out = None if args.no_baseline else start_serve(_stack, b_at, args.k, work)
         b_note = "" if args.no_baseline else f"B at {b_at:%H:%M}, "
-        say(f"A at {a_at:%H:%M}, {b_note}C at {c_at:%H:%M} UTC; "
-            f"{(a_at - datetime.now(UTC)).total_seconds():.0f} s to spare")
+        say(
+            f"A at {a_at:%H:%M}, {b_note}C at {c_at:%H:%M} UTC; "
+            f"{(a_at - datetime.now(UTC)).total_seconds():.0f} s to spare"
+        )
 
         from prefect.client.orchestration import SyncPrefectClient
 
         env = prefect_exports(_stack)
-        prefect = SyncPrefectClient(env["PREFECT_API_URL"],
-                                    auth_string=env.get("PREFECT_API_AUTH_STRING"))
+        prefect = SyncPrefectClient(
+            env["PREFECT_API_URL"], auth_string=env.get("PREFECT_API_AUTH_STRING")
+        )
         prefect.__enter__()
         a = measure_scheduled(api, prefect, lateness_scripts, a_at, allowed_late=30)
         b = measure_serve(serve_out, b_at, args.k, allowed_late=60) if serve_out else None
@@ -352,28 +382,43 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(f"Scheduled-run lateness (seconds after the scheduled time), {time.strftime('%F %T')}, "
-          f"{os.cpu_count()} CPUs, load average {load_before:.1f} at the start, "
-          f"{load_after:.1f} at the end (other work on this machine skews every figure)")
+    print(
+        f"Scheduled-run lateness (seconds after the scheduled time), {time.strftime('%F %T')}, "
+        f"{os.cpu_count()} CPUs, load average {load_before:.1f} at the start, "
+        f"{load_after:.1f} at the end (other work on this machine skews every figure)"
+    )
     rows = [
-        ("", f"ScriptFlow, K={args.k}", f"Prefect serve(), K={args.k}" if b else
-         "Prefect serve(): skipped", f"ScriptFlow burst, {args.burst}"),
-        ("script's first line", summary(a["script"]), summary(b["script"]) if b else "-",
-         summary(c["script"])),
+        (
+            "",
+            f"ScriptFlow, K={args.k}",
+            f"Prefect serve(), K={args.k}" if b else "Prefect serve(): skipped",
+            f"ScriptFlow burst, {args.burst}",
+        ),
+        (
+            "script's first line",
+            summary(a["script"]),
+            summary(b["script"]) if b else "-",
+            summary(c["script"]),
+        ),
         ("runner took it", summary(a["pending"]), "-", summary(c["pending"])),
         ("Prefect start_time", summary(a["prefect"]), "-", summary(c["prefect"])),
-        ("lost / twice / failed", f"{len(a['lost'])} / {len(a['twice'])} / {len(a['failed'])}",
-         f"{b['lost']} lost" if b else "-",
-         f"{len(c['lost'])} / {len(c['twice'])} / {len(c['failed'])}"),
+        (
+            "lost / twice / failed",
+            f"{len(a['lost'])} / {len(a['twice'])} / {len(a['failed'])}",
+            f"{b['lost']} lost" if b else "-",
+            f"{len(c['lost'])} / {len(c['twice'])} / {len(c['failed'])}",
+        ),
     ]
     for row in rows:
         print(f"  {row[0]:<22} | {row[1]:<52} | {row[2]:<52} | {row[3]}")
     print(f"  Run now -> script's first line (reference, same stack): {summary(run_now)}")
 
     ok_a = bool(a["script"]) and p95(a["script"]) <= 2.0 and not (a["lost"] or a["twice"])
-    ok_c = (c["in_window"] == args.burst and not (c["lost"] or c["twice"] or c["failed"]))
-    print(f"  A: p95 <= 2 s: {'yes' if ok_a else 'NO'}   "
-          f"C: all {args.burst} within 30 s, none lost, none twice: {'yes' if ok_c else 'NO'}")
+    ok_c = c["in_window"] == args.burst and not (c["lost"] or c["twice"] or c["failed"])
+    print(
+        f"  A: p95 <= 2 s: {'yes' if ok_a else 'NO'}   "
+        f"C: all {args.burst} within 30 s, none lost, none twice: {'yes' if ok_c else 'NO'}"
+    )
     for name, res in (("A", a), ("C", c)):
         if res["failed"]:
             print(f"  {name} not succeeded: {res['failed'][:5]}")

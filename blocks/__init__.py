@@ -1,5 +1,5 @@
 """ScriptFlow's Prefect block types (registered through the `prefect.collections` entry point)."""
 
-from .email_notification import ScriptFlowEmail
+from scriptflow_prefect.blocks.email_notification import ScriptFlowEmail
 
 __all__ = ["ScriptFlowEmail"]

@@ -64,20 +64,22 @@ class ScriptFlowEmail(NotificationBlock):
         description="The time zone of dates in messages, for recipients without their own.",
     )
     throttle_minutes: float = Field(
-        default=15, ge=0, le=1440,
+        default=15,
+        ge=0,
+        le=1440,
         title="Quiet period (minutes)",
         description="At most one message per script and recipient in this many minutes; "
-                    "later ones are held back and counted in the next message.",
+        "later ones are held back and counted in the next message.",
     )
     retry_delays: list[float] = Field(
         default_factory=lambda: [10.0, 40.0],
         title="Retry delays (seconds)",
         description="How long to wait before each new try when the SMTP server fails "
-                    "temporarily (three tries over about a minute by default).",
+        "temporarily (three tries over about a minute by default).",
     )
 
     async def notify(self, body: str, subject: str | None = None) -> None:
-        from scriptflow_prefect import deliveries
+        from scriptflow_prefect.notifications import deliveries
 
         request = deliveries.parse_run_request(body)
         if request is not None:

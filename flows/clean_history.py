@@ -17,9 +17,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from scriptflow_prefect import history
-from scriptflow_prefect.db import Database
-from scriptflow_prefect.settings import get_settings
+from scriptflow_prefect.history import service as history
+from scriptflow_prefect.platform.db import Database
+from scriptflow_prefect.platform.settings import get_settings
 
 
 @flow(name="clean_history", persist_result=False, log_prints=False, validate_parameters=True)
@@ -37,7 +37,11 @@ def clean_history(days: int | None = None, now: datetime | None = None) -> dict[
         db.engine.dispose()
     get_run_logger().info(
         "Removed %s runs from Prefect and %s stored files (%s bytes) older than %s days.",
-        report["prefect_runs"], report["files"], report["bytes"], report["days"])
+        report["prefect_runs"],
+        report["files"],
+        report["bytes"],
+        report["days"],
+    )
     return report
 
 

@@ -16,9 +16,7 @@ from prefect.context import get_run_context
 from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Cancelled, Completed, Failed, State
 
-from scriptflow_prefect import history_index, policies, store
-from scriptflow_prefect.cancel_watch import watcher
-from scriptflow_prefect.execution import (
+from scriptflow_prefect.execution.process import (
     LauncherMissing,
     bat_launcher,
     ensure_script_python,
@@ -28,14 +26,18 @@ from scriptflow_prefect.execution import (
     scrubbed_env,
     warm_up_launcher,
 )
-from scriptflow_prefect.gateway_names import (
+from scriptflow_prefect.history import index as history_index
+from scriptflow_prefect.history.capture import PrefectLogSink
+from scriptflow_prefect.history.output_log import OutputLogWriter
+from scriptflow_prefect.platform.prefect_names import (
     EXIT_CODE_LABEL,
     SKIPPED_STATE_NAME,
     TIMED_OUT_STATE_NAME,
 )
-from scriptflow_prefect.history_capture import PrefectLogSink
-from scriptflow_prefect.output_log import OutputLogWriter
-from scriptflow_prefect.settings import get_settings
+from scriptflow_prefect.platform.settings import get_settings
+from scriptflow_prefect.runs import policies
+from scriptflow_prefect.runs.cancel_watch import watcher
+from scriptflow_prefect.scripts import store
 
 # Prefect's log table is for browsing; the complete output goes to the run's output file.
 # Past this many lines a run's output reaches Prefect only as a notice.
@@ -57,8 +59,11 @@ def launcher_ready(launcher: list[str] | None) -> list[str] | None:
 
 
 def _stream_loggers(flow_run) -> dict[str, PrefectLogAdapter]:
-    extra = {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
-             "flow_name": "run_script"}
+    extra = {
+        "flow_run_id": str(flow_run.id),
+        "flow_run_name": flow_run.name,
+        "flow_name": "run_script",
+    }
     parent = logging.getLogger("prefect.flow_runs")
     loggers = {}
     for stream in ("stdout", "stderr"):
@@ -123,21 +128,25 @@ def run_script(
                 out.write_lines(ts, stream, texts)
                 room = PREFECT_LOG_LINE_LIMIT - counter["lines"]
                 counter["lines"] += len(texts)
-                prefect_log.send(ts, stream, texts[:max(room, 0)])
+                prefect_log.send(ts, stream, texts[: max(room, 0)])
                 if 0 <= room < len(texts):
                     system.info("… more output is kept in ScriptFlow's output file for this run")
 
             try:
                 result = run_script_process(
-                    script_path, kind, cwd,
+                    script_path,
+                    kind,
+                    cwd,
                     timeout=timeout_seconds or None,
                     on_line=None,
                     on_lines=on_lines,
                     cancel=cancel,
                     python=ensure_script_python(settings.script_venv_dir)
-                    if kind == "python" else None,
+                    if kind == "python"
+                    else None,
                     launcher=launcher_ready(bat_launcher(settings.bat_launcher))
-                    if kind == "batch" else None,
+                    if kind == "batch"
+                    else None,
                     env=scrubbed_env(),
                 )
             except LauncherMissing as exc:
@@ -147,8 +156,9 @@ def run_script(
         watcher.unregister(run_id)
         remove_workdir(run_root)
     # The output file is closed: make it searchable (big ones: in the background).
-    history_index.index_after_run(settings, run_id, script_id=script_id,
-                                  expected=flow_run.expected_start_time)
+    history_index.index_after_run(
+        settings, run_id, script_id=script_id, expected=flow_run.expected_start_time
+    )
 
     with get_client(sync_client=True) as client:
         if result.exit_code is not None:
@@ -158,8 +168,10 @@ def run_script(
     if result.outcome == "succeeded":
         return Completed(message="Exit code 0")
     if result.outcome == "timed_out":
-        return Failed(name=TIMED_OUT_STATE_NAME,
-                      message=f"Timed out after {timeout_seconds} s; the process tree was stopped")
+        return Failed(
+            name=TIMED_OUT_STATE_NAME,
+            message=f"Timed out after {timeout_seconds} s; the process tree was stopped",
+        )
     if result.outcome == "cancelled":
         return Cancelled(message="Cancelled; the process tree was stopped")
     return Failed(message=f"Exit code {result.exit_code}")

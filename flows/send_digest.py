@@ -14,8 +14,10 @@ from typing import Any, Literal
 
 from prefect import flow, get_client, get_run_logger
 
-from scriptflow_prefect import blocks, deliveries, digests, mailer
-from scriptflow_prefect.gateway import EMAIL_BLOCK
+from scriptflow_prefect import blocks
+from scriptflow_prefect.notifications import deliveries, digests
+from scriptflow_prefect.notifications.channels.email import mailer
+from scriptflow_prefect.platform.prefect_names import EMAIL_BLOCK
 
 
 @flow(name="send_digest", persist_result=False, log_prints=False, validate_parameters=True)
@@ -36,8 +38,11 @@ def send_digest(
     until = datetime.now(UTC)
     since = until - digests.PERIODS[period]
     recipients = [r for r in recipients or [] if mailer.is_email(r.get("email"))]
-    names = {int(s["id"]): str(s.get("name") or s["id"])
-             for r in recipients for s in r.get("scripts", [])}
+    names = {
+        int(s["id"]): str(s.get("name") or s["id"])
+        for r in recipients
+        for s in r.get("scripts", [])
+    }
     with get_client(sync_client=True) as client:
         facts = digests.collect(client, names, since, until)
 
@@ -45,24 +50,44 @@ def send_digest(
     for r in recipients:
         context = facts.summary([int(s["id"]) for s in r.get("scripts", [])], block.public_url)
         context["period"] = period
-        rendered = mailer.render("digest", context, language=r.get("language") or block.language,
-                                 zone=r.get("timezone") or block.timezone)
+        rendered = mailer.render(
+            "digest",
+            context,
+            language=r.get("language") or block.language,
+            zone=r.get("timezone") or block.timezone,
+        )
         msg = mailer.build_message(sender=block.from_address, to=r["email"], rendered=rendered)
         result = mailer.deliver_sync(config, msg, block.retry_delays)
-        payload = {"kind": "digest", "period": period, "subject": rendered.subject,
-                   "attempts": result.attempts, "errors": result.errors,
-                   "runs": context["runs"], "failures": context["failures"]}
+        payload = {
+            "kind": "digest",
+            "period": period,
+            "subject": rendered.subject,
+            "attempts": result.attempts,
+            "errors": result.errors,
+            "runs": context["runs"],
+            "failures": context["failures"],
+        }
         if result.sent:
             counts["sent"] += 1
-            deliveries.record(deliveries.SENT, deliveries.digest_resource(period),
-                              f"{period} digest", recipient=r["email"], payload=payload)
+            deliveries.record(
+                deliveries.SENT,
+                deliveries.digest_resource(period),
+                f"{period} digest",
+                recipient=r["email"],
+                payload=payload,
+            )
         else:
             counts["failed"] += 1
-            deliveries.record(deliveries.FAILED, deliveries.digest_resource(period),
-                              f"{period} digest", recipient=r["email"],
-                              payload={**payload, "reason": result.reason})
-            logger.warning("The %s digest to %s was not sent: %s", period, r["email"],
-                           result.reason)
+            deliveries.record(
+                deliveries.FAILED,
+                deliveries.digest_resource(period),
+                f"{period} digest",
+                recipient=r["email"],
+                payload={**payload, "reason": result.reason},
+            )
+            logger.warning(
+                "The %s digest to %s was not sent: %s", period, r["email"], result.reason
+            )
     logger.info("%s digest: %s sent, %s failed", period, counts["sent"], counts["failed"])
     return counts
 

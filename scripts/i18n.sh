@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Translations: extract every marked string into ui_overlay/locale/messages.pot, merge it
+# Translations: extract every marked string into scriptflow_prefect/platform/locale/messages.pot, merge it
 # into the en and pt_BR catalogues, and compile the .mo files the package ships.
 #
 #   make i18n                 (or: bash scripts/i18n.sh)
 #
-# Then translate the new or fuzzy entries in ui_overlay/locale/pt_BR/LC_MESSAGES/messages.po
+# Then translate the new or fuzzy entries in scriptflow_prefect/platform/locale/pt_BR/LC_MESSAGES/messages.po
 # (remove the "fuzzy" flag once checked), run this again to compile, and run
 # `pytest tests/test_i18n.py`: it fails while a string is untranslated or the .pot is stale.
 set -euo pipefail
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 PYBABEL="${PYBABEL:-pybabel}"
 command -v "$PYBABEL" >/dev/null 2>&1 || PYBABEL="python3 -m babel.messages.frontend"
 
-LOCALE_DIR=ui_overlay/locale
+LOCALE_DIR=scriptflow_prefect/platform/locale
 POT="$LOCALE_DIR/messages.pot"
 LOCALES=(en pt_BR)
 

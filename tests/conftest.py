@@ -52,9 +52,14 @@ class Stack:
     tokens: dict[str, str] = field(default_factory=dict)
 
     def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "scriptflow_prefect.cli", *args],
-                              env=self.env, input=input, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "scriptflow_prefect.commands.cli", *args],
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def client(self, user: str | None = "admin") -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
@@ -62,10 +67,15 @@ class Stack:
 
     def prefect(self) -> httpx.Client:
         """Prefect's own API with the stack's auth string, as a power user reaches it."""
-        user, _sep, password = (self.home / "prefect" / "auth_string").read_text().strip() \
-            .partition(":")
-        return httpx.Client(base_url=self.prefect_url + "/api", auth=(user, password),
-                            timeout=30, transport=RetryBusy())
+        user, _sep, password = (
+            (self.home / "prefect" / "auth_string").read_text().strip().partition(":")
+        )
+        return httpx.Client(
+            base_url=self.prefect_url + "/api",
+            auth=(user, password),
+            timeout=30,
+            transport=RetryBusy(),
+        )
 
 
 class RetryBusy(httpx.HTTPTransport):
@@ -94,21 +104,27 @@ def _healthy(url: str) -> bool:
 def start_stack(home: Path, extra_env: dict[str, str | None] | None = None) -> Stack:
     """`scriptflow up` on `home`; a None value in `extra_env` unsets that variable."""
     port, prefect_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SCRIPTFLOW_", "PREFECT_"))}
-    env.update({
-        "SCRIPTFLOW_HOME": str(home), "SCRIPTFLOW_PORT": str(port),
-        "SCRIPTFLOW_PREFECT_PORT": str(prefect_port),
-        "SCRIPTFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "SCRIPTFLOW_WORKER_POLL_SECONDS": "1",
-        **(extra_env or {}),
-    })
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCRIPTFLOW_", "PREFECT_"))}
+    env.update(
+        {
+            "SCRIPTFLOW_HOME": str(home),
+            "SCRIPTFLOW_PORT": str(port),
+            "SCRIPTFLOW_PREFECT_PORT": str(prefect_port),
+            "SCRIPTFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "SCRIPTFLOW_WORKER_POLL_SECONDS": "1",
+            **(extra_env or {}),
+        }
+    )
     env = {k: v for k, v in env.items() if v is not None}
     home.mkdir(parents=True, exist_ok=True)
     log = home / "up.out"
-    proc = subprocess.Popen([sys.executable, "-m", "scriptflow_prefect.cli", "up"], env=env,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scriptflow_prefect.commands.cli", "up"],
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 150
     while not _healthy(url):
@@ -116,8 +132,14 @@ def start_stack(home: Path, extra_env: dict[str, str | None] | None = None) -> S
             proc.kill()
             raise RuntimeError("scriptflow up did not become healthy:\n" + log.read_text())
         time.sleep(0.3)
-    return Stack(home=home, url=url, prefect_url=f"http://127.0.0.1:{prefect_port}", env=env,
-                 proc=proc, log=log)
+    return Stack(
+        home=home,
+        url=url,
+        prefect_url=f"http://127.0.0.1:{prefect_port}",
+        env=env,
+        proc=proc,
+        log=log,
+    )
 
 
 def stop_stack(stack: Stack) -> None:
@@ -133,8 +155,15 @@ def stack(tmp_path_factory) -> Stack:
     s = start_stack(tmp_path_factory.mktemp("scriptflow-home"))
     try:
         for name in ("alice", "bob"):
-            r = s.cli("user", "add", name, "--email", f"{name}@example.test",
-                      "--password-stdin", input=f"{name}-pass-123\n")
+            r = s.cli(
+                "user",
+                "add",
+                name,
+                "--email",
+                f"{name}@example.test",
+                "--password-stdin",
+                input=f"{name}-pass-123\n",
+            )
             assert r.returncode == 0, r.stderr
         for name in ("admin", "alice", "bob"):
             r = s.cli("token", "create", name)
@@ -171,16 +200,26 @@ def unique(name: str) -> str:
     return f"{name}-{os.getpid()}-{_counter['n']}"
 
 
-def upload(client: httpx.Client, source: str, *, filename: str = "job.py",
-           name: str | None = None, **fields) -> dict:
+def upload(
+    client: httpx.Client,
+    source: str,
+    *,
+    filename: str = "job.py",
+    name: str | None = None,
+    **fields,
+) -> dict:
     data = {"name": name or unique(Path(filename).stem), **fields}
     r = client.post("/scripts", files={"file": (filename, source.encode())}, data=data)
     assert r.status_code == 201, r.text
     return r.json()
 
 
-def wait_run(client: httpx.Client, run_id: str, timeout: float = 60,
-             until=("succeeded", "failed", "timed_out", "cancelled", "crashed")) -> dict:
+def wait_run(
+    client: httpx.Client,
+    run_id: str,
+    timeout: float = 60,
+    until=("succeeded", "failed", "timed_out", "cancelled", "crashed"),
+) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         run = client.get(f"/runs/{run_id}").json()

@@ -82,12 +82,15 @@ def test_it_answers_401_without_a_token(anon):
     assert r.headers.get("www-authenticate", "").lower().startswith("bearer")
 
 
-@pytest.mark.parametrize("header", [
-    "Bearer sf_not-a-real-token",
-    "Bearer",
-    "Basic YWxpY2U6YWxpY2UtcGFzcy0xMjM=",
-    "sf_no-scheme",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer sf_not-a-real-token",
+        "Bearer",
+        "Basic YWxpY2U6YWxpY2UtcGFzcy0xMjM=",
+        "sf_no-scheme",
+    ],
+)
 def test_it_answers_401_for_a_bad_token(anon, header):
     assert_error(anon.get("/scripts", headers={"Authorization": header}), 401)
 
@@ -96,14 +99,20 @@ def test_it_does_not_honour_a_session_cookie_on_the_api(stack):
     with httpx.Client(base_url=stack.url, timeout=30) as browser:
         page = browser.get("/login")
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-        r = browser.post("/login", data={"username": "alice", "password": "alice-pass-123",
-                                         "csrf_token": csrf, "next": "/"})
+        r = browser.post(
+            "/login",
+            data={
+                "username": "alice",
+                "password": "alice-pass-123",
+                "csrf_token": csrf,
+                "next": "/",
+            },
+        )
         assert r.status_code == 303, r.text
         assert "scriptflow_session" in browser.cookies
         assert browser.get("/").status_code == 200  # signed in for the pages
         assert_error(browser.get("/api/v1/scripts"), 401)
-        assert_error(browser.post("/api/v1/scripts",
-                                  files={"file": ("x.py", b"print(1)\n")}), 401)
+        assert_error(browser.post("/api/v1/scripts", files={"file": ("x.py", b"print(1)\n")}), 401)
 
 
 def test_it_serves_the_openapi_document_at_api_v1_openapi_json(anon):
@@ -111,10 +120,19 @@ def test_it_serves_the_openapi_document_at_api_v1_openapi_json(anon):
     assert r.status_code == 200
     doc = r.json()
     assert doc["openapi"].startswith("3.")
-    for path in ("/auth/token", "/scripts", "/scripts/{script_id}", "/scripts/{script_id}/content",
-                 "/scripts/{script_id}/versions", "/scripts/{script_id}/runs", "/runs",
-                 "/runs/{run_id}", "/runs/{run_id}/cancel", "/runs/{run_id}/output",
-                 "/runs/{run_id}/output.txt"):
+    for path in (
+        "/auth/token",
+        "/scripts",
+        "/scripts/{script_id}",
+        "/scripts/{script_id}/content",
+        "/scripts/{script_id}/versions",
+        "/scripts/{script_id}/runs",
+        "/runs",
+        "/runs/{run_id}",
+        "/runs/{run_id}/cancel",
+        "/runs/{run_id}/output",
+        "/runs/{run_id}/output.txt",
+    ):
         assert path in doc["paths"], path
 
 

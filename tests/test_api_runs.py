@@ -15,8 +15,17 @@ import pytest
 from conftest import ADMIN_PASSWORD, need_tool, output_of, upload, wait_run
 
 RUN_FIELDS = {
-    "id", "script_id", "script_name", "status", "trigger", "scheduled_at", "started_at",
-    "ended_at", "duration_seconds", "exit_code", "script_version",
+    "id",
+    "script_id",
+    "script_name",
+    "status",
+    "trigger",
+    "scheduled_at",
+    "started_at",
+    "ended_at",
+    "duration_seconds",
+    "exit_code",
+    "script_version",
 }
 # A script that starts a grandchild (a second python), says its PID, and waits.
 WITH_GRANDCHILD = """\
@@ -103,7 +112,8 @@ def test_it_queues_a_run_and_runs_it_to_success(alice):
     assert run["exit_code"] == 0
     assert at(run["started_at"]) <= at(run["ended_at"])
     assert run["duration_seconds"] == pytest.approx(
-        (at(run["ended_at"]) - at(run["started_at"])).total_seconds(), abs=0.01)
+        (at(run["ended_at"]) - at(run["started_at"])).total_seconds(), abs=0.01
+    )
     assert texts(output_of(alice, run["id"])) == ["hello from a run"]
     assert alice.get(f"/scripts/{script['id']}").json()["last_run"]["id"] == run["id"]
 
@@ -112,7 +122,9 @@ def test_it_queues_a_run_and_runs_it_to_success(alice):
 def printed(stack):
     """One finished run of a script that prints to both streams, empty lines, bad bytes."""
     with stack.client("alice") as alice:
-        return run_source(alice, """\
+        return run_source(
+            alice,
+            """\
 import sys
 for i in range(5):
     print(f"out {i}", flush=True)
@@ -123,7 +135,8 @@ print("")
 print("three  spaced", flush=True)
 sys.stdout.buffer.write(b"bad \\xff\\xfe byte\\n")
 sys.stdout.buffer.write("caf\\u00e9 ok\\n".encode())
-""")
+""",
+        )
 
 
 def test_it_keeps_streams_order_and_empty_lines_of_the_output(printed):
@@ -193,12 +206,15 @@ def test_it_refuses_to_cancel_a_finished_run_with_409(alice):
 
 # -- isolation ------------------------------------------------------------------------------
 def test_it_gives_each_run_a_fresh_empty_working_folder(alice):
-    script = upload(alice, """\
+    script = upload(
+        alice,
+        """\
 import json, os
 print(json.dumps(sorted(os.listdir("."))))
 with open("left-behind.txt", "w") as f:
     f.write("from an earlier run")
-""")
+""",
+    )
     for _ in range(2):
         run = wait_run(alice, start(alice, script)["id"])
         assert run["status"] == "succeeded"
@@ -268,8 +284,11 @@ def test_it_runs_ten_scripts_at_the_same_time(stack, alice):
     assert most_at_once >= 5, f"at most {most_at_once} of ten ran at one moment: {intervals}"
     # Nearly every run overlaps another one. (Not every one: a run whose Running state met
     # SQLite's 503 waits out Prefect's client back-off, 2 s and more, on a loaded machine.)
-    alone = [i for i, (s, e) in enumerate(intervals)
-             if not any(s < e2 and s2 < e for j, (s2, e2) in enumerate(intervals) if j != i)]
+    alone = [
+        i
+        for i, (s, e) in enumerate(intervals)
+        if not any(s < e2 and s2 < e for j, (s2, e2) in enumerate(intervals) if j != i)
+    ]
     assert len(alone) <= 1, f"runs {alone} overlapped no other: {intervals}"
 
 
@@ -284,8 +303,14 @@ def history(stack):
         good_run = wait_run(alice, start(alice, good)["id"])
         bad_run = wait_run(alice, start(alice, bad)["id"])
         after = datetime.now(UTC) + timedelta(seconds=1)
-        return {"good": good, "bad": bad, "good_run": good_run, "bad_run": bad_run,
-                "before": before, "after": after}
+        return {
+            "good": good,
+            "bad": bad,
+            "good_run": good_run,
+            "bad_run": bad_run,
+            "before": before,
+            "after": after,
+        }
 
 
 def run_ids(client: httpx.Client, **params) -> list[str]:
@@ -324,18 +349,29 @@ def test_it_pages_history(alice, history):
     assert first["items"][0]["id"] != second["items"][0]["id"]
 
 
-@pytest.mark.parametrize("params", [
-    {"status": "bogus"}, {"trigger": "cron"}, {"since": "not-a-date"},
-    {"since": "2026-01-01T00:00:00"}, {"until": "2026-01-01T08:00:00"},
-    {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
-    {"per_page": 0}, {"per_page": 100000}, {"page": 0}, {"script_id": "abc"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"status": "bogus"},
+        {"trigger": "cron"},
+        {"since": "not-a-date"},
+        {"since": "2026-01-01T00:00:00"},
+        {"until": "2026-01-01T08:00:00"},
+        {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+        {"per_page": 0},
+        {"per_page": 100000},
+        {"page": 0},
+        {"script_id": "abc"},
+    ],
+)
 def test_it_answers_422_for_bad_history_filters(alice, params):
     assert_error(alice.get("/runs", params=params), 422)
 
 
-@pytest.mark.parametrize("run_id", ["not-a-uuid", "00000000-0000-0000-0000-000000000000",
-                                    "3f6b1f0e-9a5c-4c47-8f43-0d1b2f3c4d5e"])
+@pytest.mark.parametrize(
+    "run_id",
+    ["not-a-uuid", "00000000-0000-0000-0000-000000000000", "3f6b1f0e-9a5c-4c47-8f43-0d1b2f3c4d5e"],
+)
 def test_it_answers_404_for_an_unknown_run(alice, run_id):
     for path in (f"/runs/{run_id}", f"/runs/{run_id}/output", f"/runs/{run_id}/output.txt"):
         assert_error(alice.get(path), 404)
@@ -344,12 +380,18 @@ def test_it_answers_404_for_an_unknown_run(alice, run_id):
 
 def test_it_hides_alices_runs_from_bob(alice, bob, admin, history):
     run_id = history["good_run"]["id"]
-    for method, path in (("GET", f"/runs/{run_id}"), ("POST", f"/runs/{run_id}/cancel"),
-                         ("GET", f"/runs/{run_id}/output"), ("GET", f"/runs/{run_id}/output.txt")):
+    for method, path in (
+        ("GET", f"/runs/{run_id}"),
+        ("POST", f"/runs/{run_id}/cancel"),
+        ("GET", f"/runs/{run_id}/output"),
+        ("GET", f"/runs/{run_id}/output.txt"),
+    ):
         r = bob.request(method, path)
         assert r.status_code == 404, (method, path, r.text)
     assert bob.get("/runs", params={"script_id": history["good"]["id"]}).json() == {
-        "items": [], "total": 0}
+        "items": [],
+        "total": 0,
+    }
     assert run_id not in run_ids(bob, per_page=200)
     assert admin.get(f"/runs/{run_id}").status_code == 200
     assert admin.get(f"/runs/{run_id}/output").json()["lines"][0]["text"] == "fine"

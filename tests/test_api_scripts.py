@@ -13,8 +13,21 @@ import pytest
 from conftest import RetryBusy, unique, upload, wait_run
 
 SCRIPT_FIELDS = {
-    "id", "name", "description", "type", "filename", "size", "sha256", "version", "created_at",
-    "updated_at", "owner", "timeout_seconds", "schedule", "last_run", "next_run_at",
+    "id",
+    "name",
+    "description",
+    "type",
+    "filename",
+    "size",
+    "sha256",
+    "version",
+    "created_at",
+    "updated_at",
+    "owner",
+    "timeout_seconds",
+    "schedule",
+    "last_run",
+    "next_run_at",
 }
 
 
@@ -37,24 +50,31 @@ def prefect_api(stack) -> httpx.Client:
     """Prefect's own API, reached the way `scriptflow prefect-env` tells a power user to."""
     r = stack.cli("prefect-env")
     assert r.returncode == 0, r.stderr
-    exports = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1)
-                   for line in r.stdout.splitlines())
+    exports = dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in r.stdout.splitlines()
+    )
     user, _sep, password = exports["PREFECT_API_AUTH_STRING"].partition(":")
-    with httpx.Client(base_url=stack.prefect_url + "/api", auth=(user, password),
-                      timeout=30, transport=RetryBusy()) as c:
+    with httpx.Client(
+        base_url=stack.prefect_url + "/api",
+        auth=(user, password),
+        timeout=30,
+        transport=RetryBusy(),
+    ) as c:
         yield c
 
 
 def deployments_named(prefect_api: httpx.Client, name: str) -> list[dict]:
-    r = prefect_api.post("/deployments/filter",
-                         json={"deployments": {"name": {"any_": [name]}}})
+    r = prefect_api.post("/deployments/filter", json={"deployments": {"name": {"any_": [name]}}})
     assert r.status_code == 200, r.text
     return r.json()
 
 
 def deployment_of(prefect_api: httpx.Client, script: dict) -> dict:
-    found = [d for d in deployments_named(prefect_api, script["name"])
-             if d["parameters"].get("script_id") == script["id"]]
+    found = [
+        d
+        for d in deployments_named(prefect_api, script["name"])
+        if d["parameters"].get("script_id") == script["id"]
+    ]
     assert len(found) == 1, found
     return found[0]
 
@@ -63,8 +83,11 @@ def deployment_of(prefect_api: httpx.Client, script: dict) -> dict:
 def test_it_uploads_a_python_script_with_every_field_of_the_script_object(alice):
     source = b"print('hello')\n"
     name = unique("hello")
-    r = alice.post("/scripts", files={"file": ("hello.py", source)},
-                   data={"name": name, "description": "says hello"})
+    r = alice.post(
+        "/scripts",
+        files={"file": ("hello.py", source)},
+        data={"name": name, "description": "says hello"},
+    )
     assert r.status_code == 201, r.text
     s = r.json()
     assert set(s) >= SCRIPT_FIELDS
@@ -104,23 +127,28 @@ def test_it_uploads_a_bat_script(alice):
 @pytest.mark.parametrize("filename", ["tool.exe", "deploy.sh", "Makefile", "notes.py.txt"])
 def test_it_rejects_an_upload_that_is_not_py_or_bat(alice, filename):
     before = total(alice)
-    r = alice.post("/scripts", files={"file": (filename, b"print(1)\n")},
-                   data={"name": unique("bad")})
+    r = alice.post(
+        "/scripts", files={"file": (filename, b"print(1)\n")}, data={"name": unique("bad")}
+    )
     detail = assert_error(r, 400)
     assert ".py" in detail and ".bat" in detail
     assert total(alice) == before
 
 
 def test_it_rejects_a_python_script_that_is_not_utf8(alice):
-    r = alice.post("/scripts", files={"file": ("latin.py", "print('café')\n".encode("latin-1"))},
-                   data={"name": unique("latin")})
+    r = alice.post(
+        "/scripts",
+        files={"file": ("latin.py", "print('café')\n".encode("latin-1"))},
+        data={"name": unique("latin")},
+    )
     assert "UTF-8" in assert_error(r, 400)
 
 
 @pytest.mark.parametrize("content", [b"", b"  \n\n"])
 def test_it_rejects_an_empty_file(alice, content):
-    r = alice.post("/scripts", files={"file": ("empty.py", content)},
-                   data={"name": unique("empty")})
+    r = alice.post(
+        "/scripts", files={"file": ("empty.py", content)}, data={"name": unique("empty")}
+    )
     assert "empty" in assert_error(r, 400).lower()
 
 
@@ -139,16 +167,17 @@ def test_it_accepts_a_file_of_exactly_10_mb(alice):
     assert s["size"] == 10 * 1024 * 1024
 
 
-def test_it_refuses_a_duplicate_name_with_409_and_writes_nothing(alice, bob, admin,
-                                                                  prefect_api):
+def test_it_refuses_a_duplicate_name_with_409_and_writes_nothing(alice, bob, admin, prefect_api):
     s = upload(alice, "print(1)\n")
     before = total(admin)
-    r = alice.post("/scripts", files={"file": ("other.py", b"print(2)\n")},
-                   data={"name": s["name"]})
+    r = alice.post(
+        "/scripts", files={"file": ("other.py", b"print(2)\n")}, data={"name": s["name"]}
+    )
     assert s["name"] in assert_error(r, 409)
     # Names are unique across users and regardless of case.
-    r = bob.post("/scripts", files={"file": ("other.py", b"print(2)\n")},
-                 data={"name": s["name"].upper()})
+    r = bob.post(
+        "/scripts", files={"file": ("other.py", b"print(2)\n")}, data={"name": s["name"].upper()}
+    )
     assert_error(r, 409)
     assert total(admin) == before
     assert deployment_of(prefect_api, s)["parameters"]["version"] == 1
@@ -156,8 +185,10 @@ def test_it_refuses_a_duplicate_name_with_409_and_writes_nothing(alice, bob, adm
 
 @pytest.mark.parametrize("filename", ["../../x.py", "..\\..\\x.py", "/etc/x.py"])
 def test_it_keeps_only_the_last_part_of_an_uploaded_file_name(stack, alice, filename):
-    candidates = [(base / "../../x.py").resolve()
-                  for base in (stack.home, stack.home / "store", stack.home / "work", Path.cwd())]
+    candidates = [
+        (base / "../../x.py").resolve()
+        for base in (stack.home, stack.home / "store", stack.home / "work", Path.cwd())
+    ]
     candidates.append(Path("/etc/x.py"))
     existing_before = {p for p in candidates if p.exists()}
     s = upload(alice, "print('where am I')\n", filename=filename, name=unique("escape"))
@@ -171,14 +202,14 @@ def test_it_keeps_only_the_last_part_of_an_uploaded_file_name(stack, alice, file
 def test_it_answers_422_with_a_sentence_when_the_file_field_is_missing(alice):
     detail = assert_error(alice.post("/scripts", data={"name": unique("nofile")}), 422)
     assert "file" in detail
-    detail = assert_error(alice.post("/scripts", files={"document": ("a.py", b"print(1)\n")}),
-                          422)
+    detail = assert_error(alice.post("/scripts", files={"document": ("a.py", b"print(1)\n")}), 422)
     assert "file" in detail
 
 
 def test_it_rejects_a_name_that_prefect_cannot_use(alice):
-    r = alice.post("/scripts", files={"file": ("a.py", b"print(1)\n")},
-                   data={"name": "a/b " + unique("slash")})
+    r = alice.post(
+        "/scripts", files={"file": ("a.py", b"print(1)\n")}, data={"name": "a/b " + unique("slash")}
+    )
     assert_error(r, 422)
 
 
@@ -198,23 +229,34 @@ def test_it_lists_scripts_with_search_type_sort_and_pages(alice):
     body = alice.get("/scripts", params={"q": prefix, "type": "python"}).json()
     assert body["total"] == 2
 
-    names = [s["name"] for s in alice.get(
-        "/scripts", params={"q": prefix, "sort": "name"}).json()["items"]]
+    names = [
+        s["name"]
+        for s in alice.get("/scripts", params={"q": prefix, "sort": "name"}).json()["items"]
+    ]
     assert names == [f"{prefix}-a", f"{prefix}-b", f"{prefix}-c"]
-    names = [s["name"] for s in alice.get(
-        "/scripts", params={"q": prefix, "sort": "-name"}).json()["items"]]
+    names = [
+        s["name"]
+        for s in alice.get("/scripts", params={"q": prefix, "sort": "-name"}).json()["items"]
+    ]
     assert names == [f"{prefix}-c", f"{prefix}-b", f"{prefix}-a"]
-    names = [s["name"] for s in alice.get(
-        "/scripts", params={"q": prefix, "sort": "created"}).json()["items"]]
+    names = [
+        s["name"]
+        for s in alice.get("/scripts", params={"q": prefix, "sort": "created"}).json()["items"]
+    ]
     assert names == [f"{prefix}-b", f"{prefix}-a", f"{prefix}-c"]
 
-    page1 = alice.get("/scripts", params={"q": prefix, "sort": "name", "per_page": 2,
-                                          "page": 1}).json()
-    page2 = alice.get("/scripts", params={"q": prefix, "sort": "name", "per_page": 2,
-                                          "page": 2}).json()
+    page1 = alice.get(
+        "/scripts", params={"q": prefix, "sort": "name", "per_page": 2, "page": 1}
+    ).json()
+    page2 = alice.get(
+        "/scripts", params={"q": prefix, "sort": "name", "per_page": 2, "page": 2}
+    ).json()
     assert page1["total"] == page2["total"] == 3
     assert [s["name"] for s in page1["items"] + page2["items"]] == [
-        f"{prefix}-a", f"{prefix}-b", f"{prefix}-c"]
+        f"{prefix}-a",
+        f"{prefix}-b",
+        f"{prefix}-c",
+    ]
     page3 = alice.get("/scripts", params={"q": prefix, "per_page": 2, "page": 3}).json()
     assert page3 == {"items": [], "total": 3}
 
@@ -229,16 +271,26 @@ def test_it_treats_search_wildcards_literally(alice):
 
 def test_it_lists_only_a_users_own_scripts_and_all_for_an_admin(alice, bob, admin):
     mine = upload(alice, "print(1)\n")
-    assert mine["id"] in {s["id"] for s in alice.get(
-        "/scripts", params={"q": mine["name"]}).json()["items"]}
+    assert mine["id"] in {
+        s["id"] for s in alice.get("/scripts", params={"q": mine["name"]}).json()["items"]
+    }
     assert bob.get("/scripts", params={"q": mine["name"]}).json() == {"items": [], "total": 0}
     assert admin.get("/scripts", params={"q": mine["name"]}).json()["total"] == 1
 
 
-@pytest.mark.parametrize("params", [
-    {"page": 0}, {"page": -1}, {"page": "abc"}, {"per_page": 0}, {"per_page": 1000},
-    {"type": "exe"}, {"sort": "bogus"}, {"q": "x" * 1000},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"page": 0},
+        {"page": -1},
+        {"page": "abc"},
+        {"per_page": 0},
+        {"per_page": 1000},
+        {"type": "exe"},
+        {"sort": "bogus"},
+        {"q": "x" * 1000},
+    ],
+)
 def test_it_answers_422_for_bad_list_parameters(alice, params):
     assert_error(alice.get("/scripts", params=params), 422)
 
@@ -247,18 +299,26 @@ def test_it_answers_422_for_bad_list_parameters(alice, params):
 def test_it_renames_and_describes_a_script_and_changes_its_timeout(alice):
     s = upload(alice, "print(1)\n")
     new_name = unique("renamed")
-    r = alice.patch(f"/scripts/{s['id']}", json={"name": new_name, "description": "new words",
-                                                 "timeout_seconds": 42})
+    r = alice.patch(
+        f"/scripts/{s['id']}",
+        json={"name": new_name, "description": "new words", "timeout_seconds": 42},
+    )
     assert r.status_code == 200, r.text
     changed = r.json()
     assert (changed["name"], changed["description"], changed["timeout_seconds"]) == (
-        new_name, "new words", 42)
+        new_name,
+        "new words",
+        42,
+    )
     assert changed["version"] == 1  # details are not a new version
     assert alice.get(f"/scripts/{s['id']}").json()["name"] == new_name
     # A partial change leaves the rest alone.
     r = alice.patch(f"/scripts/{s['id']}", json={"timeout_seconds": 7})
     assert (r.json()["name"], r.json()["description"], r.json()["timeout_seconds"]) == (
-        new_name, "new words", 7)
+        new_name,
+        "new words",
+        7,
+    )
 
 
 @pytest.mark.parametrize("timeout", [0, -1, 7 * 24 * 3600 + 1, "abc", 1.5, [5]])
@@ -277,14 +337,21 @@ def test_it_refuses_an_unknown_field_with_422(alice):
 def test_it_refuses_a_patch_that_is_not_an_object(alice):
     s = upload(alice, "print(1)\n")
     assert_error(alice.patch(f"/scripts/{s['id']}", json=["name"]), 422)
-    assert_error(alice.patch(f"/scripts/{s['id']}", content=b"{not json",
-                             headers={"content-type": "application/json"}), 422)
+    assert_error(
+        alice.patch(
+            f"/scripts/{s['id']}",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        ),
+        422,
+    )
 
 
 def test_it_refuses_a_rename_to_an_existing_name_with_409_and_changes_nothing(alice):
     first, second = upload(alice, "print(1)\n"), upload(alice, "print(2)\n")
-    r = alice.patch(f"/scripts/{second['id']}",
-                    json={"name": first["name"], "description": "not applied"})
+    r = alice.patch(
+        f"/scripts/{second['id']}", json={"name": first["name"], "description": "not applied"}
+    )
     assert_error(r, 409)
     now = alice.get(f"/scripts/{second['id']}").json()
     assert (now["name"], now["description"]) == (second["name"], second["description"])
@@ -306,8 +373,9 @@ def test_it_deletes_a_script_but_keeps_its_runs_in_history(alice, prefect_api):
     assert r.status_code == 204 and r.content == b""
     assert_error(alice.get(f"/scripts/{s['id']}"), 404)
     assert_error(alice.delete(f"/scripts/{s['id']}"), 404)
-    assert s["id"] not in {x["id"] for x in alice.get(
-        "/scripts", params={"q": s["name"]}).json()["items"]}
+    assert s["id"] not in {
+        x["id"] for x in alice.get("/scripts", params={"q": s["name"]}).json()["items"]
+    }
     assert deployments_named(prefect_api, s["name"]) == []
 
     history = alice.get("/runs", params={"script_id": s["id"]}).json()
@@ -337,15 +405,15 @@ def test_it_serves_the_current_content_as_text(alice):
 
 def test_it_makes_a_new_version_from_a_raw_body_or_a_multipart_file(alice):
     s = upload(alice, "print(1)\n")
-    r = alice.put(f"/scripts/{s['id']}/content", content=b"print(2)\n",
-                  headers={"content-type": "text/plain"})
+    r = alice.put(
+        f"/scripts/{s['id']}/content", content=b"print(2)\n", headers={"content-type": "text/plain"}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 2
     assert r.json()["sha256"] == hashlib.sha256(b"print(2)\n").hexdigest()
     assert alice.get(f"/scripts/{s['id']}/content").content == b"print(2)\n"
 
-    r = alice.put(f"/scripts/{s['id']}/content",
-                  files={"file": ("whatever.py", b"print(3)\n")})
+    r = alice.put(f"/scripts/{s['id']}/content", files={"file": ("whatever.py", b"print(3)\n")})
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 3
     assert r.json()["size"] == len(b"print(3)\n")
@@ -365,12 +433,15 @@ def test_it_refuses_bad_new_content_and_keeps_the_version(alice):
     s = upload(alice, "print(1)\n")
     assert_error(alice.put(f"/scripts/{s['id']}/content", content=b""), 400)
     assert_error(alice.put(f"/scripts/{s['id']}/content", content=b"\xff\xfe bad"), 400)
-    assert_error(alice.put(f"/scripts/{s['id']}/content",
-                           files={"file": ("x.bat", b"@echo off\r\n")}), 400)
-    assert_error(alice.put(f"/scripts/{s['id']}/content",
-                           files={"other": ("x.py", b"print(1)\n")}), 422)
-    assert_error(alice.put(f"/scripts/{s['id']}/content",
-                           content=b"#" * (10 * 1024 * 1024 + 1)), 413)
+    assert_error(
+        alice.put(f"/scripts/{s['id']}/content", files={"file": ("x.bat", b"@echo off\r\n")}), 400
+    )
+    assert_error(
+        alice.put(f"/scripts/{s['id']}/content", files={"other": ("x.py", b"print(1)\n")}), 422
+    )
+    assert_error(
+        alice.put(f"/scripts/{s['id']}/content", content=b"#" * (10 * 1024 * 1024 + 1)), 413
+    )
     now = alice.get(f"/scripts/{s['id']}").json()
     assert now["version"] == 1
     assert [v["version"] for v in alice.get(f"/scripts/{s['id']}/versions").json()["items"]] == [1]
@@ -424,7 +495,8 @@ def test_it_hides_alices_script_from_bob_on_every_route(alice, bob):
         assert isinstance(r.json()["detail"], str)
     # The answer for alice's script is the one for a script that does not exist.
     assert bob.get(f"/scripts/{sid}").json()["detail"].replace(str(sid), "N") == (
-        bob.get("/scripts/999999999").json()["detail"].replace("999999999", "N"))
+        bob.get("/scripts/999999999").json()["detail"].replace("999999999", "N")
+    )
     now = alice.get(f"/scripts/{sid}").json()
     assert (now["name"], now["version"]) == (s["name"], 1)
     assert alice.get("/runs", params={"script_id": sid}).json()["total"] == 0

@@ -14,7 +14,9 @@ HTML = "<img src=x onerror=alert(1)><b>bold</b>"
 
 
 def _pt_br(msgid: str) -> str:
-    return Translations.load(str(ROOT / "ui_overlay" / "locale"), ["pt_BR"]).gettext(msgid)
+    return Translations.load(
+        str(ROOT / "scriptflow_prefect" / "platform" / "locale"), ["pt_BR"]
+    ).gettext(msgid)
 
 
 def test_it_signs_in_and_out(page):
@@ -67,9 +69,10 @@ def test_it_shows_html_in_a_script_as_text(page, alice):
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     # Names refuse < > outright; quotes are allowed, so try breaking out of an attribute.
-    name = unique('quote"\' onfocus=alert(2) x')
-    script = upload(alice, f"print({HTML!r})\n# {HTML}\n", name=name,
-                    description=f"Uses {HTML} on purpose")
+    name = unique("quote\"' onfocus=alert(2) x")
+    script = upload(
+        alice, f"print({HTML!r})\n# {HTML}\n", name=name, description=f"Uses {HTML} on purpose"
+    )
     r = alice.post("/scripts", files={"file": ("x.py", b"print(1)\n")}, data={"name": HTML})
     assert r.status_code == 422
 

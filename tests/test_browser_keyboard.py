@@ -24,6 +24,7 @@ def focused(page) -> dict:
 
 def contrast(css_a: str, css_b: str) -> float:
     """WCAG contrast ratio of two computed `rgb(r, g, b)` colours."""
+
     def luminance(css: str) -> float:
         channels = [int(c) / 255 for c in re.findall(r"\d+", css)[:3]]
         r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
@@ -57,8 +58,10 @@ def test_the_skip_link_is_the_first_tab_stop_and_moves_focus_to_main(page):
     page.keyboard.press("Enter")
     assert focused(page)["id"] == "main"
     page.keyboard.press("Tab")  # the next stop is inside main, not the navigation
-    assert page.evaluate("() => document.querySelector('main').contains(document.activeElement)"
-                         " && document.activeElement.id !== 'main'")
+    assert page.evaluate(
+        "() => document.querySelector('main').contains(document.activeElement)"
+        " && document.activeElement.id !== 'main'"
+    )
 
 
 def test_it_uploads_and_runs_a_script_with_the_keyboard_alone(page):
@@ -82,8 +85,15 @@ def test_it_uploads_and_runs_a_script_with_the_keyboard_alone(page):
     assert focused(page)["id"] == "file"
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Space")
-    chooser.value.set_files(files=[{"name": "keys.py", "mimeType": "text/x-python",
-                                    "buffer": b"print('typed, not clicked')\n"}])
+    chooser.value.set_files(
+        files=[
+            {
+                "name": "keys.py",
+                "mimeType": "text/x-python",
+                "buffer": b"print('typed, not clicked')\n",
+            }
+        ]
+    )
     page.keyboard.press("Tab")
     assert focused(page)["id"] == "name"
     page.keyboard.type(name)
@@ -111,8 +121,11 @@ def test_it_uploads_and_runs_a_script_with_the_keyboard_alone(page):
 
 
 def test_cancelling_with_the_keyboard_leaves_focus_on_the_status(page, alice):
-    script = upload(alice, "import time\nprint('waiting', flush=True)\ntime.sleep(300)\n",
-                    name=unique("cancel-keys"))
+    script = upload(
+        alice,
+        "import time\nprint('waiting', flush=True)\ntime.sleep(300)\n",
+        name=unique("cancel-keys"),
+    )
     run_id = alice.post(f"/scripts/{script['id']}/runs").json()["id"]
     login(page, "alice")
     page.goto(f"/runs/{run_id}")

@@ -43,7 +43,8 @@ def test_it_uploads_runs_and_follows_the_output_live(page):
     axe_check(page)
     screenshot(page, "upload")
     page.get_by_label("Script file").set_input_files(
-        files=[{"name": "ticking.py", "mimeType": "text/x-python", "buffer": TICKING.encode()}])
+        files=[{"name": "ticking.py", "mimeType": "text/x-python", "buffer": TICKING.encode()}]
+    )
     page.get_by_label("Name").fill(name)
     page.get_by_label("Description").fill("Prints a line a second")
     page.get_by_role("button", name="Upload").click()
@@ -133,8 +134,12 @@ def test_the_dashboard_follows_a_run_without_reloading(page, alice):
     run_id = alice.post(f"/scripts/{script['id']}/runs").json()["id"]
     row.locator(".badge[data-status=succeeded]").wait_for(timeout=30_000)
     assert not_reloaded(page)
-    assert row.get_by_role("link", name=f"Output of the last run of {script['name']}") \
-        .get_attribute("href") == f"/runs/{run_id}"
+    assert (
+        row.get_by_role("link", name=f"Output of the last run of {script['name']}").get_attribute(
+            "href"
+        )
+        == f"/runs/{run_id}"
+    )
 
 
 def test_scripts_and_settings_pages_pass_axe(page, admin):

@@ -40,17 +40,18 @@ def test_upload_and_schedule_from_the_dashboard(page):
     login(page, "alice")
     click = Clicks(page)
 
-    click(page.get_by_role("link", name="Upload a script"))                      # 1
+    click(page.get_by_role("link", name="Upload a script"))  # 1
     page.wait_for_url("**/scripts/new")
-    page.get_by_label("Script file").set_input_files(   # choosing a file: not a click
-        files=[{"name": "job.py", "mimeType": "text/x-python", "buffer": b"print('hi')\n"}])
-    page.locator("#name").fill(name)                    # typing: not a click
-    click(page.get_by_text("Schedule it (optional)"))                            # 2
-    page.get_by_label("Time of day").fill("07:30")      # typing: not a click
+    page.get_by_label("Script file").set_input_files(  # choosing a file: not a click
+        files=[{"name": "job.py", "mimeType": "text/x-python", "buffer": b"print('hi')\n"}]
+    )
+    page.locator("#name").fill(name)  # typing: not a click
+    click(page.get_by_text("Schedule it (optional)"))  # 2
+    page.get_by_label("Time of day").fill("07:30")  # typing: not a click
     page.get_by_label("Time zone").fill("America/Sao_Paulo")
     # Filling in a schedule field ticks "Run this script on a schedule" by itself.
     assert page.get_by_label("Run this script on a schedule").is_checked()
-    click(page.get_by_role("button", name="Upload"))                             # 3
+    click(page.get_by_role("button", name="Upload"))  # 3
 
     page.wait_for_url(re.compile(r"/scripts/\d+$"))
     assert page.get_by_role("heading", level=1).inner_text() == name
@@ -68,11 +69,13 @@ def test_run_a_script_from_the_dashboard(page, alice):
     click = Clicks(page)
 
     row = page.locator(f"tr[data-script-id='{script['id']}']")
-    click(row.get_by_role("button", name=f"Run {script['name']} now"))           # 1
+    click(row.get_by_role("button", name=f"Run {script['name']} now"))  # 1
     page.wait_for_url(re.compile(r"/runs/[0-9a-f-]+$"))
     page.locator("#run-status .badge[data-status=succeeded]").wait_for(timeout=30_000)
-    assert page.get_by_role("log", name="Script output").inner_text().strip() \
+    assert (
+        page.get_by_role("log", name="Script output").inner_text().strip()
         == "ran from the dashboard"
+    )
     assert click.n == 1 <= MAX_CLICKS, click.what
 
 
@@ -94,15 +97,19 @@ def test_open_the_output_of_the_last_run_from_the_dashboard(page, alice):
 
 
 def _pt_br(msgid: str, **kw) -> str:
-    t = Translations.load(str(ROOT / "ui_overlay" / "locale"), ["pt_BR"]).gettext(msgid)
+    t = Translations.load(
+        str(ROOT / "scriptflow_prefect" / "platform" / "locale"), ["pt_BR"]
+    ).gettext(msgid)
     return t % kw if kw else t
 
 
 def _admin_pages(admin) -> list[tuple[str, str, str]]:
     """(name, path, English h1) for every main page, with a scheduled script and a run."""
     script = upload(admin, "print('oi')\n", name=unique("pages"))
-    r = admin.put(f"/scripts/{script['id']}/schedule",
-                  json={"frequency": "daily", "time": "06:15", "timezone": "UTC"})
+    r = admin.put(
+        f"/scripts/{script['id']}/schedule",
+        json={"frequency": "daily", "time": "06:15", "timezone": "UTC"},
+    )
     assert r.status_code == 200, r.text
     run_id = admin.post(f"/scripts/{script['id']}/runs").json()["id"]
     wait_run(admin, run_id)

@@ -17,12 +17,15 @@ import psutil
 import pytest
 from conftest import start_stack, stop_stack, unique, upload, wait_run
 
-SCRIPTFLOW = [sys.executable, "-m", "scriptflow_prefect.cli"]
+SCRIPTFLOW = [sys.executable, "-m", "scriptflow_prefect.commands.cli"]
 
 
 def token_for(stack, username: str, password: str) -> httpx.Response:
-    return httpx.post(stack.url + "/api/v1/auth/token",
-                      json={"username": username, "password": password}, timeout=30)
+    return httpx.post(
+        stack.url + "/api/v1/auth/token",
+        json={"username": username, "password": password},
+        timeout=30,
+    )
 
 
 def add_user(stack, name: str, password: str, *args: str) -> subprocess.CompletedProcess:
@@ -59,8 +62,11 @@ def test_it_adds_a_user_who_can_then_get_an_api_token(stack):
     assert name in r.stdout
     r = token_for(stack, name, "erin-pass-123")
     assert r.status_code == 200, r.text
-    me = httpx.get(stack.url + "/api/v1/scripts", timeout=30,
-                   headers={"Authorization": f"Bearer {r.json()['token']}"})
+    me = httpx.get(
+        stack.url + "/api/v1/scripts",
+        timeout=30,
+        headers={"Authorization": f"Bearer {r.json()['token']}"},
+    )
     assert me.status_code == 200 and me.json()["total"] == 0
 
 
@@ -69,8 +75,11 @@ def test_it_adds_an_admin_who_sees_everyones_scripts(stack, alice):
     assert add_user(stack, name, "root-pass-123", "--admin").returncode == 0
     mine = upload(alice, "print(1)\n")
     token = token_for(stack, name, "root-pass-123").json()["token"]
-    r = httpx.get(f"{stack.url}/api/v1/scripts/{mine['id']}", timeout=30,
-                  headers={"Authorization": f"Bearer {token}"})
+    r = httpx.get(
+        f"{stack.url}/api/v1/scripts/{mine['id']}",
+        timeout=30,
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert r.status_code == 200
 
 
@@ -121,8 +130,9 @@ def test_it_creates_a_token_that_works(stack):
     assert r.returncode == 0, r.stderr
     token = r.stdout.strip()
     assert token and "\n" not in token and " " not in token
-    me = httpx.get(stack.url + "/api/v1/scripts", timeout=30,
-                   headers={"Authorization": f"Bearer {token}"})
+    me = httpx.get(
+        stack.url + "/api/v1/scripts", timeout=30, headers={"Authorization": f"Bearer {token}"}
+    )
     assert me.status_code == 200
     r = stack.cli("token", "create", unique("nobody"))
     assert r.returncode != 0 and "no user" in r.stderr
@@ -142,15 +152,19 @@ def test_it_prints_the_prefect_environment_as_two_exports(stack):
 
 def test_it_points_the_prefect_cli_at_scriptflows_server(stack, alice, tmp_path):
     script = upload(alice, "print(1)\n", name=unique("pe"))
-    shell = (f'eval "$({shlex.join(SCRIPTFLOW)} prefect-env)" && '
-             f"{shlex.quote(sys.executable)} -m prefect deployment ls")
+    shell = (
+        f'eval "$({shlex.join(SCRIPTFLOW)} prefect-env)" && '
+        f"{shlex.quote(sys.executable)} -m prefect deployment ls"
+    )
     # Only what `prefect-env` prints: the session's PREFECT_* and SCRIPTFLOW_* are gone,
     # except SCRIPTFLOW_HOME and port, which tell `prefect-env` which ScriptFlow to print.
-    env = clean_env(SCRIPTFLOW_HOME=stack.env["SCRIPTFLOW_HOME"],
-                    SCRIPTFLOW_PREFECT_PORT=stack.env["SCRIPTFLOW_PREFECT_PORT"],
-                    PREFECT_HOME=str(tmp_path / "prefect-home"), COLUMNS="300")
-    r = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True,
-                       timeout=120)
+    env = clean_env(
+        SCRIPTFLOW_HOME=stack.env["SCRIPTFLOW_HOME"],
+        SCRIPTFLOW_PREFECT_PORT=stack.env["SCRIPTFLOW_PREFECT_PORT"],
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        COLUMNS="300",
+    )
+    r = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert script["name"] in r.stdout
 
@@ -160,8 +174,14 @@ def test_it_points_the_prefect_cli_at_scriptflows_server(stack, alice, tmp_path)
 def test_it_refuses_a_bad_setting_and_names_it(tmp_path, command):
     env = clean_env(SCRIPTFLOW_HOME=str(tmp_path / "home"), SCRIPTFLOW_PORT="abc")
     began = time.monotonic()
-    r = subprocess.run([*SCRIPTFLOW, *command], env=env, capture_output=True, text=True,
-                       timeout=60, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [*SCRIPTFLOW, *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode != 0
     assert "SCRIPTFLOW_PORT" in r.stderr
     assert "Traceback" not in r.stderr
@@ -170,8 +190,14 @@ def test_it_refuses_a_bad_setting_and_names_it(tmp_path, command):
 
 def test_it_refuses_a_second_up_on_the_same_home(stack):
     began = time.monotonic()
-    r = subprocess.run([*SCRIPTFLOW, "up"], env=stack.env, capture_output=True, text=True,
-                       timeout=60, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [*SCRIPTFLOW, "up"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode != 0
     assert "already running" in r.stderr
     assert time.monotonic() - began < 20
@@ -210,8 +236,10 @@ def lifecycle(tmp_path_factory):
             running = upload(admin, GRANDCHILD, name="running-at-stop")
             run_id = admin.post(f"/scripts/{running['id']}/runs").json()["id"]
             deadline = time.monotonic() + 60
-            while not any(ln["text"].startswith("grandchild ")
-                          for ln in admin.get(f"/runs/{run_id}/output").json()["lines"]):
+            while not any(
+                ln["text"].startswith("grandchild ")
+                for ln in admin.get(f"/runs/{run_id}/output").json()["lines"]
+            ):
                 assert time.monotonic() < deadline, "the script never started its grandchild"
                 time.sleep(0.2)
         seen["interrupted_run"] = run_id
@@ -224,8 +252,11 @@ def lifecycle(tmp_path_factory):
         while time.monotonic() < deadline and not all(is_gone(p.pid) for p in started):
             time.sleep(0.2)
         seen["stop_seconds"] = time.monotonic() - began
-        seen["left_over"] = [(p.pid, c) for (p, c) in zip(started, seen["started"], strict=True)
-                             if not is_gone(p.pid)]
+        seen["left_over"] = [
+            (p.pid, c)
+            for (p, c) in zip(started, seen["started"], strict=True)
+            if not is_gone(p.pid)
+        ]
         # A process whose last threads are still exiting already shows as a zombie, before
         # it can be reaped: wait for its exit status rather than poll once.
         try:
@@ -278,7 +309,8 @@ def test_it_keeps_users_and_scripts_across_a_restart(lifecycle):
         run = wait_run(admin, admin.post(f"/scripts/{script['id']}/runs").json()["id"])
         assert run["status"] == "succeeded"
         assert [ln["text"] for ln in admin.get(f"/runs/{run['id']}/output").json()["lines"]] == [
-            "still here"]
+            "still here"
+        ]
         # The run stopped by the shutdown did not stay "running".
         interrupted = admin.get(f"/runs/{seen['interrupted_run']}").json()
         assert interrupted["status"] in ("cancelled", "crashed", "failed"), interrupted

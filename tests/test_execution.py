@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scriptflow_prefect.execution import (
+from scriptflow_prefect.execution.process import (
     KILL_GRACE_SECONDS,
     WINE_BAT_LAUNCHER,
     ExecutionResult,
@@ -31,7 +31,7 @@ from scriptflow_prefect.execution import (
     venv_python,
     warm_up_launcher,
 )
-from scriptflow_prefect.output_log import OutputLogWriter, read_output
+from scriptflow_prefect.history.output_log import OutputLogWriter, read_output
 
 Line = tuple[str, str]
 

@@ -57,8 +57,7 @@ def hist(stack):
         slow = upload(alice, SLOW_SCRIPT, name=unique("hist-slow"))
         for s in (ok, fail, slow):
             assert alice.patch(f"/scripts/{s['id']}", json=NO_RETRIES).status_code == 200
-        assert alice.patch(f"/scripts/{slow['id']}", json={"timeout_seconds": 1}) \
-            .status_code == 200
+        assert alice.patch(f"/scripts/{slow['id']}", json={"timeout_seconds": 1}).status_code == 200
         runs = {"ok": start(alice, ok), "fail": start(alice, fail)}
         middle = datetime.now(UTC)
         time.sleep(1)
@@ -67,8 +66,15 @@ def hist(stack):
         runs["retry"] = run_with_tags(stack, alice, fail, ["retry", "retry-1"])
         other = upload(bob, OK_SCRIPT, name=unique("hist-bob"))
         runs["bob"] = start(bob, other)
-        yield {"ok": ok, "fail": fail, "slow": slow, "runs": runs, "since": since,
-               "middle": middle, "until": datetime.now(UTC) + timedelta(seconds=1)}
+        yield {
+            "ok": ok,
+            "fail": fail,
+            "slow": slow,
+            "runs": runs,
+            "since": since,
+            "middle": middle,
+            "until": datetime.now(UTC) + timedelta(seconds=1),
+        }
 
 
 def ids(client, **params) -> list[str]:
@@ -82,9 +88,17 @@ def ids(client, **params) -> list[str]:
 def test_it_sees_the_runs_as_made(hist):
     r = hist["runs"]
     assert [r[k]["status"] for k in ("ok", "fail", "timeout", "scheduled", "retry")] == [
-        "succeeded", "failed", "timed_out", "succeeded", "failed"]
+        "succeeded",
+        "failed",
+        "timed_out",
+        "succeeded",
+        "failed",
+    ]
     assert [r[k]["trigger"] for k in ("ok", "scheduled", "retry")] == [
-        "manual", "scheduled", "retry"]
+        "manual",
+        "scheduled",
+        "retry",
+    ]
 
 
 def test_it_filters_by_each_filter(alice, hist):
@@ -101,20 +115,22 @@ def test_it_filters_by_each_filter(alice, hist):
     assert mine(trigger="retry") == {r["retry"]["id"]}
     middle = hist["middle"].isoformat()
     assert set(ids(alice, since=since, until=middle)) == {r["ok"]["id"], r["fail"]["id"]}
-    assert set(ids(alice, since=middle)) == {r[k]["id"] for k in ("timeout", "scheduled",
-                                                                  "retry")}
+    assert set(ids(alice, since=middle)) == {r[k]["id"] for k in ("timeout", "scheduled", "retry")}
 
 
 def test_it_combines_filters(alice, hist):
     r, since = hist["runs"], hist["since"].isoformat()
     fail, ok = hist["fail"]["id"], hist["ok"]["id"]
     assert ids(alice, since=since, script_id=fail, status="failed", trigger="retry") == [
-        r["retry"]["id"]]
+        r["retry"]["id"]
+    ]
     assert ids(alice, since=since, script_id=fail, status="failed", trigger="manual") == [
-        r["fail"]["id"]]
+        r["fail"]["id"]
+    ]
     assert ids(alice, since=since, script_id=ok, status="failed") == []
     assert ids(alice, since=since, status="succeeded", trigger="scheduled") == [
-        r["scheduled"]["id"]]
+        r["scheduled"]["id"]
+    ]
     assert ids(alice, since=hist["middle"].isoformat(), script_id=fail) == [r["retry"]["id"]]
 
 
@@ -138,14 +154,22 @@ def test_bob_sees_only_his_runs(bob, hist):
     assert ids(bob, q="alpha bravo", since=hist["since"].isoformat()) == [r["bob"]["id"]]
 
 
-@pytest.mark.parametrize(("params", "word"), [
-    ({"status": "bogus"}, "status"), ({"trigger": "cron"}, "trigger"),
-    ({"since": "yesterday"}, "since"), ({"until": "2026-01-01T08:00:00"}, "until"),
-    ({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "since"),
-    ({"script_id": "abc"}, "script_id"), ({"script_id": 0}, "script_id"),
-    ({"page": 0}, "page"), ({"per_page": 201}, "per_page"),
-    ({"q": "x" * 201}, "q"), ({"q": "?!  --"}, "letter"),
-])
+@pytest.mark.parametrize(
+    ("params", "word"),
+    [
+        ({"status": "bogus"}, "status"),
+        ({"trigger": "cron"}, "trigger"),
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2026-01-01T08:00:00"}, "until"),
+        ({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "since"),
+        ({"script_id": "abc"}, "script_id"),
+        ({"script_id": 0}, "script_id"),
+        ({"page": 0}, "page"),
+        ({"per_page": 201}, "per_page"),
+        ({"q": "x" * 201}, "q"),
+        ({"q": "?!  --"}, "letter"),
+    ],
+)
 def test_it_answers_422_with_a_reason_for_a_bad_filter(alice, params, word):
     for path in ("/runs", "/runs.csv"):
         if path == "/runs.csv" and set(params) & {"page", "per_page"}:
@@ -167,12 +191,14 @@ def test_search_finds_exactly_the_runs_holding_a_phrase(alice, hist):
     assert ids(alice, q="bravo alpha", since=since) == []  # words in this order only
     assert ids(alice, q="charlie disk", since=since) == []  # never across two lines
     assert set(ids(alice, q="disk", since=since)) == {
-        r[k]["id"] for k in ("ok", "scheduled", "fail", "retry")}
-    assert set(ids(alice, q="division by zero", since=since)) == {
-        r["fail"]["id"], r["retry"]["id"]}
+        r[k]["id"] for k in ("ok", "scheduled", "fail", "retry")
+    }
+    assert set(ids(alice, q="division by zero", since=since)) == {r["fail"]["id"], r["retry"]["id"]}
     assert ids(alice, q="division by zero", since=since, trigger="retry") == [r["retry"]["id"]]
-    assert ids(alice, q="disk", since=since, status="succeeded",
-               script_id=hist["ok"]["id"]) == [r["scheduled"]["id"], r["ok"]["id"]]
+    assert ids(alice, q="disk", since=since, status="succeeded", script_id=hist["ok"]["id"]) == [
+        r["scheduled"]["id"],
+        r["ok"]["id"],
+    ]
     zero = alice.get("/runs", params={"q": "ZeroDivisionError", "since": since}).json()
     assert {run["match"]["stream"] for run in zero["items"]} == {"stderr"}
 
@@ -199,8 +225,13 @@ def test_it_exports_the_filtered_list_as_csv(alice, hist):
     assert (row["status"], row["trigger"], row["exit_code"]) == ("failed", "retry", "1")
     assert row["script_name"] == hist["fail"]["name"]
     assert datetime.fromisoformat(row["started_at"]).tzinfo is not None
-    found = list(csv.DictReader(io.StringIO(alice.get(
-        "/runs.csv", params={"since": since, "q": "division by zero"}).text)))
+    found = list(
+        csv.DictReader(
+            io.StringIO(
+                alice.get("/runs.csv", params={"since": since, "q": "division by zero"}).text
+            )
+        )
+    )
     assert {row["id"] for row in found} == {r["fail"]["id"], r["retry"]["id"]}
     assert all("ZeroDivisionError" in row["match"] for row in found)
 
@@ -213,8 +244,10 @@ def test_the_summary_flags_failed_scheduled_runs_until_acknowledged(alice, bob, 
     assert len(summary["strip"]) == 30 and summary["strip"][-1]["outcome"] == "failed"
     ok_summary = alice.get(f"/scripts/{ok['id']}/summary").json()
     assert ok_summary["rate_30"] == 1 and ok_summary["unacknowledged"] == []
-    assert ok_summary["avg_duration"] > 0 and ok_summary["p95_duration"] >= \
-        ok_summary["avg_duration"] * 0.5
+    assert (
+        ok_summary["avg_duration"] > 0
+        and ok_summary["p95_duration"] >= ok_summary["avg_duration"] * 0.5
+    )
     retry_id = hist["runs"]["retry"]["id"]
     assert bob.post(f"/runs/{retry_id}/acknowledge").status_code == 404
     assert alice.post(f"/runs/{hist['runs']['ok']['id']}/acknowledge").status_code == 409
@@ -226,11 +259,13 @@ def test_it_searches_within_one_run_and_finds_its_first_error(alice, hist):
     run_id = hist["runs"]["fail"]["id"]
     body = alice.get(f"/runs/{run_id}/output/search", params={"q": "DISK"}).json()
     assert body["total"] == 1
-    line = alice.get(f"/runs/{run_id}/output", params={"after": body["matches"][0],
-                                                       "limit": 1}).json()["lines"][0]
+    line = alice.get(
+        f"/runs/{run_id}/output", params={"after": body["matches"][0], "limit": 1}
+    ).json()["lines"][0]
     assert line["text"] == "disk almost full"
-    first = alice.get(f"/runs/{run_id}/output", params={"after": body["first_error"],
-                                                        "limit": 1}).json()["lines"][0]
+    first = alice.get(
+        f"/runs/{run_id}/output", params={"after": body["first_error"], "limit": 1}
+    ).json()["lines"][0]
     assert (first["stream"], first["text"]) == ("stderr", "warning: retrying")
 
 
@@ -273,10 +308,14 @@ def test_a_million_line_run_is_captured_completely(stack, alice):
             first.setdefault(m.group(2), m.group(3))
             last[m.group(2)] = m.group(3)
     assert count == 1_000_004
-    assert first == {"stderr": "checkpoint 0",
-                     "stdout": "line 0 of the big output, with some ordinary log text"}
-    assert last == {"stderr": "checkpoint 750000",
-                    "stdout": "line 999999 of the big output, with some ordinary log text"}
+    assert first == {
+        "stderr": "checkpoint 0",
+        "stdout": "line 0 of the big output, with some ordinary log text",
+    }
+    assert last == {
+        "stderr": "checkpoint 750000",
+        "stdout": "line 999999 of the big output, with some ordinary log text",
+    }
     # Paging by cursor works on it, from the start and after the last line.
     page = alice.get(f"/runs/{run_id}/output", params={"limit": 3}).json()
     assert [ln["text"] for ln in page["lines"]] == opening
@@ -290,8 +329,9 @@ def test_a_million_line_run_is_captured_completely(stack, alice):
     assert ids(alice, q="line 999999 of the big", script_id=script["id"]) == [run_id]
     search = alice.get(f"/runs/{run_id}/output/search", params={"q": "checkpoint 750000"}).json()
     assert search["total"] == 1 and search["first_error"] == "0"
-    end = alice.get(f"/runs/{run_id}/output", params={"after": search["matches"][0],
-                                                      "limit": 2}).json()
+    end = alice.get(
+        f"/runs/{run_id}/output", params={"after": search["matches"][0], "limit": 2}
+    ).json()
     assert end["lines"][0]["text"] == "checkpoint 750000"  # stderr: its own pipe, so its
     assert end["lines"][1]["stream"] == "stdout"  # place among stdout lines is approximate
 
@@ -302,10 +342,15 @@ def test_the_first_lines_also_reach_prefects_log(stack, hist):
     with prefect_api(stack) as p:
         deadline = time.monotonic() + 20
         while True:
-            logs = p.post("/logs/filter", json={
-                "logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC"}).json()
-            out = [(log["name"], log["level"], log["message"]) for log in logs
-                   if log["name"].startswith("prefect.flow_runs.std")]
+            logs = p.post(
+                "/logs/filter",
+                json={"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC"},
+            ).json()
+            out = [
+                (log["name"], log["level"], log["message"])
+                for log in logs
+                if log["name"].startswith("prefect.flow_runs.std")
+            ]
             if len(out) >= 3 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -321,23 +366,33 @@ def all_ids(client, **params) -> tuple[int, list[str]]:
     page = 1
     while len(found) < body["total"] and page < 100:
         page += 1
-        found += [r["id"] for r in client.get(
-            "/runs", params={"per_page": 200, "page": page, **params}).json()["items"]]
+        found += [
+            r["id"]
+            for r in client.get("/runs", params={"per_page": 200, "page": page, **params}).json()[
+                "items"
+            ]
+        ]
     return body["total"], found
 
 
 def test_admin_totals_stay_exact_while_runs_arrive_and_finish(admin, alice):
     """An admin's totals over every script are partly kept between requests (history.py):
     they must stay equal to what the pages list, while runs start and end."""
-    filters = ({}, {"status": "succeeded"}, {"trigger": "manual"},
-               {"status": "succeeded", "trigger": "manual"}, {"status": "failed"})
+    filters = (
+        {},
+        {"status": "succeeded"},
+        {"trigger": "manual"},
+        {"status": "succeeded", "trigger": "manual"},
+        {"status": "failed"},
+    )
     first = {}
     for f in filters:
         total, found = all_ids(admin, **f)
         assert total == len(found) == len(set(found)), f
         first[tuple(f.items())] = total
-    script = upload(alice, "import time\nprint('tick', flush=True)\ntime.sleep(4)\n",
-                    name=unique("arriving"))
+    script = upload(
+        alice, "import time\nprint('tick', flush=True)\ntime.sleep(4)\n", name=unique("arriving")
+    )
     run_id = alice.post(f"/scripts/{script['id']}/runs").json()["id"]
     wait_run(alice, run_id, until=("running",))
     for f in filters:  # counted while the run is running

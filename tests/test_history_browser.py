@@ -73,8 +73,12 @@ def test_filter_search_open_jump_and_download(page, two_runs, tmp_path):
     page.wait_for_url(re.compile(r"q=ledger"))
     rows = page.locator("tbody tr")
     assert rows.count() == 1
-    assert rows.first.locator(".match").inner_text().strip().endswith(
-        "reading the ledger of pelican bay")
+    assert (
+        rows.first.locator(".match")
+        .inner_text()
+        .strip()
+        .endswith("reading the ledger of pelican bay")
+    )
     screenshot(page, "runs-search")
 
     # The run opens at the match, highlighted; "Jump to first error" goes to the stderr line.
@@ -110,8 +114,9 @@ def test_filter_search_open_jump_and_download(page, two_runs, tmp_path):
     info.value.save_as(path)
     rows = path.read_text().splitlines()
     assert len(rows) == 82
-    assert [r for r in rows if " stderr " in r][0].endswith(" stderr ValueError: the ledger "
-                                                            "is empty")
+    assert [r for r in rows if " stderr " in r][0].endswith(
+        " stderr ValueError: the ledger is empty"
+    )
     assert any(re.fullmatch(r"\S+ stdout preparing step 0", r) for r in rows)
 
 
@@ -133,8 +138,7 @@ def test_the_script_page_shows_the_run_summary(page, two_runs):
 def test_a_big_output_opens_as_a_window_of_lines(page, stack):
     with stack.client("alice") as alice:
         script = upload(alice, BIG, name=unique("big-window"))
-        run = wait_run(alice, alice.post(f"/scripts/{script['id']}/runs").json()["id"],
-                       timeout=120)
+        run = wait_run(alice, alice.post(f"/scripts/{script['id']}/runs").json()["id"], timeout=120)
     login(page, "alice")
     page.goto(f"/runs/{run['id']}")
     output = page.get_by_role("log", name="Script output")

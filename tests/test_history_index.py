@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from scriptflow_prefect import history, history_index, history_output
-from scriptflow_prefect.output_log import OutputLogWriter
-from scriptflow_prefect.settings import Settings
+from scriptflow_prefect.history import index as history_index
+from scriptflow_prefect.history import output as history_output
+from scriptflow_prefect.history import service as history
+from scriptflow_prefect.history.output_log import OutputLogWriter
+from scriptflow_prefect.platform.settings import Settings
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -42,10 +44,14 @@ def found(settings, q, **kw) -> list[str]:
 
 
 def test_it_finds_exactly_the_runs_whose_output_holds_the_phrase(settings):
-    a = write_run(settings, [("stdout", "Connecting to db01"),
-                             ("stderr", "Connection refused (errno 111)")])
-    b = write_run(settings, [("stdout", "connection REFUSED"), ("stdout", "done")],
-                  expected=NOW + timedelta(hours=1))
+    a = write_run(
+        settings, [("stdout", "Connecting to db01"), ("stderr", "Connection refused (errno 111)")]
+    )
+    b = write_run(
+        settings,
+        [("stdout", "connection REFUSED"), ("stdout", "done")],
+        expected=NOW + timedelta(hours=1),
+    )
     c = write_run(settings, [("stdout", "connection"), ("stdout", "refused")])  # two lines
     d = write_run(settings, [("stdout", "refused connection")])  # wrong order
     write_run(settings, [("stdout", "nothing to see")])
@@ -59,8 +65,9 @@ def test_it_finds_exactly_the_runs_whose_output_holds_the_phrase(settings):
 
 def test_it_ignores_accents_and_limits_by_script_and_time(settings):
     a = write_run(settings, [("stdout", "Relatório concluído")], script_id=1)
-    b = write_run(settings, [("stdout", "relatorio concluido")], script_id=2,
-                  expected=NOW - timedelta(days=3))
+    b = write_run(
+        settings, [("stdout", "relatorio concluido")], script_id=2, expected=NOW - timedelta(days=3)
+    )
     assert set(found(settings, "relatorio concluido")) == {a, b}
     assert found(settings, "RELATÓRIO", script_ids=[2]) == [b]
     assert found(settings, "relatorio", script_ids=[]) == []
@@ -85,8 +92,10 @@ def test_it_shows_the_first_matching_line_of_a_hit(settings):
 
 
 def test_it_compresses_a_big_output_and_keeps_every_cursor_valid(settings):
-    lines = [("stderr" if i % 1000 == 999 else "stdout", f"row {i} " + "x" * (i % 50))
-             for i in range(20_000)]
+    lines = [
+        ("stderr" if i % 1000 == 999 else "stdout", f"row {i} " + "x" * (i % 50))
+        for i in range(20_000)
+    ]
     run_id = write_run(settings, lines)
     plain, gz = history_index.plain_path(settings, run_id), history_index.gz_path(settings, run_id)
     assert not plain.exists() and gz.exists()
@@ -115,8 +124,9 @@ def test_it_compresses_a_big_output_and_keeps_every_cursor_valid(settings):
         first_err = history_output.lines_after(src, entry.first_error, 1)[0][0]
         assert (first_err["stream"], first_err["text"]) == ("stderr", lines[999][1])
         hits, total = history_output.find_lines(src, "ROW 1999 ")
-        assert total == 1 and history_output.lines_after(src, hits[0], 1)[0][0]["text"] \
-            .startswith("row 1999 ")
+        assert total == 1 and history_output.lines_after(src, hits[0], 1)[0][0]["text"].startswith(
+            "row 1999 "
+        )
         text = "".join(history_output.iter_text(src, lines_per_item=300))
     assert text.count("\n") == 20_000 and text.endswith(f"stderr {lines[-1][1]}\n")
     # The block table can be rebuilt from the file alone (if the catalog were lost).
@@ -124,12 +134,19 @@ def test_it_compresses_a_big_output_and_keeps_every_cursor_valid(settings):
 
 
 def test_a_traceback_on_stdout_is_an_error_line_too(settings):
-    run_id = write_run(settings, [("stdout", "starting"), ("stdout", "Traceback (most recent "
-                                  "call last):"), ("stdout", '  File "x.py", line 1')])
+    run_id = write_run(
+        settings,
+        [
+            ("stdout", "starting"),
+            ("stdout", "Traceback (most recent call last):"),
+            ("stdout", '  File "x.py", line 1'),
+        ],
+    )
     entry = history_index.entry(settings, run_id)
     with history_index.source(settings, run_id) as src:
-        assert history_output.lines_after(src, entry.first_error, 1)[0][0]["text"] \
-            .startswith("Traceback")
+        assert history_output.lines_after(src, entry.first_error, 1)[0][0]["text"].startswith(
+            "Traceback"
+        )
 
 
 def test_indexing_twice_is_harmless_and_missed_runs_are_listed(settings):
@@ -160,19 +177,32 @@ def test_forgetting_removes_old_runs_and_keeps_the_rest(settings):
     assert history_index.has_output(settings, edge) and history_index.has_output(settings, new)
     assert set(found(settings, "ancient")) == {edge, new}
     day_files = {p.name for p in history_index.history_dir(settings).glob("fts-*.db")}
-    assert history_index.day_path(settings, history_index.day_of(NOW - timedelta(days=40))) \
-        .name not in day_files
+    assert (
+        history_index.day_path(settings, history_index.day_of(NOW - timedelta(days=40))).name
+        not in day_files
+    )
 
 
 def test_it_summarises_rates_durations_and_days():
     rows = []
-    for day, state, seconds in [(0, "COMPLETED", 10), (0, "FAILED", 30), (1, "COMPLETED", 20),
-                                (3, "CRASHED", 0), (10, "COMPLETED", 40), (12, "CANCELLED", 5),
-                                (40, "COMPLETED", 1)]:
+    for day, state, seconds in [
+        (0, "COMPLETED", 10),
+        (0, "FAILED", 30),
+        (1, "COMPLETED", 20),
+        (3, "CRASHED", 0),
+        (10, "COMPLETED", 40),
+        (12, "CANCELLED", 5),
+        (40, "COMPLETED", 1),
+    ]:
         at = NOW - timedelta(days=day, hours=1)
-        rows.append({"id": str(uuid.uuid4()), "state_type": state,
-                     "timestamp": at.isoformat().replace("+00:00", "Z"),
-                     "duration": f"PT{seconds}S"})
+        rows.append(
+            {
+                "id": str(uuid.uuid4()),
+                "state_type": state,
+                "timestamp": at.isoformat().replace("+00:00", "Z"),
+                "duration": f"PT{seconds}S",
+            }
+        )
     s = history.summarize(rows, now=NOW, zone="UTC")
     assert (s["finished_7"], s["rate_7"]) == (4, 0.5)  # cancelled runs are no verdict
     assert (s["finished_30"], s["rate_30"]) == (5, 0.6)
@@ -202,4 +232,4 @@ def test_the_gzip_blocks_hold_whole_lines(tmp_path: Path):
     blocks = list(history_output.iter_blocks(path))
     assert b"".join(b for _o, _l, b in blocks) == path.read_bytes()
     assert all(b.endswith(b"\n") for _o, _l, b in blocks)
-    assert [line for _o, line, _b in blocks] == [0, 1, 2][:len(blocks)]
+    assert [line for _o, line, _b in blocks] == [0, 1, 2][: len(blocks)]

@@ -44,8 +44,9 @@ def clean(stack, **parameters) -> dict:
         dep = p.get("/deployments/name/clean_history/daily")
         assert dep.status_code == 200, "scriptflow up creates the clean_history deployment"
         assert dep.json()["schedules"][0]["schedule"]["cron"] == "17 3 * * *"
-        r = p.post(f"/deployments/{dep.json()['id']}/create_flow_run",
-                   json={"parameters": parameters})
+        r = p.post(
+            f"/deployments/{dep.json()['id']}/create_flow_run", json={"parameters": parameters}
+        )
         assert r.status_code == 201, r.text
         run_id = r.json()["id"]
         deadline = time.monotonic() + 90
@@ -85,16 +86,17 @@ def test_it_removes_what_is_older_than_the_period_and_keeps_the_rest(own_stack):
         assert (outputs / f"{new['id']}.log").exists()
         found = admin.get("/runs", params={"q": "retention marker"}).json()
         assert [r["id"] for r in found["items"]] == [new["id"]] and found["total"] == 1
-        assert admin.get(f"/runs/{new['id']}/output").json()["lines"][0]["text"] == \
-            "retention marker words"
+        assert (
+            admin.get(f"/runs/{new['id']}/output").json()["lines"][0]["text"]
+            == "retention marker words"
+        )
         assert not stale_dir.exists()
         with prefect_api(own_stack) as p:  # Prefect removes the run's logs with it
             logs = p.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [old["id"]]}}})
             deadline = time.monotonic() + 20
             while logs.json() and time.monotonic() < deadline:
                 time.sleep(0.5)
-                logs = p.post("/logs/filter",
-                              json={"logs": {"flow_run_id": {"any_": [old["id"]]}}})
+                logs = p.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [old["id"]]}}})
             assert logs.json() == []
 
         # A clock that did not move removes nothing.
@@ -108,8 +110,7 @@ def test_it_refuses_a_period_out_of_range(own_stack):
         r = p.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": {"days": 0}})
         run_id = r.json()["id"]
         deadline = time.monotonic() + 60
-        while p.get(f"/flow_runs/{run_id}").json()["state"]["type"] not in ("FAILED",
-                                                                            "COMPLETED"):
+        while p.get(f"/flow_runs/{run_id}").json()["state"]["type"] not in ("FAILED", "COMPLETED"):
             assert time.monotonic() < deadline
             time.sleep(0.5)
         assert p.get(f"/flow_runs/{run_id}").json()["state"]["type"] == "FAILED"
@@ -120,8 +121,9 @@ def signed_in(stack):
     with httpx.Client(base_url=stack.url, timeout=30) as web:
         login_page = web.get("/login").text
         token = re.search(r'name="csrf_token" value="([^"]+)"', login_page).group(1)
-        r = web.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD,
-                                     "csrf_token": token})
+        r = web.post(
+            "/login", data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": token}
+        )
         assert r.status_code == 303, r.text
         yield web
 
@@ -129,8 +131,10 @@ def signed_in(stack):
 def test_the_settings_page_stores_the_period_and_shows_the_disk_used(own_stack):
     with signed_in(own_stack) as web:
         page = web.get("/settings")
-        assert 'id="retention"' in page.text and 'data-fragment="/settings/retention.html"' \
-            in page.text
+        assert (
+            'id="retention"' in page.text
+            and 'data-fragment="/settings/retention.html"' in page.text
+        )
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
         bad = web.post("/settings/retention", data={"days": "0", "csrf_token": csrf})
         assert bad.status_code == 422 and "whole number of days" in bad.text

@@ -3,7 +3,8 @@ the templates, and Portuguese (with Brazilian dates) when the locale is pt_BR.
 
 When one of these fails after you added or changed a string: run `make i18n`
 (scripts/i18n.sh), translate what is empty or fuzzy in
-ui_overlay/locale/pt_BR/LC_MESSAGES/messages.po, and run `make i18n` again to compile."""
+scriptflow_prefect/platform/locale/pt_BR/LC_MESSAGES/messages.po, and run `make i18n` again
+to compile."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from babel.messages.pofile import read_po
 from jinja2 import Environment, nodes
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCALE_DIR = ROOT / "ui_overlay" / "locale"
+LOCALE_DIR = ROOT / "scriptflow_prefect" / "platform" / "locale"
 POT = LOCALE_DIR / "messages.pot"
 TEMPLATES = ROOT / "ui_overlay" / "templates"
 LOCALES = ("en", "pt_BR")
@@ -28,9 +29,20 @@ FIX = "run `make i18n`, translate, run `make i18n` again"
 
 # The same extraction as scripts/i18n.sh (keep the two in step).
 EXTRACT_ARGS = [
-    "extract", "-F", "babel.cfg",
-    "--no-default-keywords", "-k", "_", "-k", "gettext", "-k", "ngettext:1,2", "-k", "N_",
-    "--add-comments=TRANSLATORS:", "--sort-output",
+    "extract",
+    "-F",
+    "babel.cfg",
+    "--no-default-keywords",
+    "-k",
+    "_",
+    "-k",
+    "gettext",
+    "-k",
+    "ngettext:1,2",
+    "-k",
+    "N_",
+    "--add-comments=TRANSLATORS:",
+    "--sort-output",
     "--ignore-dirs=.* ._ build dist node_modules *.egg-info tests bench",
 ]
 
@@ -56,8 +68,9 @@ def _po(locale: str) -> Path:
 
 
 def _placeholders(text: str) -> list[str]:
-    return sorted(m.group(0) if m.group(0) == "%%" else m.group(1)
-                  for m in PLACEHOLDER_RE.finditer(text))
+    return sorted(
+        m.group(0) if m.group(0) == "%%" else m.group(1) for m in PLACEHOLDER_RE.finditer(text)
+    )
 
 
 def _show(key) -> str:
@@ -116,14 +129,17 @@ def test_the_pot_file_holds_every_string_of_the_code_and_templates(tmp_path):
     fresh = tmp_path / "messages.pot"
     result = subprocess.run(
         [sys.executable, "-m", "babel.messages.frontend", *EXTRACT_ARGS, "-o", str(fresh), "."],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     extracted, committed = _ids(_catalog(fresh)), _ids(_catalog(POT))
     added = sorted(map(_show, extracted - committed))
     gone = sorted(map(_show, committed - extracted))
     assert not added and not gone, (
-        f"ui_overlay/locale/messages.pot is stale ({FIX}).\n"
+        f"scriptflow_prefect/platform/locale/messages.pot is stale ({FIX}).\n"
         f"New strings: {added}\nStrings no longer used: {gone}"
     )
 
@@ -160,13 +176,30 @@ def test_the_pt_br_mo_file_is_compiled_from_the_po_file():
 # -- (c) no hard-coded user-visible text in the templates --------------------------------------
 # Proper names and units that read the same in every language. Keep it short.
 ALLOWED_TEXT = (
-    "ScriptFlow", "SHA-256", "Python (.py)", "B", "…", "English", "Português (Brasil)",
+    "ScriptFlow",
+    "SHA-256",
+    "Python (.py)",
+    "B",
+    "…",
+    "English",
+    "Português (Brasil)",
 )
-VISIBLE_ATTRIBUTES = {"aria-label", "aria-description", "aria-placeholder",
-                      "aria-roledescription", "aria-valuetext", "title", "placeholder", "alt"}
+VISIBLE_ATTRIBUTES = {
+    "aria-label",
+    "aria-description",
+    "aria-placeholder",
+    "aria-roledescription",
+    "aria-valuetext",
+    "title",
+    "placeholder",
+    "alt",
+}
 EXPR, BLOCK = "\ue000", "\ue001"  # stand-ins for {{ }} and {% %} / {# #} (not letters)
-_ALLOWED_RE = re.compile("|".join(
-    rf"(?<!\w){re.escape(word)}(?!\w)" for word in sorted(ALLOWED_TEXT, key=len, reverse=True)))
+_ALLOWED_RE = re.compile(
+    "|".join(
+        rf"(?<!\w){re.escape(word)}(?!\w)" for word in sorted(ALLOWED_TEXT, key=len, reverse=True)
+    )
+)
 _lint_env = Environment(extensions=["jinja2.ext.i18n"])
 
 
@@ -235,8 +268,10 @@ class _TextFinder(html.parser.HTMLParser):
         attributes = dict(attrs)
         for name, value in attrs:
             visible = name in VISIBLE_ATTRIBUTES or (
-                name == "value" and tag == "input"
-                and (attributes.get("type") or "").lower() in ("submit", "button", "reset"))
+                name == "value"
+                and tag == "input"
+                and (attributes.get("type") or "").lower() in ("submit", "button", "reset")
+            )
             if visible and value:
                 self._check(value, f"<{tag} {name}=> ")
 
@@ -262,27 +297,32 @@ def untranslated_text(source: str) -> list[tuple[int, str]]:
 
 
 def test_the_template_lint_finds_hard_coded_text():
-    bad = ('<p>Hello {{ name }}</p>\n<a title="Open it" aria-label="{{ _(\'Fine\') }}">x</a>\n'
-           '<td>{{ _("Yes") if ok else "Never" }}</td><input type="submit" value="Go">\n'
-           '<img alt="Logo {{ n }}">')
+    bad = (
+        '<p>Hello {{ name }}</p>\n<a title="Open it" aria-label="{{ _(\'Fine\') }}">x</a>\n'
+        '<td>{{ _("Yes") if ok else "Never" }}</td><input type="submit" value="Go">\n'
+        '<img alt="Logo {{ n }}">'
+    )
     found = untranslated_text(bad)
     assert [line for line, _t in found] == [1, 2, 2, 3, 3, 4], found
-    good = ('<p>{{ _("Hello %(n)s", n=name) }}</p><a title="{{ _(\'Open\') }}" href="/x">'
-            "{% if a %}ScriptFlow {{ v }}{% endif %}</a><td>{{ size }} B</td>"
-            '<html lang="{{ \'pt-BR\' if x else \'en\' }}"><script>let a = "text";</script>'
-            "{% trans %}Hello{% endtrans %}{# a comment #}<td>{{ x or '?' }} · 12:00</td>")
+    good = (
+        '<p>{{ _("Hello %(n)s", n=name) }}</p><a title="{{ _(\'Open\') }}" href="/x">'
+        "{% if a %}ScriptFlow {{ v }}{% endif %}</a><td>{{ size }} B</td>"
+        "<html lang=\"{{ 'pt-BR' if x else 'en' }}\"><script>let a = \"text\";</script>"
+        "{% trans %}Hello{% endtrans %}{# a comment #}<td>{{ x or '?' }} · 12:00</td>"
+    )
     assert untranslated_text(good) == []
 
 
 TEMPLATE_FILES = sorted(TEMPLATES.rglob("*.html"))
 
 
-@pytest.mark.parametrize("template", TEMPLATE_FILES,
-                         ids=[str(p.relative_to(TEMPLATES)) for p in TEMPLATE_FILES])
+@pytest.mark.parametrize(
+    "template", TEMPLATE_FILES, ids=[str(p.relative_to(TEMPLATES)) for p in TEMPLATE_FILES]
+)
 def test_templates_show_no_text_outside_gettext(template):
     found = untranslated_text(template.read_text(encoding="utf-8"))
     assert not found, (
-        f"{template.relative_to(ROOT)}: wrap user-visible text in {{{{ _(\"...\") }}}}:\n"
+        f'{template.relative_to(ROOT)}: wrap user-visible text in {{{{ _("...") }}}}:\n'
         + "\n".join(f"  line {line}: {text}" for line, text in found)
     )
 
@@ -290,7 +330,7 @@ def test_templates_show_no_text_outside_gettext(template):
 # -- (d) what a Brazilian user sees ----------------------------------------------------------
 @pytest.fixture
 def pt_br():
-    from scriptflow_prefect import i18n
+    from scriptflow_prefect.platform import i18n
 
     token = i18n.set_locale("pt_BR")
     yield i18n
@@ -301,14 +341,25 @@ def test_python_strings_come_out_in_portuguese(pt_br):
     from scriptflow_prefect.ui_overlay.templating import status_label, trigger_label
 
     assert pt_br._("Run now") == "Executar agora"
-    assert [status_label(s) for s in ("queued", "running", "succeeded", "failed", "timed_out",
-                                      "cancelled", "crashed")] == [
-        "Na fila", "Em execução", "Concluído com sucesso", "Falhou", "Tempo esgotado",
-        "Cancelado", "Interrompido"]
+    assert [
+        status_label(s)
+        for s in ("queued", "running", "succeeded", "failed", "timed_out", "cancelled", "crashed")
+    ] == [
+        "Na fila",
+        "Em execução",
+        "Concluído com sucesso",
+        "Falhou",
+        "Tempo esgotado",
+        "Cancelado",
+        "Interrompido",
+    ]
     assert trigger_label("manual") == "Manual"
     assert pt_br._("Signed in as %(name)s", name="ana") == "Conectado como ana"
     assert [pt_br.ngettext("%(num)s run", "%(num)s runs", n) for n in (0, 1, 2)] == [
-        "0 execução", "1 execução", "2 execuções"]
+        "0 execução",
+        "1 execução",
+        "2 execuções",
+    ]
     assert pt_br.format_duration(1.5) == "1,5 s"
 
 
@@ -317,10 +368,12 @@ def test_templates_render_in_portuguese(pt_br):
 
     snippet = env.from_string(
         '{{ _("Run now") }} | {{ ngettext("%(num)s script", "%(num)s scripts", 3) }}'
-        ' | {{ _("Page %(page)s of %(pages)s", page=1, pages=2) }}')
+        ' | {{ _("Page %(page)s of %(pages)s", page=1, pages=2) }}'
+    )
     assert snippet.render() == "Executar agora | 3 scripts | Página 1 de 2"
     page = env.get_template("auth/login.html").render(
-        request=None, user=None, csrf_token="t", locale="pt_BR", flash=[], next="/", error=None)
+        request=None, user=None, csrf_token="t", locale="pt_BR", flash=[], next="/", error=None
+    )
     assert 'lang="pt-BR"' in page
     assert "Entrar no ScriptFlow" in page and "Nome de usuário" in page
 

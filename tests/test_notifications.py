@@ -49,8 +49,11 @@ class Mailbox:
         return "250 OK"
 
     def start(self) -> None:
-        kwargs = {"authenticator": self.authenticator, "auth_require_tls": False} \
-            if self.authenticator else {}
+        kwargs = (
+            {"authenticator": self.authenticator, "auth_require_tls": False}
+            if self.authenticator
+            else {}
+        )
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()
 
@@ -59,8 +62,9 @@ class Mailbox:
             self.controller.stop()
             self.controller = None
 
-    def wait_for(self, text: str, timeout: float = 60,
-                 to: str | None = None) -> email.message.EmailMessage:
+    def wait_for(
+        self, text: str, timeout: float = 60, to: str | None = None
+    ) -> email.message.EmailMessage:
         """The first message whose subject contains `text` (sent to `to`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -68,13 +72,18 @@ class Mailbox:
             if found:
                 return found[0]
             time.sleep(0.2)
-        raise AssertionError(f"no email about {text!r} within {timeout} s; "
-                             f"got {[m['Subject'] for m in self.messages]}")
+        raise AssertionError(
+            f"no email about {text!r} within {timeout} s; "
+            f"got {[m['Subject'] for m in self.messages]}"
+        )
 
     def about(self, text: str, to: str | None = None) -> list[email.message.EmailMessage]:
         with self.lock:
-            return [m for m in self.messages if text in str(m["Subject"])
-                    and (to is None or m["To"] == to)]
+            return [
+                m
+                for m in self.messages
+                if text in str(m["Subject"]) and (to is None or m["To"] == to)
+            ]
 
 
 def body(msg, kind: str = "plain") -> str:
@@ -93,15 +102,27 @@ def mailbox():
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, mailbox):
     """A stack of our own, seeded from SCRIPTFLOW_SMTP_* (overrides conftest's `stack`)."""
-    s = start_stack(tmp_path_factory.mktemp("notify-home"), {
-        "SCRIPTFLOW_SMTP_HOST": "127.0.0.1", "SCRIPTFLOW_SMTP_PORT": str(mailbox.port),
-        "SCRIPTFLOW_SMTP_SECURITY": "none", "SCRIPTFLOW_SMTP_FROM": "scriptflow@example.test",
-        "SCRIPTFLOW_PUBLIC_URL": "https://scriptflow.example.test",
-    })
+    s = start_stack(
+        tmp_path_factory.mktemp("notify-home"),
+        {
+            "SCRIPTFLOW_SMTP_HOST": "127.0.0.1",
+            "SCRIPTFLOW_SMTP_PORT": str(mailbox.port),
+            "SCRIPTFLOW_SMTP_SECURITY": "none",
+            "SCRIPTFLOW_SMTP_FROM": "scriptflow@example.test",
+            "SCRIPTFLOW_PUBLIC_URL": "https://scriptflow.example.test",
+        },
+    )
     try:
         for name in ("alice", "bob"):
-            r = s.cli("user", "add", name, "--email", f"{name}@example.test",
-                      "--password-stdin", input=f"{name}-pass-123\n")
+            r = s.cli(
+                "user",
+                "add",
+                name,
+                "--email",
+                f"{name}@example.test",
+                "--password-stdin",
+                input=f"{name}-pass-123\n",
+            )
             assert r.returncode == 0, r.stderr
         for name in ("admin", "alice", "bob"):
             r = s.cli("token", "create", name)
@@ -120,8 +141,10 @@ def prefect(stack):
 
 
 def automations_of(prefect, script_id: int) -> list[dict]:
-    r = prefect.post("/automations/filter", json={
-        "automations": {"tags": {"all_": ["scriptflow-email", f"script-{script_id}"]}}})
+    r = prefect.post(
+        "/automations/filter",
+        json={"automations": {"tags": {"all_": ["scriptflow-email", f"script-{script_id}"]}}},
+    )
     r.raise_for_status()
     return r.json()
 
@@ -146,8 +169,9 @@ def signed_in(stack, user: str, password: str) -> httpx.Client:
     c = httpx.Client(base_url=stack.url, timeout=30, follow_redirects=True)
     page = c.get("/login").text
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    r = c.post("/login", data={"username": user, "password": password, "csrf_token": csrf,
-                               "next": "/"})
+    r = c.post(
+        "/login", data={"username": user, "password": password, "csrf_token": csrf, "next": "/"}
+    )
     assert r.status_code == 200, r.text
     return c
 
@@ -162,8 +186,10 @@ def test_it_seeds_the_email_settings_from_the_environment(admin, alice):
 
 
 def test_it_refuses_bad_email_settings_with_reasons(admin):
-    r = admin.put("/settings/email", json={"host": "smtp example", "port": 70000,
-                                           "security": "tls", "from_address": "nobody"})
+    r = admin.put(
+        "/settings/email",
+        json={"host": "smtp example", "port": 70000, "security": "tls", "from_address": "nobody"},
+    )
     assert r.status_code == 422
     for word in ("host", "port", "security", "from_address"):
         assert word in r.json()["detail"]
@@ -202,7 +228,8 @@ def test_it_emails_the_owner_when_a_script_fails(alice, mailbox, prefect):
 
     items = history(alice, lambda items: items, script_id=script["id"])
     assert [(i["status"], i["recipient"], i["run_id"]) for i in items] == [
-        ("sent", "alice@example.test", finished["id"])]
+        ("sent", "alice@example.test", finished["id"])
+    ]
 
 
 def test_the_automation_of_a_script_is_visible_in_prefect(alice, prefect):
@@ -213,9 +240,14 @@ def test_the_automation_of_a_script_is_visible_in_prefect(alice, prefect):
     assert [a["name"] for a in found] == [f"ScriptFlow · {script['name']} · failure"]
     automation = found[0]
     assert set(automation["trigger"]["expect"]) == {
-        "prefect.flow-run.Failed", "prefect.flow-run.TimedOut", "prefect.flow-run.Crashed"}
-    assert automation["trigger"]["match_related"]["prefect.resource.id"] == \
-        f"prefect.tag.script-{script['id']}"
+        "prefect.flow-run.Failed",
+        "prefect.flow-run.TimedOut",
+        "prefect.flow-run.Crashed",
+    }
+    assert (
+        automation["trigger"]["match_related"]["prefect.resource.id"]
+        == f"prefect.tag.script-{script['id']}"
+    )
     action = automation["actions"][0]
     block = prefect.get(f"/block_documents/{action['block_document_id']}").json()
     assert action["type"] == "send-notification" and block["name"] == "scriptflow-email"
@@ -225,7 +257,8 @@ def test_the_automation_of_a_script_is_visible_in_prefect(alice, prefect):
     assert alice.patch(f"/scripts/{script['id']}", json={"name": renamed}).status_code == 200
     deadline = time.monotonic() + 15
     while [a["name"] for a in automations_of(prefect, script["id"])] != [
-            f"ScriptFlow · {renamed} · failure"]:
+        f"ScriptFlow · {renamed} · failure"
+    ]:
         assert time.monotonic() < deadline, automations_of(prefect, script["id"])
         time.sleep(0.3)
 
@@ -239,11 +272,13 @@ def test_it_sends_no_email_on_success_unless_asked(alice, mailbox, prefect):
     time.sleep(5)  # the block waits 2 s for the last output: give it more than that
     assert mailbox.about(script["name"]) == []
 
-    r = alice.put(f"/scripts/{script['id']}/notifications",
-                  json={"on_success": True, "on_failure": False})
+    r = alice.put(
+        f"/scripts/{script['id']}/notifications", json={"on_success": True, "on_failure": False}
+    )
     assert r.status_code == 200, r.text
     assert [a["name"].rsplit(" · ", 1)[1] for a in automations_of(prefect, script["id"])] == [
-        "success"]
+        "success"
+    ]
     assert run(alice, script["id"])["status"] == "succeeded"
     msg = mailbox.wait_for(script["name"], timeout=60)
     assert "succeeded" in msg["Subject"] and "all good" in body(msg)
@@ -257,9 +292,17 @@ def test_it_emails_when_a_run_times_out(alice, mailbox, prefect):
     assert "timed out" in msg["Subject"] and "waiting" in body(msg)
     # What Prefect emitted and rendered into the automation's template (flow_run is there).
     deadline = time.monotonic() + 20
-    while not (events := prefect.post("/events/filter", json={"filter": {
-            "event": {"name": ["scriptflow.email.sent"]},
-            "resource": {"id": [f"scriptflow.script.{script['id']}"]}}}).json()["events"]):
+    while not (
+        events := prefect.post(
+            "/events/filter",
+            json={
+                "filter": {
+                    "event": {"name": ["scriptflow.email.sent"]},
+                    "resource": {"id": [f"scriptflow.script.{script['id']}"]},
+                }
+            },
+        ).json()["events"]
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.5)
     payload = events[0]["payload"]
@@ -269,8 +312,14 @@ def test_it_emails_when_a_run_times_out(alice, mailbox, prefect):
 def test_it_refuses_bad_preferences_with_reasons(alice, bob):
     script = upload(alice, FINE, name=unique("prefs"))
     url = f"/scripts/{script['id']}/notifications"
-    r = alice.put(url, json={"on_failure": "yes", "digest": "hourly",
-                             "recipients": ["ops@example.test", "not an address"]})
+    r = alice.put(
+        url,
+        json={
+            "on_failure": "yes",
+            "digest": "hourly",
+            "recipients": ["ops@example.test", "not an address"],
+        },
+    )
     assert r.status_code == 422
     detail = r.json()["detail"]
     assert "on_failure" in detail and "digest" in detail and "not an address" in detail
@@ -290,10 +339,18 @@ def test_it_retries_while_the_smtp_server_is_down(alice, mailbox, prefect):
         # The first try is refused (the block sends ~2 s after the run ends); wait for the
         # retry event, or long enough, before the server comes back.
         deadline = time.monotonic() + 8
-        while time.monotonic() < deadline and not prefect.post("/events/filter", json={
-                "filter": {"event": {"name": ["scriptflow.email.retrying"]},
-                           "resource": {"id": [f"scriptflow.script.{script['id']}"]}}
-        }).json()["events"]:
+        while (
+            time.monotonic() < deadline
+            and not prefect.post(
+                "/events/filter",
+                json={
+                    "filter": {
+                        "event": {"name": ["scriptflow.email.retrying"]},
+                        "resource": {"id": [f"scriptflow.script.{script['id']}"]},
+                    }
+                },
+            ).json()["events"]
+        ):
             time.sleep(0.5)
     finally:
         mailbox.start()
@@ -304,8 +361,9 @@ def test_it_retries_while_the_smtp_server_is_down(alice, mailbox, prefect):
 
 
 def test_it_holds_back_a_flapping_script(admin, alice, mailbox):
-    assert admin.put("/settings/notifications",
-                     json={"throttle_minutes": 0.1}).status_code == 200  # 6 s
+    assert (
+        admin.put("/settings/notifications", json={"throttle_minutes": 0.1}).status_code == 200
+    )  # 6 s
     try:
         script = upload(alice, FAILING, name=unique("flapping"))
         started = [alice.post(f"/scripts/{script['id']}/runs").json() for _ in range(2)]
@@ -332,9 +390,16 @@ def test_a_refused_login_shows_in_history_and_on_the_dashboard(stack, admin, ali
     refusing.start()
     good = admin.get("/settings/email").json()
     try:
-        r = admin.put("/settings/email", json={
-            "host": "127.0.0.1", "port": refusing.port, "security": "none",
-            "username": "scriptflow", "password": "wrong-secret"})
+        r = admin.put(
+            "/settings/email",
+            json={
+                "host": "127.0.0.1",
+                "port": refusing.port,
+                "security": "none",
+                "username": "scriptflow",
+                "password": "wrong-secret",
+            },
+        )
         assert r.status_code == 200, r.text
         assert r.json()["password_set"] is True and "wrong-secret" not in r.text
         r = admin.post("/settings/email/test", json={"to": "ops@example.test"})
@@ -359,8 +424,14 @@ def test_a_refused_login_shows_in_history_and_on_the_dashboard(stack, admin, ali
         finally:
             page.close()
     finally:
-        admin.put("/settings/email", json={**{k: good[k] for k in (
-            "host", "port", "security", "from_address")}, "username": "", "password": ""})
+        admin.put(
+            "/settings/email",
+            json={
+                **{k: good[k] for k in ("host", "port", "security", "from_address")},
+                "username": "",
+                "password": "",
+            },
+        )
         refusing.stop()
 
 
@@ -382,8 +453,10 @@ def test_a_failed_automation_action_shows_in_history(admin, alice, prefect):
         everything = admin.get("/notifications", params={"per_page": 100}).json()["items"]
         assert item["id"] in [i["id"] for i in everything]  # an admin's unfiltered view too
     finally:  # saving the settings again saves the block and points the automations at it
-        admin.put("/settings/email", json={k: good[k] for k in (
-            "host", "port", "security", "from_address")})
+        admin.put(
+            "/settings/email",
+            json={k: good[k] for k in ("host", "port", "security", "from_address")},
+        )
 
 
 # -- digests ----------------------------------------------------------------------------------
@@ -391,8 +464,9 @@ def test_it_sends_a_daily_digest(alice, mailbox, prefect):
     failing = upload(alice, FAILING, name=unique("digest-failing"))
     fine = upload(alice, FINE, name=unique("digest-fine"))
     for script in (failing, fine):
-        r = alice.put(f"/scripts/{script['id']}/notifications",
-                      json={"digest": "daily", "on_failure": False})
+        r = alice.put(
+            f"/scripts/{script['id']}/notifications", json={"digest": "daily", "on_failure": False}
+        )
         assert r.status_code == 200, r.text
         run(alice, script["id"])
     run(alice, fine["id"])
@@ -401,8 +475,9 @@ def test_it_sends_a_daily_digest(alice, mailbox, prefect):
     assert deployment["schedules"][0]["schedule"]["cron"] == "0 8 * * *"
     recipients = deployment["parameters"]["recipients"]
     assert [r["email"] for r in recipients] == ["alice@example.test"]
-    assert prefect.post(f"/deployments/{deployment['id']}/create_flow_run",
-                        json={}).status_code == 201
+    assert (
+        prefect.post(f"/deployments/{deployment['id']}/create_flow_run", json={}).status_code == 201
+    )
     msg = mailbox.wait_for("ScriptFlow daily summary", timeout=60)
     assert msg["To"] == "alice@example.test"
     assert "3 runs, 1 failed" in msg["Subject"]
@@ -434,7 +509,8 @@ def test_an_admin_sets_up_email_and_switches_a_failure_email_on(page, alice, mai
     page.get_by_label("Send it to").fill("browser@example.test")
     page.get_by_role("button", name="Send test email").click()
     page.get_by_role("status").filter(
-        has_text="A test email was sent to browser@example.test.").wait_for()
+        has_text="A test email was sent to browser@example.test."
+    ).wait_for()
     test_mail = mailbox.wait_for("ScriptFlow test email", to="browser@example.test")
     assert test_mail["From"] == "alerts@example.test"
 
@@ -445,12 +521,16 @@ def test_an_admin_sets_up_email_and_switches_a_failure_email_on(page, alice, mai
     checkbox.check()
     section.get_by_role("button", name="Save notifications").click()
     page.get_by_role("status").filter(has_text="Email notifications of").wait_for()
-    assert page.locator("#notifications").get_by_label(
-        "Email when a run fails, times out or crashes").is_checked()
+    assert (
+        page.locator("#notifications")
+        .get_by_label("Email when a run fails, times out or crashes")
+        .is_checked()
+    )
     axe_check(page)
     screenshot(page, "script-notifications")
     assert [a["name"] for a in automations_of(prefect, script["id"])] == [
-        f"ScriptFlow · {script['name']} · failure"]
+        f"ScriptFlow · {script['name']} · failure"
+    ]
 
     page.goto("/notifications")
     assert page.get_by_role("heading", level=1).inner_text() == "Notification history"

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 
-from scriptflow_prefect import blocks, deliveries, mailer
+from scriptflow_prefect import blocks
+from scriptflow_prefect.notifications import deliveries
+from scriptflow_prefect.notifications.channels.email import mailer
 
 
 class TestScriptFlowEmailBlock(BlockStandardTestSuite):
@@ -34,34 +36,50 @@ def closed_port() -> int:
 
 
 def test_it_treats_a_refused_connection_as_temporary():
-    config = mailer.SmtpConfig(host="127.0.0.1", port=closed_port(), security="none",
-                               timeout=2)
+    config = mailer.SmtpConfig(host="127.0.0.1", port=closed_port(), security="none", timeout=2)
     with pytest.raises(mailer.SendError) as caught:
-        mailer.send(config, mailer.build_message(
-            sender="a@example.test", to="b@example.test",
-            rendered=mailer.Rendered("s", "t", "")))
+        mailer.send(
+            config,
+            mailer.build_message(
+                sender="a@example.test", to="b@example.test", rendered=mailer.Rendered("s", "t", "")
+            ),
+        )
     assert caught.value.temporary and "refused" in str(caught.value).lower()
 
 
-@pytest.mark.parametrize(("exc", "temporary", "text"), [
-    (smtplib.SMTPAuthenticationError(535, b"5.7.8 Authentication credentials invalid"),
-     False, "535 5.7.8 Authentication credentials invalid"),
-    (smtplib.SMTPSenderRefused(451, b"4.3.0 Try again later", "a@example.test"), True,
-     "451 4.3.0 Try again later"),
-    (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), True,
-     "Connection unexpectedly closed"),
-])
-def test_it_keeps_the_smtp_servers_words_and_retries_only_4xx(monkeypatch, exc, temporary,
-                                                               text):
+@pytest.mark.parametrize(
+    ("exc", "temporary", "text"),
+    [
+        (
+            smtplib.SMTPAuthenticationError(535, b"5.7.8 Authentication credentials invalid"),
+            False,
+            "535 5.7.8 Authentication credentials invalid",
+        ),
+        (
+            smtplib.SMTPSenderRefused(451, b"4.3.0 Try again later", "a@example.test"),
+            True,
+            "451 4.3.0 Try again later",
+        ),
+        (
+            smtplib.SMTPServerDisconnected("Connection unexpectedly closed"),
+            True,
+            "Connection unexpectedly closed",
+        ),
+    ],
+)
+def test_it_keeps_the_smtp_servers_words_and_retries_only_4xx(monkeypatch, exc, temporary, text):
     class Failing:
         def __init__(self, *args, **kwargs):
             raise exc
 
     monkeypatch.setattr(smtplib, "SMTP", Failing)
     with pytest.raises(mailer.SendError) as caught:
-        mailer.send(mailer.SmtpConfig(host="mail.example.test", port=25, security="none"),
-                    mailer.build_message(sender="a@example.test", to="b@example.test",
-                                         rendered=mailer.Rendered("s", "t", "")))
+        mailer.send(
+            mailer.SmtpConfig(host="mail.example.test", port=25, security="none"),
+            mailer.build_message(
+                sender="a@example.test", to="b@example.test", rendered=mailer.Rendered("s", "t", "")
+            ),
+        )
     assert caught.value.temporary is temporary and str(caught.value) == text
 
 
@@ -69,36 +87,66 @@ def test_an_automation_request_round_trips_through_prefects_template():
     from jinja2 import Environment
 
     template = deliveries.run_request_template(
-        7, "failure", [{"email": "ops@example.test", "language": "pt_BR", "timezone": None}])
-    rendered = Environment().from_string(template).render(
-        event={"resource": {"id": "prefect.flow-run.0b6e4c1e-8a1f-4a4e-9a8e-4f0e0f0e0f0e"},
-               "event": "prefect.flow-run.TimedOut", "id": "x"},
-        flow_run={"state": {"name": "TimedOut"}})
+        7, "failure", [{"email": "ops@example.test", "language": "pt_BR", "timezone": None}]
+    )
+    rendered = (
+        Environment()
+        .from_string(template)
+        .render(
+            event={
+                "resource": {"id": "prefect.flow-run.0b6e4c1e-8a1f-4a4e-9a8e-4f0e0f0e0f0e"},
+                "event": "prefect.flow-run.TimedOut",
+                "id": "x",
+            },
+            flow_run={"state": {"name": "TimedOut"}},
+        )
+    )
     request = deliveries.parse_run_request(rendered)
     assert request["script_id"] == 7 and request["outcome"] == "failure"
     assert str(request["run_id"]) == "0b6e4c1e-8a1f-4a4e-9a8e-4f0e0f0e0f0e"
     assert request["recipients"] == [
-        {"email": "ops@example.test", "language": "pt_BR", "timezone": None}]
+        {"email": "ops@example.test", "language": "pt_BR", "timezone": None}
+    ]
     assert deliveries.parse_run_request("The backup failed.") is None
 
 
 def test_addresses_that_could_break_a_template_are_refused():
     assert mailer.is_email("ops.team+alerts@example.co.uk")
-    for bad in ("{{ x }}@example.test", 'a"b@example.test', "a b@example.test", "nobody",
-                "a@b", None):
+    for bad in (
+        "{{ x }}@example.test",
+        'a"b@example.test',
+        "a b@example.test",
+        "nobody",
+        "a@b",
+        None,
+    ):
         assert not mailer.is_email(bad)
 
 
 def test_a_run_email_is_in_the_recipients_language_and_escapes_the_output():
     context = {
-        "script_id": 3, "script_name": "backup", "failed": True, "more_lines": False,
-        "run": {"status": "failed", "trigger": "scheduled", "exit_code": 3,
-                "started_at": datetime(2026, 3, 5, 14, 7, tzinfo=UTC), "duration_seconds": 1.5,
-                "message": "Exit code 3"},
-        "lines": [{"stream": "stdout", "text": "copiando <tudo>"},
-                  {"stream": "stderr", "text": "disco cheio"}], "line_count": 2,
-        "run_url": "https://sf.example.test/runs/1", "script_url": "", "held_back": 0,
-        "settings_url": "https://sf.example.test/scripts/3#notifications", "quiet_minutes": 15,
+        "script_id": 3,
+        "script_name": "backup",
+        "failed": True,
+        "more_lines": False,
+        "run": {
+            "status": "failed",
+            "trigger": "scheduled",
+            "exit_code": 3,
+            "started_at": datetime(2026, 3, 5, 14, 7, tzinfo=UTC),
+            "duration_seconds": 1.5,
+            "message": "Exit code 3",
+        },
+        "lines": [
+            {"stream": "stdout", "text": "copiando <tudo>"},
+            {"stream": "stderr", "text": "disco cheio"},
+        ],
+        "line_count": 2,
+        "run_url": "https://sf.example.test/runs/1",
+        "script_url": "",
+        "held_back": 0,
+        "settings_url": "https://sf.example.test/scripts/3#notifications",
+        "quiet_minutes": 15,
     }
     rendered = mailer.render("run", context, language="pt_BR", zone="America/Sao_Paulo")
     assert rendered.subject == "ScriptFlow: backup falhou"
@@ -114,21 +162,29 @@ def test_a_digest_counts_failures_slowest_scripts_switched_off_schedules_and_wha
 
     from prefect.client.schemas.objects import FlowRun, State, StateType
 
-    from scriptflow_prefect import digests
+    from scriptflow_prefect.notifications import digests
 
     until = datetime(2026, 3, 5, 8, 0, tzinfo=UTC)
 
     def flow_run(sid, state, minutes_ago, seconds=None, scheduled=False):
         start = until - timedelta(minutes=minutes_ago)
         return FlowRun(
-            id=uuid4(), name="r", flow_id=uuid4(), state=State(type=state),
+            id=uuid4(),
+            name="r",
+            flow_id=uuid4(),
+            state=State(type=state),
             parameters={"script_id": sid, "script_name": f"script {sid}"},
             tags=["scriptflow", f"script-{sid}"] + (["auto-scheduled"] if scheduled else []),
-            expected_start_time=start, start_time=None if seconds is None else start,
-            end_time=None if seconds is None else start + timedelta(seconds=seconds))
+            expected_start_time=start,
+            start_time=None if seconds is None else start,
+            end_time=None if seconds is None else start + timedelta(seconds=seconds),
+        )
 
-    past = [flow_run(1, StateType.FAILED, 10, 2, scheduled=True),
-            flow_run(1, StateType.COMPLETED, 70, 3), flow_run(2, StateType.COMPLETED, 20, 90)]
+    past = [
+        flow_run(1, StateType.FAILED, 10, 2, scheduled=True),
+        flow_run(1, StateType.COMPLETED, 70, 3),
+        flow_run(2, StateType.COMPLETED, 20, 90),
+    ]
     upcoming = [flow_run(2, StateType.SCHEDULED, -30)]
 
     class Client:
@@ -139,19 +195,22 @@ def test_a_digest_counts_failures_slowest_scripts_switched_off_schedules_and_wha
             return past if kwargs.get("offset", 0) == 0 else []
 
         def read_deployments(self, **kwargs):
-            return [SimpleNamespace(parameters={"script_id": 1},
-                                    schedules=[SimpleNamespace(active=False)])]
+            return [
+                SimpleNamespace(
+                    parameters={"script_id": 1}, schedules=[SimpleNamespace(active=False)]
+                )
+            ]
 
-    facts = digests.collect(Client(), {1: "script 1", 2: "script 2"},
-                            until - timedelta(days=1), until)
+    facts = digests.collect(
+        Client(), {1: "script 1", 2: "script 2"}, until - timedelta(days=1), until
+    )
     summary = facts.summary([1, 2], "https://sf.example.test/")
     assert (summary["runs"], summary["failures"]) == (3, 1)
     assert [s.name for s in summary["failing"]] == ["script 1"]
     assert [s.name for s in summary["slowest"]] == ["script 2", "script 1"]
     assert [s.name for s in summary["disabled"]] == ["script 1"]
     assert [u["name"] for u in summary["upcoming"]] == ["script 2"]
-    rendered = mailer.render("digest", {**summary, "period": "daily"}, language="en",
-                             zone="UTC")
+    rendered = mailer.render("digest", {**summary, "period": "daily"}, language="en", zone="UTC")
     assert rendered.subject == "ScriptFlow daily summary: 3 runs, 1 failed"
     assert "Schedules switched off after failures in a row" in rendered.text
     assert "https://sf.example.test/scripts/1#schedule" in rendered.text

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scriptflow_prefect.output_log import (
+from scriptflow_prefect.history.output_log import (
     OutputLogWriter,
     format_ts,
     iter_output_text,

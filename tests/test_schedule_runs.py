@@ -35,8 +35,11 @@ LONG = "import time\nprint(time.time(), flush=True)\ntime.sleep(4)\nprint('done'
 def prefect_exports(stack: Stack) -> dict[str, str]:
     r = stack.cli("prefect-env")
     assert r.returncode == 0, r.stderr
-    return dict(shlex.split(line.removeprefix("export "))[0].split("=", 1)
-                for line in r.stdout.splitlines() if line.startswith("export "))
+    return dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1)
+        for line in r.stdout.splitlines()
+        if line.startswith("export ")
+    )
 
 
 def prefect_client(stack: Stack):
@@ -62,8 +65,10 @@ def emulate_scheduled(prefect, script: dict, at: datetime | None = None):
     from prefect.states import Scheduled
 
     return prefect.create_flow_run_from_deployment(
-        deployment_id(prefect, script), tags=["auto-scheduled"],
-        state=Scheduled(scheduled_time=at or datetime.now(UTC)))
+        deployment_id(prefect, script),
+        tags=["auto-scheduled"],
+        state=Scheduled(scheduled_time=at or datetime.now(UTC)),
+    )
 
 
 def set_policy(client: httpx.Client, script: dict, **policy) -> None:
@@ -124,8 +129,10 @@ def soon(stack, prefect):
         if (target - now).total_seconds() < 20:
             target += timedelta(minutes=1)
         saved_at = time.monotonic()
-        r = alice.put(f"/scripts/{script['id']}/schedule", json={
-            "frequency": "daily", "time": target.strftime("%H:%M"), "timezone": "UTC"})
+        r = alice.put(
+            f"/scripts/{script['id']}/schedule",
+            json={"frequency": "daily", "time": target.strftime("%H:%M"), "timezone": "UTC"},
+        )
         assert r.status_code == 200, r.text
         assert ts(r.json()["next_runs"][0]) == target
     return SimpleNamespace(script=script, target=target, saved_at=saved_at)
@@ -145,7 +152,8 @@ def test_a_saved_schedule_reaches_prefects_scheduler_within_seconds(soon, prefec
     def created():
         return prefect.read_flow_runs(
             flow_run_filter=FlowRunFilter(expected_start_time=at),
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep])))
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep])),
+        )
 
     runs = poll(created, timeout=20, every=0.25)
     took = time.monotonic() - soon.saved_at
@@ -184,13 +192,18 @@ def test_it_retries_a_failed_scheduled_run_once_after_the_delay(alice, prefect) 
     # (GET /runs shows only runs that are due, so ask Prefect for every run of the script).
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    every = prefect.read_flow_runs(deployment_filter=DeploymentFilter(
-        id=DeploymentFilterId(any_=[deployment_id(prefect, script)])))
+    every = prefect.read_flow_runs(
+        deployment_filter=DeploymentFilter(
+            id=DeploymentFilterId(any_=[deployment_id(prefect, script)])
+        )
+    )
     tag = f"script-{script['id']}"
-    assert sorted(sorted(r.tags) for r in every) == sorted([
-        sorted(["auto-scheduled", "python", "scriptflow", tag]),
-        sorted(["retry", "retry-1", "python", "scriptflow", tag]),
-    ])
+    assert sorted(sorted(r.tags) for r in every) == sorted(
+        [
+            sorted(["auto-scheduled", "python", "scriptflow", tag]),
+            sorted(["retry", "retry-1", "python", "scriptflow", tag]),
+        ]
+    )
 
 
 def stack_url(client) -> str:
@@ -205,10 +218,17 @@ def dashboard_flags(url: str, user: str) -> str:
 
     with httpx.Client(base_url=url, follow_redirects=True, timeout=30) as web:
         token = re.search(r'name="csrf_token" value="([^"]+)"', web.get("/login").text)[1]
-        page = web.post("/login", data={"username": user, "password": f"{user}-pass-123",
-                                        "csrf_token": token, "next": "/"}).text
+        page = web.post(
+            "/login",
+            data={
+                "username": user,
+                "password": f"{user}-pass-123",
+                "csrf_token": token,
+                "next": "/",
+            },
+        ).text
     start = page.find('id="off-h"')
-    return page[start:page.find("</section>", start)] if start >= 0 else ""
+    return page[start : page.find("</section>", start)] if start >= 0 else ""
 
 
 def test_it_switches_the_schedule_off_after_three_failed_scheduled_runs_in_a_row(
@@ -229,8 +249,9 @@ def test_it_switches_the_schedule_off_after_three_failed_scheduled_runs_in_a_row
 
     assert schedule_states(alice)[script["id"]] == "disabled"
     # Other edits keep it off: only saving the schedule switches it back on.
-    assert alice.patch(f"/scripts/{script['id']}",
-                       json={"description": "edited"}).status_code == 200
+    assert (
+        alice.patch(f"/scripts/{script['id']}", json={"description": "edited"}).status_code == 200
+    )
     assert [s.active for s in prefect.read_deployment_schedules(dep)] == [False]
     # The dashboard flags it until someone switches it back on or acknowledges it.
     assert script["name"] in dashboard_flags(stack_url(alice), "alice")
@@ -267,9 +288,7 @@ def test_with_overlap_queue_the_next_run_waits_for_the_previous_one(alice, prefe
     assert 0 <= waited <= 5
 
 
-def test_queued_runs_run_one_after_the_other_and_never_wait_for_each_other(
-    alice, prefect
-) -> None:
+def test_queued_runs_run_one_after_the_other_and_never_wait_for_each_other(alice, prefect) -> None:
     # The third run waits for the first two; the second must wait only for the first (it
     # started before the third), not for the third as well: that would wait for ever.
     script = upload(alice, LONG)
@@ -312,7 +331,8 @@ def _running_since(prefect, dep, due: datetime):
     from prefect.states import Running, Scheduled
 
     run = prefect.create_flow_run_from_deployment(
-        dep, tags=["auto-scheduled"], state=Scheduled(scheduled_time=due))
+        dep, tags=["auto-scheduled"], state=Scheduled(scheduled_time=due)
+    )
     prefect.set_flow_run_state(run.id, Running(), force=True)
     return prefect.read_flow_run(run.id)
 
@@ -320,18 +340,18 @@ def _running_since(prefect, dep, due: datetime):
 def test_the_runs_of_a_catch_up_do_not_count_as_overlapping(prefect, probe_deployment) -> None:
     # After a downtime the late runs start together, and each is Running while it decides:
     # the newest must not be skipped as overlapping the older ones that give way to it.
-    from scriptflow_prefect.policies import RunPolicy, before_start
+    from scriptflow_prefect.runs.policies import RunPolicy, before_start
 
     now = datetime.now(UTC)
-    older = [_running_since(prefect, probe_deployment, now - timedelta(minutes=m))
-             for m in (5, 4)]
+    older = [_running_since(prefect, probe_deployment, now - timedelta(minutes=m)) for m in (5, 4)]
     newest = _running_since(prefect, probe_deployment, now - timedelta(minutes=3))
 
     def decide(run, rules):
         # In a thread: a wrong "queue" decision waits for ever instead of answering.
         answer: list = []
-        worker = threading.Thread(target=lambda: answer.append(before_start(prefect, run, rules)),
-                                  daemon=True)
+        worker = threading.Thread(
+            target=lambda: answer.append(before_start(prefect, run, rules)), daemon=True
+        )
         worker.start()
         worker.join(10)
         assert answer, f"before_start was still waiting after 10 s ({rules.overlap})"
@@ -360,8 +380,10 @@ def test_a_scheduled_run_starts_on_time_and_succeeds(soon, alice) -> None:
     assert ts(run["scheduled_at"]) == soon.target
     late = (ts(run["started_at"]) - soon.target).total_seconds()
     script_late = first_line_time(alice, run["id"]) - soon.target.timestamp()
-    print(f"\nscheduled run: started {late:+.2f} s after its time, "
-          f"script's first line {script_late:+.2f} s")
+    print(
+        f"\nscheduled run: started {late:+.2f} s after its time, "
+        f"script's first line {script_late:+.2f} s"
+    )
     assert -1.0 <= late <= 10.0
 
 
@@ -384,13 +406,26 @@ def _prefects_server_alone(home) -> tuple[subprocess.Popen, dict[str, str]]:
     env.update({"SCRIPTFLOW_HOME": str(home), "SCRIPTFLOW_PREFECT_PORT": str(free_port())})
     home.mkdir(parents=True, exist_ok=True)
     log = home / "server.out"
-    proc = subprocess.Popen([sys.executable, "-m", "scriptflow_prefect.cli", "server"], env=env,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    cli = subprocess.run([sys.executable, "-m", "scriptflow_prefect.cli", "prefect-env"],
-                         env=env, capture_output=True, text=True, timeout=60)
-    exports = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1)
-                   for line in cli.stdout.splitlines() if line.startswith("export "))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scriptflow_prefect.commands.cli", "server"],
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    cli = subprocess.run(
+        [sys.executable, "-m", "scriptflow_prefect.commands.cli", "prefect-env"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    exports = dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1)
+        for line in cli.stdout.splitlines()
+        if line.startswith("export ")
+    )
     deadline = time.monotonic() + 120
     while not _prefect_healthy(exports["PREFECT_API_URL"], exports.get("PREFECT_API_AUTH_STRING")):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -423,18 +458,25 @@ def after_downtime(tmp_path_factory):
     home = tmp_path_factory.mktemp("missed-home")
     server, exports = _prefects_server_alone(home)
     try:
-        outside = {"SCRIPTFLOW_PREFECT_API_URL": exports["PREFECT_API_URL"],
-                   "SCRIPTFLOW_PREFECT_AUTH_STRING": exports["PREFECT_API_AUTH_STRING"]}
+        outside = {
+            "SCRIPTFLOW_PREFECT_API_URL": exports["PREFECT_API_URL"],
+            "SCRIPTFLOW_PREFECT_AUTH_STRING": exports["PREFECT_API_AUTH_STRING"],
+        }
         stack = start_stack(home, outside)
         scripts = {}
         try:
             token = stack.cli("token", "create", "admin").stdout.strip()
-            with httpx.Client(base_url=stack.url + "/api/v1", timeout=30,
-                              headers={"Authorization": f"Bearer {token}"}) as admin:
+            with httpx.Client(
+                base_url=stack.url + "/api/v1",
+                timeout=30,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as admin:
                 for missed in ("once", "skip"):
                     script = upload(admin, PRINTS_TIME)
-                    r = admin.put(f"/scripts/{script['id']}/schedule", json={
-                        "frequency": "daily", "time": far_away_time(), "timezone": "UTC"})
+                    r = admin.put(
+                        f"/scripts/{script['id']}/schedule",
+                        json={"frequency": "daily", "time": far_away_time(), "timezone": "UTC"},
+                    )
                     assert r.status_code == 200, r.text
                     set_policy(admin, script, retries=0, missed=missed)
                     scripts[missed] = script

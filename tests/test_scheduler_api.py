@@ -21,10 +21,14 @@ def prefect(stack):
 
     r = stack.cli("prefect-env")
     assert r.returncode == 0, r.stderr
-    env = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1)
-               for line in r.stdout.splitlines() if line.startswith("export "))
-    with SyncPrefectClient(env["PREFECT_API_URL"],
-                           auth_string=env.get("PREFECT_API_AUTH_STRING")) as client:
+    env = dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1)
+        for line in r.stdout.splitlines()
+        if line.startswith("export ")
+    )
+    with SyncPrefectClient(
+        env["PREFECT_API_URL"], auth_string=env.get("PREFECT_API_AUTH_STRING")
+    ) as client:
         yield client
 
 
@@ -78,13 +82,16 @@ def test_it_shows_running_and_next_runs_to_their_owner_only(alice, bob, admin) -
 
     scheduled = upload(alice, "print('x')\n")
     at = (datetime.now(UTC) + timedelta(hours=6)).strftime("%H:%M")
-    r = alice.put(f"/scripts/{scheduled['id']}/schedule",
-                  json={"frequency": "daily", "time": at, "timezone": "UTC"})
+    r = alice.put(
+        f"/scripts/{scheduled['id']}/schedule",
+        json={"frequency": "daily", "time": at, "timezone": "UTC"},
+    )
     assert r.status_code == 200, r.text
     due = datetime.fromisoformat(r.json()["next_runs"][0])
     # Prefect's scheduler makes the runs within ~5 s of the save.
-    upcoming = poll(lambda: [r for r in status_of(alice)["next"]
-                             if r["script_id"] == scheduled["id"]])
+    upcoming = poll(
+        lambda: [r for r in status_of(alice)["next"] if r["script_id"] == scheduled["id"]]
+    )
     assert upcoming[0]["script_name"] == scheduled["name"]
     assert datetime.fromisoformat(upcoming[0]["scheduled_at"].replace("Z", "+00:00")) == due
 
@@ -102,17 +109,24 @@ def test_it_shows_a_late_run_to_its_owner_only(alice, bob, admin, prefect) -> No
 
     script = upload(alice, "print('x')\n")
     dep = prefect.read_deployment_by_name(f"run_script/{script['name']}")
-    queue = prefect.create_work_queue(name=f"paused-{time.time_ns()}", work_pool_name="scriptflow",
-                                      is_paused=True)
+    queue = prefect.create_work_queue(
+        name=f"paused-{time.time_ns()}", work_pool_name="scriptflow", is_paused=True
+    )
     late = None
     try:
         late = prefect.create_flow_run_from_deployment(
-            dep.id, tags=["auto-scheduled"], work_queue_name=queue.name,
-            state=Scheduled(scheduled_time=datetime.now(UTC) - timedelta(minutes=5)))
+            dep.id,
+            tags=["auto-scheduled"],
+            work_queue_name=queue.name,
+            state=Scheduled(scheduled_time=datetime.now(UTC) - timedelta(minutes=5)),
+        )
         found = [r for r in status_of(alice)["late"] if r["id"] == str(late.id)]
         assert len(found) == 1
         assert (found[0]["script_id"], found[0]["status"], found[0]["trigger"]) == (
-            script["id"], "queued", "scheduled")
+            script["id"],
+            "queued",
+            "scheduled",
+        )
         assert str(late.id) in {r["id"] for r in status_of(admin)["late"]}
         assert script["id"] not in script_ids(status_of(bob))
     finally:
@@ -125,8 +139,15 @@ def test_the_page_shows_the_state_and_is_linked_from_the_schedules_page(stack) -
     with httpx.Client(base_url=stack.url, timeout=30) as browser:
         page = browser.get("/login")
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-        r = browser.post("/login", data={"username": "alice", "password": "alice-pass-123",
-                                         "csrf_token": csrf, "next": "/"})
+        r = browser.post(
+            "/login",
+            data={
+                "username": "alice",
+                "password": "alice-pass-123",
+                "csrf_token": csrf,
+                "next": "/",
+            },
+        )
         assert r.status_code == 303, r.text
         assert 'href="/scheduler"' in browser.get("/schedules").text
         r = browser.get("/scheduler")

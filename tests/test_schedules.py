@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scriptflow_prefect import schedules
-from scriptflow_prefect.schedules import (
+from scriptflow_prefect.schedules import spec as schedules
+from scriptflow_prefect.schedules.spec import (
     ScheduleError,
     ScheduleSpec,
     annotate,

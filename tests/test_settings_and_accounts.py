@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scriptflow_prefect import accounts
-from scriptflow_prefect.db import Database, current_revision, head_revision
-from scriptflow_prefect.settings import SettingsError, load_settings
+from scriptflow_prefect.accounts import service as accounts
+from scriptflow_prefect.platform.db import Database, current_revision, head_revision
+from scriptflow_prefect.platform.settings import SettingsError, load_settings
 
 
 @pytest.fixture

@@ -9,18 +9,18 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from scriptflow_prefect.ui_overlay.deps import LoginRequired
+from scriptflow_prefect.ui_overlay.templating import render
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from scriptflow_prefect import __version__, i18n
-from scriptflow_prefect.accounts import LoginThrottle
-from scriptflow_prefect.db import Database
-from scriptflow_prefect.i18n import _
-from scriptflow_prefect.scripts import ScriptError
-from scriptflow_prefect.settings import Settings
-
-from .deps import LoginRequired
-from .templating import render
+from scriptflow_prefect import __version__
+from scriptflow_prefect.accounts.service import LoginThrottle
+from scriptflow_prefect.platform import i18n
+from scriptflow_prefect.platform.db import Database
+from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.settings import Settings
+from scriptflow_prefect.scripts.service import ScriptError
 
 log = logging.getLogger("scriptflow.web")
 
@@ -52,9 +52,11 @@ class SecurityHeadersMiddleware:
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
         (b"referrer-policy", b"same-origin"),
-        (b"content-security-policy",
-         b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-         b"frame-ancestors 'none'; base-uri 'self'; form-action 'self'"),
+        (
+            b"content-security-policy",
+            b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            b"frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+        ),
     ]
 
     def __init__(self, app: ASGIApp):
@@ -95,8 +97,9 @@ def _api_errors(api: FastAPI) -> None:
     @api.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return JSONResponse({"detail": detail}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
 
 def _page_errors(app: FastAPI) -> None:
@@ -113,9 +116,12 @@ def _page_errors(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException):
         if request.headers.get("accept", "").startswith("application/json"):
             return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code)
-        return render(request, "errors/error.html",
-                      {"status": exc.status_code, "detail": exc.detail},
-                      status_code=exc.status_code)
+        return render(
+            request,
+            "errors/error.html",
+            {"status": exc.status_code, "detail": exc.detail},
+            status_code=exc.status_code,
+        )
 
     @app.exception_handler(ScriptError)
     async def _rule(request: Request, exc: ScriptError):
@@ -123,12 +129,16 @@ def _page_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        return render(request, "errors/error.html", {"status": 422, "detail": _detail_of(exc)},
-                      status_code=422)
+        return render(
+            request,
+            "errors/error.html",
+            {"status": 422, "detail": _detail_of(exc)},
+            status_code=422,
+        )
 
 
 def create_app(settings: Settings, *, db: Database | None = None, runner=None) -> FastAPI:
-    from . import (
+    from scriptflow_prefect.ui_overlay import (
         auth,
         dashboard,
         health,
@@ -145,10 +155,16 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
     )
 
     db = db or Database(settings.sqlalchemy_url)
-    app = FastAPI(title="ScriptFlow", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url=None)
-    api = FastAPI(title="ScriptFlow API", version=__version__, openapi_url="/openapi.json",
-                  docs_url="/docs", redoc_url=None)
+    app = FastAPI(
+        title="ScriptFlow", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    api = FastAPI(
+        title="ScriptFlow API",
+        version=__version__,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
     for a in (app, api):
         a.state.settings = settings
         a.state.db = db
@@ -158,20 +174,41 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
     _api_errors(api)
     _page_errors(app)
 
-    for module in (auth, scripts_api, runs_api, schedules_api, settings_pages,
-                   notifications_api, scheduler):
+    for module in (
+        auth,
+        scripts_api,
+        runs_api,
+        schedules_api,
+        settings_pages,
+        notifications_api,
+        scheduler,
+    ):
         if hasattr(module, "api"):
             api.include_router(module.api)
-    for module in (health, auth, dashboard, scripts, schedules, runs, settings_pages,
-                   notifications, scheduler):
+    for module in (
+        health,
+        auth,
+        dashboard,
+        scripts,
+        schedules,
+        runs,
+        settings_pages,
+        notifications,
+        scheduler,
+    ):
         if hasattr(module, "pages"):
             app.include_router(module.pages)
     app.mount("/api/v1", api)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
-    app.add_middleware(SessionMiddleware, secret_key=settings.session_secret,
-                       session_cookie="scriptflow_session", same_site="lax",
-                       https_only=settings.secure_cookies, max_age=14 * 24 * 3600)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.session_secret,
+        session_cookie="scriptflow_session",
+        same_site="lax",
+        https_only=settings.secure_cookies,
+        max_age=14 * 24 * 3600,
+    )
     app.add_middleware(LocaleMiddleware, default=settings.language)
     app.add_middleware(SecurityHeadersMiddleware)
     return app

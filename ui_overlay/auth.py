@@ -9,13 +9,12 @@ from urllib.parse import urlparse
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
+from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, client_address, csrf_token
+from scriptflow_prefect.ui_overlay.templating import render
 
-from scriptflow_prefect import accounts
-from scriptflow_prefect.db import audit
-from scriptflow_prefect.i18n import _
-
-from .deps import Csrf, DbDep, client_address, csrf_token
-from .templating import render
+from scriptflow_prefect.accounts import service as accounts
+from scriptflow_prefect.platform.db import audit
+from scriptflow_prefect.platform.i18n import _
 
 pages = APIRouter()
 api = APIRouter(tags=["auth"])
@@ -42,25 +41,40 @@ async def login_page(request: Request, next: str | None = None):
 
 @pages.post("/login", dependencies=[Csrf])
 async def login(
-    request: Request, db: DbDep, username: Annotated[str, Form()] = "",
-    password: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/",
+    request: Request,
+    db: DbDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
 ):
     throttle = request.app.state.throttle
     address = client_address(request)
     wait = _too_many(request, username)
     if wait:
-        return render(request, "auth/login.html", {
-            "next": _safe_next(next), "username": username,
-            "error": _("Too many failed attempts. Try again in %(n)s seconds.", n=wait),
-        }, status_code=429)
+        return render(
+            request,
+            "auth/login.html",
+            {
+                "next": _safe_next(next),
+                "username": username,
+                "error": _("Too many failed attempts. Try again in %(n)s seconds.", n=wait),
+            },
+            status_code=429,
+        )
     user = accounts.authenticate(db, username, password) if username and password else None
     if user is None:
         throttle.failed(username, address)
         audit(db, None, "login.failed", username)
-        return render(request, "auth/login.html", {
-            "next": _safe_next(next), "username": username,
-            "error": _("Wrong user name or password."),
-        }, status_code=401)
+        return render(
+            request,
+            "auth/login.html",
+            {
+                "next": _safe_next(next),
+                "username": username,
+                "error": _("Wrong user name or password."),
+            },
+            status_code=401,
+        )
     throttle.succeeded(username, address)
     # A new session on login: nothing from before signing in carries over (session fixation).
     request.session.clear()
@@ -86,8 +100,11 @@ async def create_api_token(request: Request, body: TokenRequest, db: DbDep):
     """Trade a user name and password for an API token (valid 30 days)."""
     wait = _too_many(request, body.username)
     if wait:
-        raise HTTPException(429, _("Too many failed attempts. Try again in %(n)s seconds.", n=wait),
-                            headers={"Retry-After": str(wait)})
+        raise HTTPException(
+            429,
+            _("Too many failed attempts. Try again in %(n)s seconds.", n=wait),
+            headers={"Retry-After": str(wait)},
+        )
     user = accounts.authenticate(db, body.username, body.password)
     if user is None:
         request.app.state.throttle.failed(body.username, client_address(request))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.encoders import jsonable_encoder
+from scriptflow_prefect.ui_overlay.deps import DbDep, PageUser
+from scriptflow_prefect.ui_overlay.templating import render
 
-from scriptflow_prefect import gateway, schedule_sync
-from scriptflow_prefect import runs as run_core
-from scriptflow_prefect import scripts as core
-from scriptflow_prefect.models import Script
-
-from .deps import DbDep, PageUser
-from .templating import render
+from scriptflow_prefect.platform import prefect as platform_prefect
+from scriptflow_prefect.platform.models import Script
+from scriptflow_prefect.runs import service as run_core
+from scriptflow_prefect.schedules import service as schedule_sync
+from scriptflow_prefect.scripts import service as core
 
 pages = APIRouter()
 
@@ -21,7 +21,7 @@ async def _rows(db, user) -> list[dict]:
     try:
         last = await run_core.last_runs([s.id for s in scripts])
         prefect_ok = True
-    except gateway.PrefectUnavailable:
+    except platform_prefect.PrefectUnavailable:
         last, prefect_ok = {}, False
     rows = [core.script_to_dict(s, last.get(s.id)) for s in scripts]
     return rows if prefect_ok else [dict(r, prefect_down=True) for r in rows]
@@ -29,11 +29,14 @@ async def _rows(db, user) -> list[dict]:
 
 async def _switched_off(db, user) -> list[Script]:
     """Schedules the run policy switched off after failures, not yet acknowledged."""
-    scheduled = [s for s in db.scalars(core.visible_scripts_query(user).order_by(Script.name))
-                 if s.schedule and not (s.settings or {}).get("disabled_acknowledged")]
+    scheduled = [
+        s
+        for s in db.scalars(core.visible_scripts_query(user).order_by(Script.name))
+        if s.schedule and not (s.settings or {}).get("disabled_acknowledged")
+    ]
     try:
         states = await schedule_sync.schedule_states(scheduled)
-    except gateway.PrefectUnavailable:
+    except platform_prefect.PrefectUnavailable:
         return []
     return [s for s in scheduled if states.get(s.id) == "disabled"]
 
@@ -41,8 +44,11 @@ async def _switched_off(db, user) -> list[Script]:
 @pages.get("/")
 async def dashboard(request: Request, user: PageUser, db: DbDep):
     rows = await _rows(db, user)
-    return render(request, "dashboard/index.html",
-                  {"rows": rows, "switched_off": await _switched_off(db, user)})
+    return render(
+        request,
+        "dashboard/index.html",
+        {"rows": rows, "switched_off": await _switched_off(db, user)},
+    )
 
 
 @pages.get("/dashboard/rows")
@@ -56,5 +62,3 @@ async def dashboard_rows(request: Request, user: PageUser, db: DbDep):
 async def dashboard_status(user: PageUser, db: DbDep):
     rows = await _rows(db, user)
     return jsonable_encoder([{"id": r["id"], "last_run": r["last_run"]} for r in rows])
-
-

@@ -10,9 +10,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
-from scriptflow_prefect import accounts, i18n
-from scriptflow_prefect.i18n import _
-from scriptflow_prefect.models import Script, User
+from scriptflow_prefect.accounts import service as accounts
+from scriptflow_prefect.platform import i18n
+from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.models import Script, User
 
 
 class LoginRequired(Exception):
@@ -33,8 +34,13 @@ def _use_user_language(request: Request, user: User) -> None:
     # Templates get a plain copy: an error rolls the session back, which would leave the
     # ORM object unusable while the error page is rendered.
     request.state.user = SimpleNamespace(
-        id=user.id, username=user.username, is_admin=user.is_admin, email=user.email,
-        language=user.language, timezone=user.timezone)
+        id=user.id,
+        username=user.username,
+        is_admin=user.is_admin,
+        email=user.email,
+        language=user.language,
+        timezone=user.timezone,
+    )
     if user.language in i18n.LOCALES:
         i18n.set_locale(user.language)
     i18n.set_zone(user.timezone or request.app.state.settings.timezone)
@@ -54,12 +60,18 @@ async def api_user(request: Request, db: DbDep) -> User:
     header = request.headers.get("authorization", "")
     scheme, _sep, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise HTTPException(401, _("Send an API token: Authorization: Bearer <token>."),
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            _("Send an API token: Authorization: Bearer <token>."),
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     user = accounts.user_for_token(db, token.strip())
     if user is None:
-        raise HTTPException(401, _("The API token is unknown, expired or revoked."),
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            _("The API token is unknown, expired or revoked."),
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     db.commit()  # the last-used stamp: end the write now, not after the request's awaits
     _use_user_language(request, user)
     return user

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from scriptflow_prefect import gateway
+from scriptflow_prefect.monitoring import prefect as monitoring_prefect
+from scriptflow_prefect.platform import prefect as platform_prefect
 
 pages = APIRouter()
 HEARTBEAT_MAX_AGE = timedelta(seconds=90)
@@ -29,7 +30,7 @@ async def _runner(request: Request) -> tuple[bool, str]:
     if runner is not None:  # in this process: ask the thread itself
         alive = runner._thread is not None and runner._thread.is_alive()
         return alive, "in-process"
-    beats = await gateway.worker_heartbeats()
+    beats = await monitoring_prefect.worker_heartbeats()
     now = datetime.now(UTC)
     fresh = [n for n, at, _s in beats if at and now - at < HEARTBEAT_MAX_AGE]
     return bool(fresh), f"{len(fresh)} worker(s) alive"
@@ -40,13 +41,16 @@ async def health(request: Request):
     components: dict[str, dict] = {}
     components["database"] = {"ok": await asyncio.to_thread(_db_ok, request)}
     try:
-        prefect_ok = await asyncio.wait_for(gateway.health(), 5)
+        prefect_ok = await asyncio.wait_for(platform_prefect.health(), 5)
     except Exception:
         prefect_ok = False
     components["prefect_api"] = {"ok": prefect_ok}
     try:
-        runner_ok, detail = await asyncio.wait_for(_runner(request), 5) if prefect_ok else (
-            False, "Prefect API unreachable")
+        runner_ok, detail = (
+            await asyncio.wait_for(_runner(request), 5)
+            if prefect_ok
+            else (False, "Prefect API unreachable")
+        )
     except Exception as exc:
         runner_ok, detail = False, str(exc)
     components["runner"] = {"ok": runner_ok, "detail": detail}

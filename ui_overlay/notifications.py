@@ -11,16 +11,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
+from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, PageUser, require_admin, visible_script
+from scriptflow_prefect.ui_overlay.templating import env, flash, render
 
-from scriptflow_prefect import i18n
-from scriptflow_prefect import notification_history as history_core
-from scriptflow_prefect import notifications as core
-from scriptflow_prefect.i18n import _
-from scriptflow_prefect.models import Script, User
-from scriptflow_prefect.scripts import ScriptError, visible_scripts_query
-
-from .deps import Csrf, DbDep, PageUser, require_admin, visible_script
-from .templating import env, flash, render
+from scriptflow_prefect.notifications import history as history_core
+from scriptflow_prefect.notifications import service as core
+from scriptflow_prefect.platform import i18n
+from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.models import Script, User
+from scriptflow_prefect.scripts.service import ScriptError, visible_scripts_query
 
 
 @asynccontextmanager
@@ -43,8 +42,11 @@ def _session(request: Request):
 
 def email_section(request: Request) -> dict:
     with _session(request) as db:
-        return {"email": core.email_settings(db), "defaults": core.defaults(db),
-                "weekdays": core.WEEKDAYS}
+        return {
+            "email": core.email_settings(db),
+            "defaults": core.defaults(db),
+            "weekdays": core.WEEKDAYS,
+        }
 
 
 def script_section(request: Request, script_id: int) -> dict:
@@ -59,6 +61,7 @@ def dashboard_alert(request: Request, user) -> dict | None:
     if user is None:
         return None
     if not history_core.alert_is_fresh(user.id):
+
         async def refresh():
             with _session(request) as db:
                 me = db.get(User, user.id)
@@ -72,8 +75,9 @@ def dashboard_alert(request: Request, user) -> dict | None:
 
 
 _background: set[asyncio.Task] = set()
-env.globals.update(email_section=email_section, script_notifications=script_section,
-                   email_alert=dashboard_alert)
+env.globals.update(
+    email_section=email_section, script_notifications=script_section, email_alert=dashboard_alert
+)
 
 
 def _back(request: Request, to: str) -> RedirectResponse:
@@ -87,16 +91,25 @@ def _flag(value: str) -> bool:
 # -- Settings: email server, test email, defaults (admins) ---------------------------------------
 @pages.post("/settings/email", dependencies=[Csrf])
 async def save_email(
-    request: Request, user: PageUser, db: DbDep,
-    host: Annotated[str, Form()] = "", port: Annotated[str, Form()] = "",
-    username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
-    clear_password: Annotated[str, Form()] = "", security: Annotated[str, Form()] = "starttls",
+    request: Request,
+    user: PageUser,
+    db: DbDep,
+    host: Annotated[str, Form()] = "",
+    port: Annotated[str, Form()] = "",
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    clear_password: Annotated[str, Form()] = "",
+    security: Annotated[str, Form()] = "starttls",
     from_address: Annotated[str, Form()] = "",
 ):
     require_admin(user)
-    data = {"host": host.strip(), "username": username.strip(), "security": security,
-            "from_address": from_address.strip(),
-            "port": int(port) if port.strip().isdigit() else (port.strip() or None)}
+    data = {
+        "host": host.strip(),
+        "username": username.strip(),
+        "security": security,
+        "from_address": from_address.strip(),
+        "port": int(port) if port.strip().isdigit() else (port.strip() or None),
+    }
     if password or clear_password:
         data["password"] = "" if clear_password else password
     try:
@@ -105,20 +118,27 @@ async def save_email(
         db.rollback()
         flash(request, str(exc), "error")
         return _back(request, "/settings#email")
-    flash(request, _("Email settings saved.") if data["host"] else
-          _("Email settings saved: ScriptFlow sends no email."))
+    flash(
+        request,
+        _("Email settings saved.")
+        if data["host"]
+        else _("Email settings saved: ScriptFlow sends no email."),
+    )
     return _back(request, "/settings#email")
 
 
 @pages.post("/settings/email/test", dependencies=[Csrf])
-async def test_email(request: Request, user: PageUser, db: DbDep,
-                     to: Annotated[str, Form()] = ""):
+async def test_email(request: Request, user: PageUser, db: DbDep, to: Annotated[str, Form()] = ""):
     require_admin(user)
     settings = request.app.state.settings
     try:
-        message = await core.send_test_email(db, settings, to.strip() or user.email,
-                                             language=i18n.get_locale(),
-                                             zone=user.timezone or settings.timezone)
+        message = await core.send_test_email(
+            db,
+            settings,
+            to.strip() or user.email,
+            language=i18n.get_locale(),
+            zone=user.timezone or settings.timezone,
+        )
     except ScriptError as exc:
         flash(request, str(exc), "error")
         return _back(request, "/settings#email-test")
@@ -128,9 +148,13 @@ async def test_email(request: Request, user: PageUser, db: DbDep,
 
 @pages.post("/settings/notifications", dependencies=[Csrf])
 async def save_defaults(
-    request: Request, user: PageUser, db: DbDep,
-    on_failure: Annotated[str, Form()] = "", on_success: Annotated[str, Form()] = "",
-    digest: Annotated[str, Form()] = "none", digest_time: Annotated[str, Form()] = "08:00",
+    request: Request,
+    user: PageUser,
+    db: DbDep,
+    on_failure: Annotated[str, Form()] = "",
+    on_success: Annotated[str, Form()] = "",
+    digest: Annotated[str, Form()] = "none",
+    digest_time: Annotated[str, Form()] = "08:00",
     digest_weekday: Annotated[str, Form()] = "mon",
     throttle_minutes: Annotated[str, Form()] = "15",
 ):
@@ -139,9 +163,14 @@ async def save_defaults(
         minutes: float | str = float(throttle_minutes.replace(",", "."))
     except ValueError:
         minutes = throttle_minutes
-    data = {"on_failure": _flag(on_failure), "on_success": _flag(on_success), "digest": digest,
-            "digest_time": digest_time.strip(), "digest_weekday": digest_weekday,
-            "throttle_minutes": minutes}
+    data = {
+        "on_failure": _flag(on_failure),
+        "on_success": _flag(on_success),
+        "digest": digest,
+        "digest_time": digest_time.strip(),
+        "digest_weekday": digest_weekday,
+        "throttle_minutes": minutes,
+    }
     try:
         await core.save_defaults(db, user, data, request.app.state.settings)
     except ScriptError as exc:
@@ -155,13 +184,22 @@ async def save_defaults(
 # -- a script's preferences ----------------------------------------------------------------------
 @pages.post("/scripts/{script_id}/notifications", dependencies=[Csrf])
 async def save_script_prefs(
-    request: Request, script_id: int, user: PageUser, db: DbDep,
-    on_failure: Annotated[str, Form()] = "", on_success: Annotated[str, Form()] = "",
-    recipients: Annotated[str, Form()] = "", digest: Annotated[str, Form()] = "none",
+    request: Request,
+    script_id: int,
+    user: PageUser,
+    db: DbDep,
+    on_failure: Annotated[str, Form()] = "",
+    on_success: Annotated[str, Form()] = "",
+    recipients: Annotated[str, Form()] = "",
+    digest: Annotated[str, Form()] = "none",
 ):
     script = visible_script(db, user, script_id)
-    data = {"on_failure": _flag(on_failure), "on_success": _flag(on_success), "digest": digest,
-            "recipients": [r for r in re.split(r"[\s,;]+", recipients) if r]}
+    data = {
+        "on_failure": _flag(on_failure),
+        "on_success": _flag(on_success),
+        "digest": digest,
+        "recipients": [r for r in re.split(r"[\s,;]+", recipients) if r],
+    }
     try:
         await core.save_prefs(db, user, script, data, request.app.state.settings)
     except ScriptError as exc:
@@ -174,24 +212,35 @@ async def save_script_prefs(
 
 # -- history and the dashboard's alert line ------------------------------------------------------
 @pages.get("/notifications")
-async def history_page(request: Request, user: PageUser, db: DbDep, script_id: str = "",
-                       page: int = 1):
+async def history_page(
+    request: Request, user: PageUser, db: DbDep, script_id: str = "", page: int = 1
+):
     sid = int(script_id) if script_id.isdigit() else None
     if sid is not None:
         visible_script(db, user, sid, deleted=True)
     page = min(max(page, 1), 200)
-    items, total = await history_core.history(db, user, script_id=sid, page=page,
-                                              per_page=PER_PAGE)
+    items, total = await history_core.history(db, user, script_id=sid, page=page, per_page=PER_PAGE)
     scripts = list(db.scalars(visible_scripts_query(user).order_by(Script.name)))
-    return render(request, "notifications/history.html", {
-        "items": items, "total": total, "page": page,
-        "pages": max(1, math.ceil(total / PER_PAGE)), "scripts": scripts, "script_id": sid,
-    })
+    return render(
+        request,
+        "notifications/history.html",
+        {
+            "items": items,
+            "total": total,
+            "page": page,
+            "pages": max(1, math.ceil(total / PER_PAGE)),
+            "scripts": scripts,
+            "script_id": sid,
+        },
+    )
 
 
 @pages.get("/notifications/alert")
 async def alert_line(request: Request, user: PageUser, db: DbDep):
     """The dashboard's alert line alone (refresh.js re-renders it every few seconds)."""
-    alert = history_core.cached_alert(user.id) if history_core.alert_is_fresh(user.id) else \
-        await history_core.alert(db, user)
+    alert = (
+        history_core.cached_alert(user.id)
+        if history_core.alert_is_fresh(user.id)
+        else await history_core.alert(db, user)
+    )
     return render(request, "notifications/_alert.html", {"alert": alert})

@@ -6,13 +6,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
+from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, require_admin, visible_script
 
-from scriptflow_prefect import i18n
-from scriptflow_prefect import notification_history as history_core
-from scriptflow_prefect import notifications as core
-from scriptflow_prefect.i18n import _
-
-from .deps import ApiUser, DbDep, require_admin, visible_script
+from scriptflow_prefect.notifications import history as history_core
+from scriptflow_prefect.notifications import service as core
+from scriptflow_prefect.platform import i18n
+from scriptflow_prefect.platform.i18n import _
 
 api = APIRouter(tags=["notifications"])
 EMAIL_FIELDS = {"host", "port", "username", "password", "security", "from_address"}
@@ -35,11 +34,13 @@ async def get_email_settings(user: ApiUser, db: DbDep):
 
 
 @api.put("/settings/email")
-async def put_email_settings(request: Request, user: ApiUser, db: DbDep,
-                             body: Annotated[Any, Body()]):
+async def put_email_settings(
+    request: Request, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]
+):
     require_admin(user)
-    return await core.save_email_settings(db, user, body_object(body, EMAIL_FIELDS),
-                                          request.app.state.settings)
+    return await core.save_email_settings(
+        db, user, body_object(body, EMAIL_FIELDS), request.app.state.settings
+    )
 
 
 @api.post("/settings/email/test")
@@ -47,8 +48,9 @@ async def test_email(request: Request, user: ApiUser, db: DbDep, body: Annotated
     require_admin(user)
     to = body_object(body, {"to"}).get("to") or user.email
     settings = request.app.state.settings
-    detail = await core.send_test_email(db, settings, to, language=i18n.get_locale(),
-                                        zone=user.timezone or settings.timezone)
+    detail = await core.send_test_email(
+        db, settings, to, language=i18n.get_locale(), zone=user.timezone or settings.timezone
+    )
     return {"sent": True, "to": to, "detail": detail}
 
 
@@ -61,8 +63,9 @@ async def get_defaults(user: ApiUser, db: DbDep):
 @api.put("/settings/notifications")
 async def put_defaults(request: Request, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]):
     require_admin(user)
-    return await core.save_defaults(db, user, body_object(body, set(core.DEFAULTS)),
-                                    request.app.state.settings)
+    return await core.save_defaults(
+        db, user, body_object(body, set(core.DEFAULTS)), request.app.state.settings
+    )
 
 
 @api.get("/scripts/{script_id}/notifications")
@@ -71,21 +74,26 @@ async def get_prefs(script_id: int, user: ApiUser, db: DbDep):
 
 
 @api.put("/scripts/{script_id}/notifications")
-async def put_prefs(request: Request, script_id: int, user: ApiUser, db: DbDep,
-                    body: Annotated[Any, Body()]):
+async def put_prefs(
+    request: Request, script_id: int, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]
+):
     script = visible_script(db, user, script_id)
-    return await core.save_prefs(db, user, script, body_object(body, PREF_FIELDS),
-                                 request.app.state.settings)
+    return await core.save_prefs(
+        db, user, script, body_object(body, PREF_FIELDS), request.app.state.settings
+    )
 
 
 @api.get("/notifications")
 async def list_notifications(
-    user: ApiUser, db: DbDep, script_id: int | None = None,
+    user: ApiUser,
+    db: DbDep,
+    script_id: int | None = None,
     page: Annotated[int, Query(ge=1, le=200)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 25,
 ):
     if script_id is not None:
         visible_script(db, user, script_id, deleted=True)
-    items, total = await history_core.history(db, user, script_id=script_id, page=page,
-                                      per_page=per_page)
+    items, total = await history_core.history(
+        db, user, script_id=script_id, page=page, per_page=per_page
+    )
     return {"items": items, "total": total}

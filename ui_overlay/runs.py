@@ -12,19 +12,21 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, RedirectResponse
+from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, PageUser, require_admin, visible_script
+from scriptflow_prefect.ui_overlay.runs_api import csv_response
+from scriptflow_prefect.ui_overlay.runs_api import get_output_text as _api_output_text
+from scriptflow_prefect.ui_overlay.templating import flash, render, status_badge, status_label
 
-from scriptflow_prefect import gateway, history, i18n
-from scriptflow_prefect import runs as core
-from scriptflow_prefect.cancel_watch import cancel_local
-from scriptflow_prefect.db import audit
-from scriptflow_prefect.i18n import _, format_datetime, format_duration
-from scriptflow_prefect.models import Script
-from scriptflow_prefect.scripts import visible_scripts_query
-
-from .deps import Csrf, DbDep, PageUser, require_admin, visible_script
-from .runs_api import csv_response
-from .runs_api import get_output_text as _api_output_text
-from .templating import flash, render, status_badge, status_label
+from scriptflow_prefect.history import service as history
+from scriptflow_prefect.platform import i18n
+from scriptflow_prefect.platform import prefect as platform_prefect
+from scriptflow_prefect.platform.db import audit
+from scriptflow_prefect.platform.i18n import _, format_datetime, format_duration
+from scriptflow_prefect.platform.models import Script
+from scriptflow_prefect.runs import prefect as runs_prefect
+from scriptflow_prefect.runs import service as core
+from scriptflow_prefect.runs.cancel_watch import cancel_local
+from scriptflow_prefect.scripts.service import visible_scripts_query
 
 pages = APIRouter()
 PER_PAGE = 25
@@ -44,8 +46,9 @@ def _day(value: str, *, end: bool) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=ZoneInfo(i18n._zone.get()))
 
 
-def page_filters(script_id: str, status: str, trigger: str, since: str, until: str,
-                 q: str) -> tuple[dict, dict, list[str]]:
+def page_filters(
+    script_id: str, status: str, trigger: str, since: str, until: str, q: str
+) -> tuple[dict, dict, list[str]]:
     """(arguments for runs.list_runs, the filters as shown, problems to tell the user):
     a bad value is dropped with a message rather than failing the page."""
     problems = []
@@ -54,12 +57,12 @@ def page_filters(script_id: str, status: str, trigger: str, since: str, until: s
         problems.append(_("The script filter was not understood and is ignored."))
     st = status if status in core.STATUSES else None
     if status and st is None:
-        problems.append(_("There is no status %(value)s; showing every status.",
-                          value=status[:40]))
+        problems.append(_("There is no status %(value)s; showing every status.", value=status[:40]))
     tr = trigger if trigger in core.TRIGGERS else None
     if trigger and tr is None:
-        problems.append(_("There is no trigger %(value)s; showing every trigger.",
-                          value=trigger[:40]))
+        problems.append(
+            _("There is no trigger %(value)s; showing every trigger.", value=trigger[:40])
+        )
     lo = _day(since, end=False) if since else None
     hi = _day(until, end=True) if until else None
     if since and lo is None:
@@ -76,10 +79,22 @@ def page_filters(script_id: str, status: str, trigger: str, since: str, until: s
         except core.ScriptError as exc:
             problems.append(str(exc))
             q = ""
-    args = {"script_id": sid, "statuses": [st] if st else None,
-            "triggers": [tr] if tr else None, "since": lo, "until": hi, "q": q or None}
-    shown = {"script_id": sid, "status": st or "", "trigger": tr or "",
-             "since": since if lo else "", "until": until if hi else "", "q": q}
+    args = {
+        "script_id": sid,
+        "statuses": [st] if st else None,
+        "triggers": [tr] if tr else None,
+        "since": lo,
+        "until": hi,
+        "q": q or None,
+    }
+    shown = {
+        "script_id": sid,
+        "status": st or "",
+        "trigger": tr or "",
+        "since": since if lo else "",
+        "until": until if hi else "",
+        "q": q,
+    }
     return args, shown, problems
 
 
@@ -89,51 +104,97 @@ def _query_string(shown: dict, **extra) -> str:
 
 
 @pages.get("/runs")
-async def run_list(request: Request, user: PageUser, db: DbDep, script_id: str = "",
-                   status: str = "", trigger: str = "", since: str = "", until: str = "",
-                   q: str = "", page: str = "1"):
+async def run_list(
+    request: Request,
+    user: PageUser,
+    db: DbDep,
+    script_id: str = "",
+    status: str = "",
+    trigger: str = "",
+    since: str = "",
+    until: str = "",
+    q: str = "",
+    page: str = "1",
+):
     args, shown, problems = page_filters(script_id, status, trigger, since, until, q)
     page_n = int(page) if page.isdigit() and int(page) >= 1 else 1
-    items, total = await core.list_runs(db, user, page=page_n, per_page=PER_PAGE,
-                                        settings=request.app.state.settings, **args)
+    items, total = await core.list_runs(
+        db, user, page=page_n, per_page=PER_PAGE, settings=request.app.state.settings, **args
+    )
     pages_n = max(1, math.ceil(total / PER_PAGE))
     scripts = list(db.scalars(visible_scripts_query(user).order_by(Script.name)))
-    return render(request, "runs/list.html", {
-        "runs": items, "total": total, "page": page_n, "pages": pages_n, "scripts": scripts,
-        "filters": shown, "problems": problems, "statuses": core.STATUSES,
-        "triggers": core.TRIGGERS, "query": _query_string(shown),
-        "filtered": any(shown.values()),
-    })
+    return render(
+        request,
+        "runs/list.html",
+        {
+            "runs": items,
+            "total": total,
+            "page": page_n,
+            "pages": pages_n,
+            "scripts": scripts,
+            "filters": shown,
+            "problems": problems,
+            "statuses": core.STATUSES,
+            "triggers": core.TRIGGERS,
+            "query": _query_string(shown),
+            "filtered": any(shown.values()),
+        },
+    )
 
 
 @pages.get("/runs.csv")
-async def run_list_csv(request: Request, user: PageUser, db: DbDep, script_id: str = "",
-                       status: str = "", trigger: str = "", since: str = "", until: str = "",
-                       q: str = ""):
+async def run_list_csv(
+    request: Request,
+    user: PageUser,
+    db: DbDep,
+    script_id: str = "",
+    status: str = "",
+    trigger: str = "",
+    since: str = "",
+    until: str = "",
+    q: str = "",
+):
     args, _shown, _problems = page_filters(script_id, status, trigger, since, until, q)
-    return csv_response(core.export_runs(db, user, settings=request.app.state.settings,
-                                         **args), "runs.csv")
+    return csv_response(
+        core.export_runs(db, user, settings=request.app.state.settings, **args), "runs.csv"
+    )
 
 
 @pages.get("/runs/status.json")
 async def run_statuses(user: PageUser, db: DbDep, ids: str = ""):
     """Status of the listed runs, for the live rows of the runs page."""
     runs = await core.runs_by_ids(db, user, [i for i in ids.split(",") if i][:100])
-    return {"runs": [{"id": r["id"], "status": r["status"], "final": r["status"] in core.FINAL,
-                      "badge": str(status_badge(r["status"])),
-                      "status_label": status_label(r["status"]),
-                      "duration": format_duration(r["duration_seconds"]),
-                      "exit_code": r["exit_code"], "script_name": r["script_name"] or ""}
-                     for r in runs]}
+    return {
+        "runs": [
+            {
+                "id": r["id"],
+                "status": r["status"],
+                "final": r["status"] in core.FINAL,
+                "badge": str(status_badge(r["status"])),
+                "status_label": status_label(r["status"]),
+                "duration": format_duration(r["duration_seconds"]),
+                "exit_code": r["exit_code"],
+                "script_name": r["script_name"] or "",
+            }
+            for r in runs
+        ]
+    }
 
 
 @pages.get("/runs/{run_id}")
 async def run_page(request: Request, run_id: str, user: PageUser, db: DbDep):
     flow_run = await core.visible_run(db, user, run_id)
     run = core.runs_to_dicts(db, [flow_run])[0]
-    return render(request, "runs/detail.html", {
-        "run": run, "final": run["status"] in core.FINAL, "window": WINDOW,
-        "q": (request.query_params.get("q") or "")[:200]})
+    return render(
+        request,
+        "runs/detail.html",
+        {
+            "run": run,
+            "final": run["status"] in core.FINAL,
+            "window": WINDOW,
+            "q": (request.query_params.get("q") or "")[:200],
+        },
+    )
 
 
 @pages.get("/runs/{run_id}/status.json")
@@ -143,14 +204,27 @@ async def run_status(run_id: str, user: PageUser, db: DbDep):
 
 
 @pages.get("/runs/{run_id}/output.json")
-async def run_output(request: Request, run_id: str, user: PageUser, db: DbDep,
-                     after: str | None = None, before: str | None = None, tail: bool = False,
-                     limit: int = WINDOW):
+async def run_output(
+    request: Request,
+    run_id: str,
+    user: PageUser,
+    db: DbDep,
+    after: str | None = None,
+    before: str | None = None,
+    tail: bool = False,
+    limit: int = WINDOW,
+):
     """A window of output lines, each with its offset (`at`): from `after`, ending at
     `before`, or the last lines (`tail`); with the run's status for the live page."""
     flow_run = await core.visible_run(db, user, run_id)
-    window = await core.read_window(request.app.state.settings, flow_run, after=after,
-                                    before=before, tail=tail, limit=min(max(limit, 1), WINDOW))
+    window = await core.read_window(
+        request.app.state.settings,
+        flow_run,
+        after=after,
+        before=before,
+        tail=tail,
+        limit=min(max(limit, 1), WINDOW),
+    )
     run = core.runs_to_dicts(db, [flow_run])[0]
     run["duration_label"] = format_duration(run["duration_seconds"])
     run["started_label"] = format_datetime(run["started_at"])  # queued when the page loaded
@@ -158,8 +232,7 @@ async def run_output(request: Request, run_id: str, user: PageUser, db: DbDep,
 
 
 @pages.get("/runs/{run_id}/output/search.json")
-async def run_output_search(request: Request, run_id: str, user: PageUser, db: DbDep,
-                            q: str = ""):
+async def run_output_search(request: Request, run_id: str, user: PageUser, db: DbDep, q: str = ""):
     """Offsets of the lines holding `q` (case-insensitive), for "next match"."""
     flow_run = await core.visible_run(db, user, run_id)
     q = q[:200]
@@ -183,7 +256,7 @@ async def run_output_text(request: Request, run_id: str, user: PageUser, db: DbD
 @pages.post("/runs/{run_id}/cancel", dependencies=[Csrf])
 async def cancel(request: Request, run_id: str, user: PageUser, db: DbDep):
     flow_run = await core.visible_run(db, user, run_id)
-    outcome = await gateway.cancel_run(flow_run.id)
+    outcome = await runs_prefect.cancel_run(flow_run.id)
     cancel_local(flow_run.id)
     if request.headers.get("accept", "").startswith("application/json"):
         return JSONResponse({"outcome": outcome}, status_code=202)
@@ -205,16 +278,27 @@ def _day_texts(strip: list[dict]) -> None:
         if not d["runs"]:
             d["text"] = _("%(day)s: no runs", day=day)
         elif d["failed"]:
-            d["text"] = i18n.ngettext("%(day)s: %(num)s run, %(failed)s failed",
-                                      "%(day)s: %(num)s runs, %(failed)s failed", d["runs"],
-                                      day=day, failed=d["failed"])
+            d["text"] = i18n.ngettext(
+                "%(day)s: %(num)s run, %(failed)s failed",
+                "%(day)s: %(num)s runs, %(failed)s failed",
+                d["runs"],
+                day=day,
+                failed=d["failed"],
+            )
         elif d["finished"]:
-            d["text"] = i18n.ngettext("%(day)s: %(num)s run, succeeded",
-                                      "%(day)s: %(num)s runs, all succeeded", d["runs"], day=day)
+            d["text"] = i18n.ngettext(
+                "%(day)s: %(num)s run, succeeded",
+                "%(day)s: %(num)s runs, all succeeded",
+                d["runs"],
+                day=day,
+            )
         else:
-            d["text"] = i18n.ngettext("%(day)s: %(num)s run, cancelled or not finished",
-                                      "%(day)s: %(num)s runs, cancelled or not finished",
-                                      d["runs"], day=day)
+            d["text"] = i18n.ngettext(
+                "%(day)s: %(num)s run, cancelled or not finished",
+                "%(day)s: %(num)s runs, cancelled or not finished",
+                d["runs"],
+                day=day,
+            )
 
 
 async def _summary_context(request: Request, db, user, script_id: int) -> dict:
@@ -222,26 +306,29 @@ async def _summary_context(request: Request, db, user, script_id: int) -> dict:
     try:
         summary = await history.script_summary(db, script, zone=i18n._zone.get())
         _day_texts(summary["strip"])
-    except gateway.PrefectUnavailable:
+    except platform_prefect.PrefectUnavailable:
         summary = None
     return {"script": script, "summary": summary}
 
 
 @pages.get("/scripts/{script_id}/summary")
 async def summary_page(request: Request, script_id: int, user: PageUser, db: DbDep):
-    return render(request, "runs/summary.html",
-                  await _summary_context(request, db, user, script_id))
+    return render(
+        request, "runs/summary.html", await _summary_context(request, db, user, script_id)
+    )
 
 
 @pages.get("/scripts/{script_id}/summary.html")
 async def summary_fragment(request: Request, script_id: int, user: PageUser, db: DbDep):
-    return render(request, "runs/_summary_body.html",
-                  await _summary_context(request, db, user, script_id))
+    return render(
+        request, "runs/_summary_body.html", await _summary_context(request, db, user, script_id)
+    )
 
 
 @pages.post("/scripts/{script_id}/acknowledge", dependencies=[Csrf])
-async def acknowledge(request: Request, script_id: int, user: PageUser, db: DbDep,
-                      run_id: Annotated[str, Form()] = ""):
+async def acknowledge(
+    request: Request, script_id: int, user: PageUser, db: DbDep, run_id: Annotated[str, Form()] = ""
+):
     """Acknowledge one failed scheduled run (`run_id`) or all of them (`all`)."""
     script = visible_script(db, user, script_id, deleted=True)
     pending = await history.unacknowledged_failures(db, script)
@@ -250,8 +337,10 @@ async def acknowledge(request: Request, script_id: int, user: PageUser, db: DbDe
         raise HTTPException(404, _("There is no failed run to acknowledge here."))
     n = history.acknowledge(db, script, user.id, ids)
     audit(db, user.id, "run.acknowledge", script.name, script_id=script.id, runs=ids)
-    flash(request, i18n.ngettext("Acknowledged %(num)s failed run.",
-                                 "Acknowledged %(num)s failed runs.", n))
+    flash(
+        request,
+        i18n.ngettext("Acknowledged %(num)s failed run.", "Acknowledged %(num)s failed runs.", n),
+    )
     return RedirectResponse(f"/scripts/{script.id}#history-summary", status_code=303)
 
 
@@ -261,8 +350,12 @@ async def acknowledge(request: Request, script_id: int, user: PageUser, db: DbDe
 def _retention_context(request: Request, db) -> dict:
     report = history.retention_report(db, request.app.state.settings)
     last = report["last_clean"]
-    return {"retention": report, "min_days": history.MIN_DAYS, "max_days": history.MAX_DAYS,
-            "last_clean_at": datetime.fromisoformat(last["at"]) if last else None}
+    return {
+        "retention": report,
+        "min_days": history.MIN_DAYS,
+        "max_days": history.MAX_DAYS,
+        "last_clean_at": datetime.fromisoformat(last["at"]) if last else None,
+    }
 
 
 @pages.get("/settings/retention")
@@ -276,18 +369,26 @@ async def retention_fragment(request: Request, user: PageUser, db: DbDep):
 
 
 @pages.post("/settings/retention", dependencies=[Csrf])
-async def save_retention(request: Request, user: PageUser, db: DbDep,
-                         days: Annotated[str, Form()] = ""):
+async def save_retention(
+    request: Request, user: PageUser, db: DbDep, days: Annotated[str, Form()] = ""
+):
     require_admin(user)
     try:
         value = int(days.strip())
         history.set_retention_days(db, value)
     except ValueError:
         ctx = _retention_context(request, db)
-        ctx["error"] = _("Keep history for a whole number of days from %(min)s to %(max)s.",
-                         min=history.MIN_DAYS, max=history.MAX_DAYS)
+        ctx["error"] = _(
+            "Keep history for a whole number of days from %(min)s to %(max)s.",
+            min=history.MIN_DAYS,
+            max=history.MAX_DAYS,
+        )
         return render(request, "runs/retention.html", ctx, status_code=422)
     audit(db, user.id, "settings.retention", str(value))
-    flash(request, i18n.ngettext("Run history is kept for %(num)s day.",
-                                 "Run history is kept for %(num)s days.", value))
+    flash(
+        request,
+        i18n.ngettext(
+            "Run history is kept for %(num)s day.", "Run history is kept for %(num)s days.", value
+        ),
+    )
     return RedirectResponse("/settings#retention", status_code=303)

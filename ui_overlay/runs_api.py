@@ -12,14 +12,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
+from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
 
-from scriptflow_prefect import gateway, history
-from scriptflow_prefect import runs as core
-from scriptflow_prefect.cancel_watch import cancel_local
-from scriptflow_prefect.db import audit
-from scriptflow_prefect.i18n import _
-
-from .deps import ApiUser, DbDep, visible_script
+from scriptflow_prefect.history import service as history
+from scriptflow_prefect.platform.db import audit
+from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.runs import prefect as runs_prefect
+from scriptflow_prefect.runs import service as core
+from scriptflow_prefect.runs.cancel_watch import cancel_local
 
 api = APIRouter(tags=["runs"])
 Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "crashed"]
@@ -27,8 +27,9 @@ Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cance
 
 def aware(dt: datetime | None, name: str) -> datetime | None:
     if dt is not None and dt.tzinfo is None:
-        raise HTTPException(422, _("%(name)s needs a time zone offset, e.g. 2026-01-31T08:00:00Z.",
-                                   name=name))
+        raise HTTPException(
+            422, _("%(name)s needs a time zone offset, e.g. 2026-01-31T08:00:00Z.", name=name)
+        )
     return dt
 
 
@@ -42,9 +43,14 @@ class RunFilters:
     q: str | None
 
     def arguments(self) -> dict:
-        return {"script_id": self.script_id, "statuses": [self.status] if self.status else None,
-                "triggers": [self.trigger] if self.trigger else None, "since": self.since,
-                "until": self.until, "q": self.q}
+        return {
+            "script_id": self.script_id,
+            "statuses": [self.status] if self.status else None,
+            "triggers": [self.trigger] if self.trigger else None,
+            "since": self.since,
+            "until": self.until,
+            "q": self.q,
+        }
 
 
 def run_filters(
@@ -53,9 +59,16 @@ def run_filters(
     trigger: Literal["manual", "scheduled", "retry"] | None = None,
     since: Annotated[datetime | None, Query(description="Expected start at or after")] = None,
     until: Annotated[datetime | None, Query(description="Expected start at or before")] = None,
-    q: Annotated[str | None, Query(max_length=200, description=(
-        "Runs whose output holds these words in this order (case- and accent-insensitive; "
-        "the last word may be the start of a longer one)"))] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description=(
+                "Runs whose output holds these words in this order (case- and accent-insensitive; "
+                "the last word may be the start of a longer one)"
+            ),
+        ),
+    ] = None,
 ) -> RunFilters:
     since, until = aware(since, "since"), aware(until, "until")
     if since and until and since > until:
@@ -82,33 +95,47 @@ def csv_response(rows, filename: str) -> StreamingResponse:
             buf.seek(0)
             buf.truncate()
             for run in batch:
-                writer.writerow([*core.csv_values(run),
-                                 core.csv_text((run.get("match") or {}).get("text", ""))])
+                writer.writerow(
+                    [*core.csv_values(run), core.csv_text((run.get("match") or {}).get("text", ""))]
+                )
             yield buf.getvalue()
 
-    return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="{filename}"'})
+    return StreamingResponse(
+        body(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 @api.get("/runs")
 async def list_runs(
-    request: Request, user: ApiUser, db: DbDep, filters: Filters,
+    request: Request,
+    user: ApiUser,
+    db: DbDep,
+    filters: Filters,
     page: Annotated[int, Query(ge=1, le=100000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=200)] = 20,
 ):
     """Runs newest first (by start, or expected start when not started) and the exact total.
     With `q`, each run has `match`: its first output line holding the words."""
     items, total = await core.list_runs(
-        db, user, page=page, per_page=per_page, settings=request.app.state.settings,
-        **filters.arguments())
+        db,
+        user,
+        page=page,
+        per_page=per_page,
+        settings=request.app.state.settings,
+        **filters.arguments(),
+    )
     return {"items": items, "total": total}
 
 
 @api.get("/runs.csv")
 async def list_runs_csv(request: Request, user: ApiUser, db: DbDep, filters: Filters):
     """Every run matching the same filters as GET /runs, as CSV (one header row)."""
-    return csv_response(core.export_runs(db, user, settings=request.app.state.settings,
-                                         **filters.arguments()), "runs.csv")
+    return csv_response(
+        core.export_runs(db, user, settings=request.app.state.settings, **filters.arguments()),
+        "runs.csv",
+    )
 
 
 @api.get("/runs/{run_id}")
@@ -120,37 +147,50 @@ async def get_run(run_id: str, user: ApiUser, db: DbDep):
 @api.post("/runs/{run_id}/cancel", status_code=202)
 async def cancel_run(run_id: str, user: ApiUser, db: DbDep):
     flow_run = await core.visible_run(db, user, run_id)
-    outcome = await gateway.cancel_run(flow_run.id)
+    outcome = await runs_prefect.cancel_run(flow_run.id)
     if outcome == "final":
         raise HTTPException(409, _("This run has already ended."))
     cancel_local(flow_run.id)
-    fresh = await gateway.read_run(flow_run.id)
-    return JSONResponse(jsonable_encoder(core.runs_to_dicts(db, [fresh or flow_run])[0]),
-                        status_code=202)
+    fresh = await runs_prefect.read_run(flow_run.id)
+    return JSONResponse(
+        jsonable_encoder(core.runs_to_dicts(db, [fresh or flow_run])[0]), status_code=202
+    )
 
 
 @api.get("/runs/{run_id}/output")
 async def get_output(
-    request: Request, run_id: str, user: ApiUser, db: DbDep,
+    request: Request,
+    run_id: str,
+    user: ApiUser,
+    db: DbDep,
     after: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ):
     flow_run = await core.visible_run(db, user, run_id)
-    lines, nxt, complete = await core.read_output(request.app.state.settings, flow_run, after,
-                                                  limit)
+    lines, nxt, complete = await core.read_output(
+        request.app.state.settings, flow_run, after, limit
+    )
     return {"lines": lines, "next": nxt, "complete": complete}
 
 
 @api.get("/runs/{run_id}/output/search")
-async def search_output(request: Request, run_id: str, user: ApiUser, db: DbDep,
-                        q: Annotated[str, Query(min_length=1, max_length=200)]):
+async def search_output(
+    request: Request,
+    run_id: str,
+    user: ApiUser,
+    db: DbDep,
+    q: Annotated[str, Query(min_length=1, max_length=200)],
+):
     """Cursors (`after` values) of the lines whose text holds `q` (case-insensitive): the
     first 1000, the total, and the cursor of the first error line (stderr or traceback)."""
     flow_run = await core.visible_run(db, user, run_id)
     settings = request.app.state.settings
     hits, total = await core.search_output(settings, flow_run, q)
-    return {"matches": [str(h) for h in hits], "total": total,
-            "first_error": _str_or_none(await core.first_error(settings, flow_run))}
+    return {
+        "matches": [str(h) for h in hits],
+        "total": total,
+        "first_error": _str_or_none(await core.first_error(settings, flow_run)),
+    }
 
 
 def _str_or_none(value: int | None) -> str | None:
@@ -163,8 +203,11 @@ async def get_output_text(request: Request, run_id: str, user: ApiUser, db: DbDe
     settings = request.app.state.settings
     headers = {"Content-Disposition": f'attachment; filename="run-{flow_run.id}.txt"'}
     if core.history_index.has_output(settings, flow_run.id):
-        return StreamingResponse(core.output_text(settings, flow_run.id),
-                                 media_type="text/plain; charset=utf-8", headers=headers)
+        return StreamingResponse(
+            core.output_text(settings, flow_run.id),
+            media_type="text/plain; charset=utf-8",
+            headers=headers,
+        )
 
     async def from_prefect():  # the output file is on another machine: Prefect's logs
         cursor = None
@@ -174,8 +217,9 @@ async def get_output_text(request: Request, run_id: str, user: ApiUser, db: DbDe
             if complete or not lines:
                 return
 
-    return StreamingResponse(from_prefect(), media_type="text/plain; charset=utf-8",
-                             headers=headers)
+    return StreamingResponse(
+        from_prefect(), media_type="text/plain; charset=utf-8", headers=headers
+    )
 
 
 @api.get("/scripts/{script_id}/summary", tags=["runs"])
@@ -190,11 +234,12 @@ async def script_summary(script_id: int, user: ApiUser, db: DbDep):
 async def acknowledge_run(run_id: str, user: ApiUser, db: DbDep):
     """Mark a failed scheduled run as seen: the script page stops flagging it."""
     flow_run = await core.visible_run(db, user, run_id)
-    if gateway.run_status(flow_run) not in ("failed", "timed_out", "crashed"):
+    if runs_prefect.run_status(flow_run) not in ("failed", "timed_out", "crashed"):
         raise HTTPException(409, _("Only a failed run can be acknowledged."))
     script_id = (flow_run.parameters or {}).get("script_id")
-    script = visible_script(db, user, script_id, deleted=True) if isinstance(script_id, int) \
-        else None
+    script = (
+        visible_script(db, user, script_id, deleted=True) if isinstance(script_id, int) else None
+    )
     if script is None:
         raise HTTPException(404, _("There is no run with id %(id)s.", id=run_id))
     history.acknowledge(db, script, user.id, [str(flow_run.id)])

@@ -6,16 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, PageUser
+from scriptflow_prefect.ui_overlay.templating import render
 from sqlalchemy.orm import Session
 
-from scriptflow_prefect import gateway
-from scriptflow_prefect import runs as run_core
-from scriptflow_prefect.i18n import _
-from scriptflow_prefect.models import User
-from scriptflow_prefect.scripts import ScriptError, visible_script_ids
-
-from .deps import ApiUser, DbDep, PageUser
-from .templating import render
+from scriptflow_prefect.monitoring import prefect as monitoring_prefect
+from scriptflow_prefect.platform import prefect as platform_prefect
+from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.models import User
+from scriptflow_prefect.runs import service as run_core
+from scriptflow_prefect.schedules import prefect as schedules_prefect
+from scriptflow_prefect.scripts.service import ScriptError, visible_script_ids
 
 pages = APIRouter()
 api = APIRouter(tags=["scheduler"])
@@ -25,15 +26,24 @@ NEXT_RUNS = 20
 async def scheduler_status(db: Session, user: User) -> dict[str, Any]:
     """An admin sees every script's runs; anyone else only their own scripts' runs. The
     workers are shown to everyone: whether a runner is alive explains a late run."""
-    runs = await gateway.read_scheduler_runs(visible_script_ids(db, user), next_limit=NEXT_RUNS)
+    runs = await schedules_prefect.read_scheduler_runs(
+        visible_script_ids(db, user), next_limit=NEXT_RUNS
+    )
     upcoming = run_core.runs_to_dicts(db, runs.next)
     return {
         "running": run_core.runs_to_dicts(db, runs.running),
-        "next": [{"id": r["id"], "script_id": r["script_id"], "script_name": r["script_name"],
-                  "scheduled_at": r["scheduled_at"], "trigger": r["trigger"]}
-                 for r in upcoming],
+        "next": [
+            {
+                "id": r["id"],
+                "script_id": r["script_id"],
+                "script_name": r["script_name"],
+                "scheduled_at": r["scheduled_at"],
+                "trigger": r["trigger"],
+            }
+            for r in upcoming
+        ],
         "late": run_core.runs_to_dicts(db, runs.late),
-        "workers": await gateway.read_workers(),
+        "workers": await monitoring_prefect.read_workers(),
     }
 
 
@@ -41,7 +51,7 @@ async def scheduler_status(db: Session, user: User) -> dict[str, Any]:
 async def get_scheduler(user: ApiUser, db: DbDep):
     try:
         return await scheduler_status(db, user)
-    except gateway.PrefectUnavailable as exc:
+    except platform_prefect.PrefectUnavailable as exc:
         raise ScriptError(503, _("Prefect is not reachable: %(err)s", err=str(exc)[:200])) from exc
 
 
@@ -49,7 +59,7 @@ async def get_scheduler(user: ApiUser, db: DbDep):
 async def scheduler_page(request: Request, user: PageUser, db: DbDep):
     try:
         status, prefect_down = await scheduler_status(db, user), False
-    except gateway.PrefectUnavailable:
+    except platform_prefect.PrefectUnavailable:
         status = {"running": [], "next": [], "late": [], "workers": []}
         prefect_down = True
     return render(request, "scheduler/index.html", {**status, "prefect_down": prefect_down})

@@ -8,18 +8,17 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, RedirectResponse
+from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, PageUser, visible_script
+from scriptflow_prefect.ui_overlay.templating import flash, render
 from starlette.datastructures import FormData
 
-from scriptflow_prefect import gateway
-from scriptflow_prefect import runs as run_core
-from scriptflow_prefect import schedule_sync as core
-from scriptflow_prefect.i18n import _, get_locale
-from scriptflow_prefect.models import Script
-from scriptflow_prefect.schedules import describe, parse_spec
-from scriptflow_prefect.scripts import ScriptError, visible_scripts_query
-
-from .deps import Csrf, DbDep, PageUser, visible_script
-from .templating import flash, render
+from scriptflow_prefect.platform import prefect as platform_prefect
+from scriptflow_prefect.platform.i18n import _, get_locale
+from scriptflow_prefect.platform.models import Script
+from scriptflow_prefect.runs import service as run_core
+from scriptflow_prefect.schedules import service as core
+from scriptflow_prefect.schedules.spec import describe, parse_spec
+from scriptflow_prefect.scripts.service import ScriptError, visible_scripts_query
 
 pages = APIRouter()
 SORTS = ("next", "name", "created")
@@ -50,8 +49,10 @@ async def save(request: Request, script_id: int, user: PageUser, db: DbDep):
         db.rollback()
         flash(request, _("The schedule was not saved: %(reason)s", reason=str(exc)), "error")
         return RedirectResponse(f"/scripts/{script.id}#schedule", status_code=303)
-    flash(request, _("Schedule saved: %(words)s.",
-                     words=describe(parse_spec(script.schedule), get_locale())))
+    flash(
+        request,
+        _("Schedule saved: %(words)s.", words=describe(parse_spec(script.schedule), get_locale())),
+    )
     return RedirectResponse(f"/scripts/{script.id}#schedule", status_code=303)
 
 
@@ -99,23 +100,27 @@ async def delete(request: Request, script_id: int, user: PageUser, db: DbDep):
 @pages.get("/schedules")
 async def schedule_list(request: Request, user: PageUser, db: DbDep, sort: str = "next"):
     sort = sort if sort in SORTS else "next"
-    scripts = [s for s in db.scalars(visible_scripts_query(user).order_by(Script.name))
-               if s.schedule]
+    scripts = [
+        s for s in db.scalars(visible_scripts_query(user).order_by(Script.name)) if s.schedule
+    ]
     try:
         states = await core.schedule_states(scripts)
         last = await run_core.last_runs([s.id for s in scripts])
-    except gateway.PrefectUnavailable:
+    except platform_prefect.PrefectUnavailable:
         states, last = {}, {}
     rows = []
     for s in scripts:
         spec = parse_spec(s.schedule)
         info = core.schedule_to_dict(s) or {}
-        rows.append({
-            "script": s, "words": describe(spec, get_locale()),
-            "next": (info.get("next_runs") or [None])[0],
-            "state": states.get(s.id, "active" if spec.active else "inactive"),
-            "last_run": last.get(s.id),
-        })
+        rows.append(
+            {
+                "script": s,
+                "words": describe(spec, get_locale()),
+                "next": (info.get("next_runs") or [None])[0],
+                "state": states.get(s.id, "active" if spec.active else "inactive"),
+                "last_run": last.get(s.id),
+            }
+        )
     if sort == "next":
         rows.sort(key=lambda r: (r["next"] is None, r["next"].timestamp() if r["next"] else 0))
     elif sort == "created":
@@ -124,8 +129,7 @@ async def schedule_list(request: Request, user: PageUser, db: DbDep, sort: str =
 
 
 @pages.post("/schedules/bulk", dependencies=[Csrf])
-async def bulk(request: Request, user: PageUser, db: DbDep,
-               action: Annotated[str, Form()] = ""):
+async def bulk(request: Request, user: PageUser, db: DbDep, action: Annotated[str, Form()] = ""):
     form = await request.form()
     ids = [int(i) for i in form.getlist("script_ids") if str(i).isdigit()]
     if action not in ("activate", "deactivate") or not ids:
@@ -137,6 +141,10 @@ async def bulk(request: Request, user: PageUser, db: DbDep,
         if script.schedule:
             await core.set_active(db, user, script, action == "activate")
             done += 1
-    flash(request, _("%(n)s schedule(s) activated.", n=done) if action == "activate"
-          else _("%(n)s schedule(s) deactivated.", n=done))
+    flash(
+        request,
+        _("%(n)s schedule(s) activated.", n=done)
+        if action == "activate"
+        else _("%(n)s schedule(s) deactivated.", n=done),
+    )
     return RedirectResponse("/schedules", status_code=303)

@@ -6,13 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException
 from fastapi.responses import Response
+from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
 
-from scriptflow_prefect import schedule_sync as core
-from scriptflow_prefect.i18n import _
-from scriptflow_prefect.models import Script
-from scriptflow_prefect.scripts import visible_scripts_query
-
-from .deps import ApiUser, DbDep, visible_script
+from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.models import Script
+from scriptflow_prefect.schedules import service as core
+from scriptflow_prefect.scripts.service import visible_scripts_query
 
 api = APIRouter(tags=["schedules"])
 
@@ -54,11 +53,19 @@ async def preview(user: ApiUser, body: Annotated[Any, Body()]):
 
 @api.get("/schedules")
 async def list_schedules(user: ApiUser, db: DbDep):
-    scripts = [s for s in db.scalars(visible_scripts_query(user).order_by(Script.name))
-               if s.schedule]
+    scripts = [
+        s for s in db.scalars(visible_scripts_query(user).order_by(Script.name)) if s.schedule
+    ]
     states = await core.schedule_states(scripts)
-    return {"items": [
-        {"script_id": s.id, "script_name": s.name, "state": states.get(s.id, "active"),
-         **(core.schedule_to_dict(s) or {})}
-        for s in scripts
-    ], "total": len(scripts)}
+    return {
+        "items": [
+            {
+                "script_id": s.id,
+                "script_name": s.name,
+                "state": states.get(s.id, "active"),
+                **(core.schedule_to_dict(s) or {}),
+            }
+            for s in scripts
+        ],
+        "total": len(scripts),
+    }

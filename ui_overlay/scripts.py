@@ -9,20 +9,21 @@ from zoneinfo import available_timezones
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse
+from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, PageUser, visible_script
+from scriptflow_prefect.ui_overlay.schedules import schedule_from_form
+from scriptflow_prefect.ui_overlay.scripts_api import SORTS, read_upload, refuse_huge_body
+from scriptflow_prefect.ui_overlay.templating import flash, render
 from sqlalchemy import func, select
 
-from scriptflow_prefect import gateway, schedule_sync, store
-from scriptflow_prefect import runs as run_core
-from scriptflow_prefect import scripts as core
-from scriptflow_prefect.i18n import _, get_locale
-from scriptflow_prefect.models import Script
-from scriptflow_prefect.policies import RunPolicy
-from scriptflow_prefect.schedules import describe, parse_spec
-
-from .deps import Csrf, DbDep, PageUser, visible_script
-from .schedules import schedule_from_form
-from .scripts_api import SORTS, read_upload, refuse_huge_body
-from .templating import flash, render
+from scriptflow_prefect.platform import prefect as platform_prefect
+from scriptflow_prefect.platform.i18n import _, get_locale
+from scriptflow_prefect.platform.models import Script
+from scriptflow_prefect.runs import service as run_core
+from scriptflow_prefect.runs.policies import RunPolicy
+from scriptflow_prefect.schedules import service as schedule_sync
+from scriptflow_prefect.schedules.spec import describe, parse_spec
+from scriptflow_prefect.scripts import service as core
+from scriptflow_prefect.scripts import store
 
 pages = APIRouter()
 PER_PAGE = 20
@@ -32,9 +33,15 @@ def schedule_form_context(request: Request) -> dict:
     return {
         "timezones": all_timezones(),
         "default_timezone": request.app.state.settings.timezone,
-        "weekdays": [("mon", _("Monday")), ("tue", _("Tuesday")), ("wed", _("Wednesday")),
-                     ("thu", _("Thursday")), ("fri", _("Friday")), ("sat", _("Saturday")),
-                     ("sun", _("Sunday"))],
+        "weekdays": [
+            ("mon", _("Monday")),
+            ("tue", _("Tuesday")),
+            ("wed", _("Wednesday")),
+            ("thu", _("Thursday")),
+            ("fri", _("Friday")),
+            ("sat", _("Saturday")),
+            ("sun", _("Sunday")),
+        ],
     }
 
 
@@ -44,38 +51,65 @@ def all_timezones() -> list[str]:
 
 
 @pages.get("/scripts")
-async def library(request: Request, user: PageUser, db: DbDep, q: str = "", type: str = "",
-                  page: int = 1, sort: str = "-created"):
+async def library(
+    request: Request,
+    user: PageUser,
+    db: DbDep,
+    q: str = "",
+    type: str = "",
+    page: int = 1,
+    sort: str = "-created",
+):
     kind = type if type in ("python", "batch") else None
     sort = sort if sort in SORTS else "-created"
     query = core.visible_scripts_query(user, q=q[:100] or None, kind=kind)
     total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
     pages_n = max(1, math.ceil(total / PER_PAGE))
     page = min(max(page, 1), pages_n)
-    scripts = list(db.scalars(query.order_by(SORTS[sort], Script.id.desc())
-                              .offset((page - 1) * PER_PAGE).limit(PER_PAGE)))
+    scripts = list(
+        db.scalars(
+            query.order_by(SORTS[sort], Script.id.desc())
+            .offset((page - 1) * PER_PAGE)
+            .limit(PER_PAGE)
+        )
+    )
     try:
         last = await run_core.last_runs([s.id for s in scripts])
-    except gateway.PrefectUnavailable:
+    except platform_prefect.PrefectUnavailable:
         last = {}
     rows = [core.script_to_dict(s, last.get(s.id)) for s in scripts]
-    return render(request, "scripts/list.html", {
-        "rows": rows, "q": q, "type": kind or "", "sort": sort, "page": page,
-        "pages": pages_n, "total": total,
-    })
+    return render(
+        request,
+        "scripts/list.html",
+        {
+            "rows": rows,
+            "q": q,
+            "type": kind or "",
+            "sort": sort,
+            "page": page,
+            "pages": pages_n,
+            "total": total,
+        },
+    )
 
 
 @pages.get("/scripts/new")
 async def upload_form(request: Request, user: PageUser):
-    return render(request, "scripts/upload.html",
-                  {"error": None, "form": {}, **schedule_form_context(request)})
+    return render(
+        request,
+        "scripts/upload.html",
+        {"error": None, "form": {}, **schedule_form_context(request)},
+    )
 
 
 @pages.post("/scripts/new", dependencies=[Csrf])
 async def upload(
-    request: Request, user: PageUser, db: DbDep,
+    request: Request,
+    user: PageUser,
+    db: DbDep,
     file: Annotated[UploadFile | None, File()] = None,
-    name: Annotated[str, Form()] = "", description: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
 ):
     raw = await request.form()
     wants_schedule = raw.get("schedule") == "1"
@@ -87,23 +121,32 @@ async def upload(
         data = await read_upload(request, file)
         schedule = schedule_sync.spec_of(schedule_from_form(raw)) if wants_schedule else None
         script = await core.create_script(
-            db, user, filename=file.filename, data=data, name=name or None,
+            db,
+            user,
+            filename=file.filename,
+            data=data,
+            name=name or None,
             description=description,
-            schedule=schedule.model_dump(mode="json") if schedule else None)
+            schedule=schedule.model_dump(mode="json") if schedule else None,
+        )
     except (core.ScriptError, HTTPException) as exc:
         db.rollback()
         status = getattr(exc, "status", None) or getattr(exc, "status_code", 400)
         detail = str(exc) if isinstance(exc, core.ScriptError) else exc.detail
-        return render(request, "scripts/upload.html",
-                      {"error": detail, "form": form, **schedule_form_context(request)},
-                      status_code=status)
+        return render(
+            request,
+            "scripts/upload.html",
+            {"error": detail, "form": form, **schedule_form_context(request)},
+            status_code=status,
+        )
     flash(request, _("Uploaded %(name)s (version 1).", name=script.name))
     return RedirectResponse(f"/scripts/{script.id}", status_code=303)
 
 
 @pages.get("/scripts/{script_id}")
-async def detail(request: Request, script_id: int, user: PageUser, db: DbDep,
-                 version: int | None = None):
+async def detail(
+    request: Request, script_id: int, user: PageUser, db: DbDep, version: int | None = None
+):
     script = visible_script(db, user, script_id)
     shown = core.current_version(script)
     if version is not None:
@@ -113,18 +156,25 @@ async def detail(request: Request, script_id: int, user: PageUser, db: DbDep,
     content = (await store.get(shown.sha256)).decode("utf-8", errors="replace")
     try:
         recent, _total = await run_core.list_runs(db, user, script_id=script.id, per_page=10)
-    except gateway.PrefectUnavailable:
+    except platform_prefect.PrefectUnavailable:
         recent = []
     states = await schedule_sync.schedule_states([script]) if script.schedule else {}
-    return render(request, "scripts/detail.html", {
-        **schedule_form_context(request),
-        "schedule_words": describe(parse_spec(script.schedule), get_locale())
-        if script.schedule else None,
-        "schedule_state": states.get(script.id),
-        "script": core.script_to_dict(script, recent[0] if recent else None),
-        "versions": sorted(script.versions, key=lambda v: -v.version),
-        "shown": shown, "lines": content.splitlines() or [""], "runs": recent,
-    })
+    return render(
+        request,
+        "scripts/detail.html",
+        {
+            **schedule_form_context(request),
+            "schedule_words": describe(parse_spec(script.schedule), get_locale())
+            if script.schedule
+            else None,
+            "schedule_state": states.get(script.id),
+            "script": core.script_to_dict(script, recent[0] if recent else None),
+            "versions": sorted(script.versions, key=lambda v: -v.version),
+            "shown": shown,
+            "lines": content.splitlines() or [""],
+            "runs": recent,
+        },
+    )
 
 
 def _policy(script) -> RunPolicy:
@@ -141,7 +191,8 @@ def _policy_from_form(form) -> dict:
         "retries": number("retries", 1),
         "retry_delay_seconds": delay * 60 if isinstance(delay, int) else delay,
         "disable_after_failures": number("disable_after_failures", 3),
-        "missed": form.get("missed") or "once", "overlap": form.get("overlap") or "skip",
+        "missed": form.get("missed") or "once",
+        "overlap": form.get("overlap") or "skip",
     }
 
 
@@ -149,18 +200,33 @@ def _policy_from_form(form) -> dict:
 async def edit_form(request: Request, script_id: int, user: PageUser, db: DbDep):
     script = visible_script(db, user, script_id)
     content = (await store.get(core.current_version(script).sha256)).decode("utf-8", "replace")
-    return render(request, "scripts/edit.html", {
-        "script": script, "content": content, "error": None, "policy": _policy(script),
-        "form": {"name": script.name, "description": script.description,
-                 "timeout_seconds": script.timeout_seconds},
-    })
+    return render(
+        request,
+        "scripts/edit.html",
+        {
+            "script": script,
+            "content": content,
+            "error": None,
+            "policy": _policy(script),
+            "form": {
+                "name": script.name,
+                "description": script.description,
+                "timeout_seconds": script.timeout_seconds,
+            },
+        },
+    )
 
 
 @pages.post("/scripts/{script_id}/edit", dependencies=[Csrf])
 async def edit(
-    request: Request, script_id: int, user: PageUser, db: DbDep,
-    name: Annotated[str, Form()] = "", description: Annotated[str, Form()] = "",
-    timeout_seconds: Annotated[str, Form()] = "", content: Annotated[str, Form()] = "",
+    request: Request,
+    script_id: int,
+    user: PageUser,
+    db: DbDep,
+    name: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+    timeout_seconds: Annotated[str, Form()] = "",
+    content: Annotated[str, Form()] = "",
 ):
     script = visible_script(db, user, script_id)
     raw = await request.form()
@@ -169,8 +235,13 @@ async def edit(
         try:
             timeout = int(timeout_seconds)
         except ValueError:
-            raise core.ScriptError(422, _("The timeout is a whole number of seconds from 1 to "
-                                          "%(max)s.", max=core.MAX_TIMEOUT)) from None
+            raise core.ScriptError(
+                422,
+                _(
+                    "The timeout is a whole number of seconds from 1 to %(max)s.",
+                    max=core.MAX_TIMEOUT,
+                ),
+            ) from None
         # One deployment update for both changes: validate the details first.
         core.check_timeout(timeout)
         core.check_name(name)
@@ -180,17 +251,32 @@ async def edit(
         old = await store.get(core.current_version(script).sha256)
         if data != old:
             await core.replace_content(db, user, script, data)
-        await core.update_details(db, user, script, {"name": name, "description": description,
-                                                     "timeout_seconds": timeout,
-                                                     "policy": _policy_from_form(raw)})
+        await core.update_details(
+            db,
+            user,
+            script,
+            {
+                "name": name,
+                "description": description,
+                "timeout_seconds": timeout,
+                "policy": _policy_from_form(raw),
+            },
+        )
     except core.ScriptError as exc:
         db.rollback()
-        return render(request, "scripts/edit.html", {
-            "script": script, "content": content, "error": str(exc), "form": form,
-            "policy": _policy(script),
-        }, status_code=exc.status)
-    flash(request, _("Saved %(name)s (version %(v)s).", name=script.name,
-                     v=script.current_version))
+        return render(
+            request,
+            "scripts/edit.html",
+            {
+                "script": script,
+                "content": content,
+                "error": str(exc),
+                "form": form,
+                "policy": _policy(script),
+            },
+            status_code=exc.status,
+        )
+    flash(request, _("Saved %(name)s (version %(v)s).", name=script.name, v=script.current_version))
     return RedirectResponse(f"/scripts/{script.id}", status_code=303)
 
 
@@ -215,5 +301,3 @@ async def run_now(request: Request, script_id: int, user: PageUser, db: DbDep):
     if request.headers.get("accept", "").startswith("application/json"):
         return JSONResponse({"id": run["id"], "url": f"/runs/{run['id']}"}, status_code=202)
     return RedirectResponse(f"/runs/{run['id']}", status_code=303)
-
-

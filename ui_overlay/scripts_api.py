@@ -7,21 +7,23 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
+from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
 from sqlalchemy import func, select
 
-from scriptflow_prefect import runs as run_core
-from scriptflow_prefect import scripts as core
-from scriptflow_prefect import store
-from scriptflow_prefect.i18n import _
-from scriptflow_prefect.models import Script, ScriptVersion
-
-from .deps import ApiUser, DbDep, visible_script
+from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.models import Script, ScriptVersion
+from scriptflow_prefect.runs import service as run_core
+from scriptflow_prefect.scripts import service as core
+from scriptflow_prefect.scripts import store
 
 api = APIRouter(tags=["scripts"])
 SORTS = {
-    "name": Script.name.asc(), "-name": Script.name.desc(),
-    "created": Script.created_at.asc(), "-created": Script.created_at.desc(),
-    "updated": Script.updated_at.asc(), "-updated": Script.updated_at.desc(),
+    "name": Script.name.asc(),
+    "-name": Script.name.desc(),
+    "created": Script.created_at.asc(),
+    "-created": Script.created_at.desc(),
+    "updated": Script.updated_at.asc(),
+    "-updated": Script.updated_at.desc(),
 }
 
 
@@ -46,7 +48,8 @@ async def script_dicts(scripts: list[Script]) -> list[dict]:
 
 @api.get("/scripts")
 async def list_scripts(
-    user: ApiUser, db: DbDep,
+    user: ApiUser,
+    db: DbDep,
     q: Annotated[str | None, Query(max_length=100)] = None,
     type: Literal["python", "batch"] | None = None,
     sort: Literal["name", "-name", "created", "-created", "updated", "-updated"] = "-created",
@@ -55,22 +58,30 @@ async def list_scripts(
 ):
     query = core.visible_scripts_query(user, q=q, kind=type)
     total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = list(db.scalars(query.order_by(SORTS[sort], Script.id.desc())
-                           .offset((page - 1) * per_page).limit(per_page)))
+    rows = list(
+        db.scalars(
+            query.order_by(SORTS[sort], Script.id.desc())
+            .offset((page - 1) * per_page)
+            .limit(per_page)
+        )
+    )
     return {"items": await script_dicts(rows), "total": total}
 
 
 @api.post("/scripts", status_code=201)
 async def upload_script(
-    request: Request, user: ApiUser, db: DbDep,
+    request: Request,
+    user: ApiUser,
+    db: DbDep,
     file: Annotated[UploadFile, File()],
     name: Annotated[str | None, Form(max_length=200)] = None,
     description: Annotated[str, Form(max_length=5000)] = "",
 ):
     refuse_huge_body(request)
     data = await read_upload(request, file)
-    script = await core.create_script(db, user, filename=file.filename or "", data=data,
-                                      name=name, description=description)
+    script = await core.create_script(
+        db, user, filename=file.filename or "", data=data, name=name, description=description
+    )
     return core.script_to_dict(script)
 
 
@@ -136,18 +147,28 @@ async def put_content(script_id: int, request: Request, user: ApiUser, db: DbDep
 @api.get("/scripts/{script_id}/versions")
 async def list_versions(script_id: int, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
-    return {"items": [
-        {"version": v.version, "sha256": v.sha256, "size": v.size, "created_at": v.created_at,
-         "author": v.author.username if v.author else None}
-        for v in sorted(script.versions, key=lambda v: -v.version)
-    ]}
+    return {
+        "items": [
+            {
+                "version": v.version,
+                "sha256": v.sha256,
+                "size": v.size,
+                "created_at": v.created_at,
+                "author": v.author.username if v.author else None,
+            }
+            for v in sorted(script.versions, key=lambda v: -v.version)
+        ]
+    }
 
 
 @api.get("/scripts/{script_id}/versions/{version}/content", response_class=PlainTextResponse)
 async def get_version_content(script_id: int, version: int, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
-    row = db.scalar(select(ScriptVersion).where(ScriptVersion.script_id == script.id,
-                                                ScriptVersion.version == version))
+    row = db.scalar(
+        select(ScriptVersion).where(
+            ScriptVersion.script_id == script.id, ScriptVersion.version == version
+        )
+    )
     if row is None:
         raise HTTPException(404, _("This script has no version %(n)s.", n=version))
     return Response(await store.get(row.sha256), media_type="text/plain; charset=utf-8")

@@ -7,27 +7,36 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
+from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, PageUser, require_admin
+from scriptflow_prefect.ui_overlay.templating import flash, render
 from sqlalchemy import select
 
-from scriptflow_prefect import accounts, i18n
-from scriptflow_prefect.db import audit
-from scriptflow_prefect.i18n import _
-from scriptflow_prefect.models import ApiToken, User
-
-from .deps import Csrf, DbDep, PageUser, require_admin
-from .templating import flash, render
+from scriptflow_prefect.accounts import service as accounts
+from scriptflow_prefect.platform import i18n
+from scriptflow_prefect.platform.db import audit
+from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.models import ApiToken, User
 
 pages = APIRouter()
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def _page(request, db, user, status_code: int = 200, **extra):
-    tokens = list(db.scalars(select(ApiToken).where(ApiToken.user_id == user.id,
-                                                    ApiToken.revoked_at.is_(None))
-                             .order_by(ApiToken.created_at.desc())))
+    tokens = list(
+        db.scalars(
+            select(ApiToken)
+            .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+            .order_by(ApiToken.created_at.desc())
+        )
+    )
     users = list(db.scalars(select(User).order_by(User.username))) if user.is_admin else []
-    ctx = {"tokens": tokens, "users": users, "new_token": None, "error": None,
-           "locales": i18n.LOCALES}
+    ctx = {
+        "tokens": tokens,
+        "users": users,
+        "new_token": None,
+        "error": None,
+        "locales": i18n.LOCALES,
+    }
     ctx.update(extra)
     return render(request, "settings/index.html", ctx, status_code=status_code)
 
@@ -38,12 +47,22 @@ async def settings_page(request: Request, user: PageUser, db: DbDep):
 
 
 @pages.post("/settings/profile", dependencies=[Csrf])
-async def save_profile(request: Request, user: PageUser, db: DbDep,
-                       email: Annotated[str, Form()] = "", language: Annotated[str, Form()] = ""):
+async def save_profile(
+    request: Request,
+    user: PageUser,
+    db: DbDep,
+    email: Annotated[str, Form()] = "",
+    language: Annotated[str, Form()] = "",
+):
     email = email.strip()
     if email and not EMAIL_RE.match(email):
-        return _page(request, db, user, error=_("%(email)s is not an email address.",
-                                                email=email), status_code=422)
+        return _page(
+            request,
+            db,
+            user,
+            error=_("%(email)s is not an email address.", email=email),
+            status_code=422,
+        )
     user.email = email or None
     user.language = language if language in i18n.LOCALES else None
     if user.language:
@@ -53,11 +72,15 @@ async def save_profile(request: Request, user: PageUser, db: DbDep,
 
 
 @pages.post("/settings/password", dependencies=[Csrf])
-async def change_password(request: Request, user: PageUser, db: DbDep,
-                          current: Annotated[str, Form()] = "", new: Annotated[str, Form()] = ""):
+async def change_password(
+    request: Request,
+    user: PageUser,
+    db: DbDep,
+    current: Annotated[str, Form()] = "",
+    new: Annotated[str, Form()] = "",
+):
     if accounts.authenticate(db, user.username, current) is None:
-        return _page(request, db, user, error=_("The current password is wrong."),
-                     status_code=422)
+        return _page(request, db, user, error=_("The current password is wrong."), status_code=422)
     try:
         accounts.set_password(user, new)
     except accounts.AccountError as exc:
@@ -69,8 +92,9 @@ async def change_password(request: Request, user: PageUser, db: DbDep,
 
 
 @pages.post("/settings/tokens", dependencies=[Csrf])
-async def create_token(request: Request, user: PageUser, db: DbDep,
-                       label: Annotated[str, Form()] = ""):
+async def create_token(
+    request: Request, user: PageUser, db: DbDep, label: Annotated[str, Form()] = ""
+):
     token, row = accounts.create_token(db, user, label=label.strip() or _("API token"))
     audit(db, user.id, "token.create", row.prefix)
     return _page(request, db, user, new_token=token)
@@ -85,13 +109,20 @@ async def revoke_token(request: Request, token_id: int, user: PageUser, db: DbDe
 
 
 @pages.post("/settings/users", dependencies=[Csrf])
-async def add_user(request: Request, user: PageUser, db: DbDep,
-                   username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
-                   email: Annotated[str, Form()] = "", is_admin: Annotated[str, Form()] = ""):
+async def add_user(
+    request: Request,
+    user: PageUser,
+    db: DbDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    email: Annotated[str, Form()] = "",
+    is_admin: Annotated[str, Form()] = "",
+):
     require_admin(user)
     try:
-        new = accounts.create_user(db, username.strip(), password, is_admin=bool(is_admin),
-                                   email=email.strip() or None)
+        new = accounts.create_user(
+            db, username.strip(), password, is_admin=bool(is_admin), email=email.strip() or None
+        )
     except accounts.AccountError as exc:
         return _page(request, db, user, error=_(exc.msgid, **exc.params), status_code=422)
     audit(db, user.id, "user.create", new.username)
@@ -110,6 +141,10 @@ async def toggle_active(request: Request, user_id: int, user: PageUser, db: DbDe
     target.is_active = not target.is_active
     target.session_epoch += 1
     audit(db, user.id, "user.active" if target.is_active else "user.disable", target.username)
-    flash(request, _("%(name)s is now enabled.", name=target.username) if target.is_active
-          else _("%(name)s is now disabled.", name=target.username))
+    flash(
+        request,
+        _("%(name)s is now enabled.", name=target.username)
+        if target.is_active
+        else _("%(name)s is now disabled.", name=target.username),
+    )
     return RedirectResponse("/settings#users", status_code=303)

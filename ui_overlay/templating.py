@@ -9,8 +9,9 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
-from scriptflow_prefect import __version__, i18n
-from scriptflow_prefect.run_words import run_message, status_label, trigger_label
+from scriptflow_prefect import __version__
+from scriptflow_prefect.platform import i18n
+from scriptflow_prefect.runs.words import run_message, status_label, trigger_label
 
 env = Environment(
     loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
@@ -32,8 +33,13 @@ env.filters.update(
 )
 
 STATUS_ICONS = {
-    "queued": "◷", "running": "▶", "succeeded": "✓", "failed": "✗", "timed_out": "⏱",
-    "cancelled": "■", "crashed": "⚠",
+    "queued": "◷",
+    "running": "▶",
+    "succeeded": "✓",
+    "failed": "✗",
+    "timed_out": "⏱",
+    "cancelled": "■",
+    "crashed": "⚠",
 }
 
 
@@ -47,14 +53,19 @@ def status_badge(status: str | None) -> Markup:
     ).format(k=key, i=icon, t=status_label(status))
 
 
-env.globals.update(status_badge=status_badge, status_label=status_label,
-                   trigger_label=trigger_label)
+env.globals.update(
+    status_badge=status_badge, status_label=status_label, trigger_label=trigger_label
+)
 
 
 def render(request: Request, name: str, context: dict | None = None, status_code: int = 200):
-    ctx = {"request": request, "user": getattr(request.state, "user", None),
-           "csrf_token": request.session.get("csrf", "") if "session" in request.scope else "",
-           "locale": i18n.get_locale(), "flash": pop_flash(request)}
+    ctx = {
+        "request": request,
+        "user": getattr(request.state, "user", None),
+        "csrf_token": request.session.get("csrf", "") if "session" in request.scope else "",
+        "locale": i18n.get_locale(),
+        "flash": pop_flash(request),
+    }
     ctx.update(context or {})
     return templates.TemplateResponse(request, name, ctx, status_code=status_code)
 

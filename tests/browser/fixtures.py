@@ -9,9 +9,15 @@ import pytest
 from conftest import ADMIN_PASSWORD, ROOT, need_tool
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 WIDTHS = {"desktop": (1280, 800), "phone": (375, 740)}
 PASSWORDS = {"admin": ADMIN_PASSWORD, "alice": "alice-pass-123", "bob": "bob-pass-123"}
@@ -37,24 +43,33 @@ def page(request, browser, stack):
     """A page in a new context; `@pytest.mark.parametrize("page", ["pt-BR"], indirect=True)`
     picks the browser's language (sent as Accept-Language)."""
     locale = getattr(request, "param", "en")
-    context = browser.new_context(base_url=stack.url, locale=locale,
-                                  extra_http_headers={"Accept-Language": locale},
-                                  viewport={"width": 1280, "height": 800})
+    context = browser.new_context(
+        base_url=stack.url,
+        locale=locale,
+        extra_http_headers={"Accept-Language": locale},
+        viewport={"width": 1280, "height": 800},
+    )
     context.set_default_timeout(10_000)
     p = context.new_page()
     errors: list[str] = []
     p.on("pageerror", lambda exc: errors.append(str(exc)))
     # Error pages (401, 404) are tested on purpose; any other console error is a bug.
-    p.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
-         and not msg.text.startswith("Failed to load resource") else None)
-    p.on("response", lambda r: errors.append(f"{r.status} from {r.url}")
-         if r.status >= 500 else None)
+    p.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    p.on(
+        "response", lambda r: errors.append(f"{r.status} from {r.url}") if r.status >= 500 else None
+    )
     try:
         yield p
         if getattr(request.node, "failed_call", False):  # what the page showed when it failed
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            p.screenshot(path=str(SCREENSHOTS / f"FAILED-{request.node.name}.png"),
-                         full_page=True)
+            p.screenshot(path=str(SCREENSHOTS / f"FAILED-{request.node.name}.png"), full_page=True)
     finally:
         context.close()
     assert not errors, f"browser console errors: {errors}"
@@ -91,13 +106,18 @@ def screenshot(page, name: str) -> None:
 
 
 def _describe(violation: dict) -> str:
-    lines = [f"  [{violation['impact']}] {violation['id']}: {violation['help']}",
-             f"    {violation['helpUrl']}"]
+    lines = [
+        f"  [{violation['impact']}] {violation['id']}: {violation['help']}",
+        f"    {violation['helpUrl']}",
+    ]
     for node in violation["nodes"][:8]:
         target = node["target"]
         where = " ".join(map(str, target)) if isinstance(target, list) else str(target)
-        why = [ln.strip() for ln in (node.get("failureSummary") or "").splitlines()
-               if ln.strip() and not ln.startswith("Fix ")]
+        why = [
+            ln.strip()
+            for ln in (node.get("failureSummary") or "").splitlines()
+            if ln.strip() and not ln.startswith("Fix ")
+        ]
         lines.append(f"      {where}: {why[0] if why else ''}")
     if len(violation["nodes"]) > 8:
         lines.append(f"      … and {len(violation['nodes']) - 8} more")
@@ -111,6 +131,8 @@ def axe_check(page, context=None) -> None:
     results = Axe().run(page, context=context)
     bad = [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
     if bad:
-        pytest.fail(f"axe: {len(bad)} serious/critical violation(s) on {page.url}:\n"
-                    + "\n".join(_describe(v) for v in bad), pytrace=False)
-
+        pytest.fail(
+            f"axe: {len(bad)} serious/critical violation(s) on {page.url}:\n"
+            + "\n".join(_describe(v) for v in bad),
+            pytrace=False,
+        )

@@ -74,8 +74,11 @@ def column_headers_in_the_accessibility_tree(page) -> set[str]:
         nodes = cdp.send("Accessibility.getFullAXTree")["nodes"]
     finally:
         cdp.detach()
-    return {n.get("name", {}).get("value", "").strip() for n in nodes
-            if not n.get("ignored") and n.get("role", {}).get("value") == "columnheader"}
+    return {
+        n.get("name", {}).get("value", "").strip()
+        for n in nodes
+        if not n.get("ignored") and n.get("role", {}).get("value") == "columnheader"
+    }
 
 
 def assert_labelled_at_375(page, path: str, *, min_rows: int = 1) -> int:
@@ -90,13 +93,15 @@ def assert_labelled_at_375(page, path: str, *, min_rows: int = 1) -> int:
         assert c["header"], f"{at}: the column has no header text"
         assert c["label"] == c["header"], f"{at}: data-label is {c['label']!r}"
         # `"Label"`, or `"Label" / ""` where the alternative text keeps it from being read twice
-        assert c["content"] in (css_string(c["header"]), css_string(c["header"]) + ' / ""'), \
+        assert c["content"] in (css_string(c["header"]), css_string(c["header"]) + ' / ""'), (
             f"{at}: ::before shows {c['content']}"
+        )
         assert c["display"] != "none" and c["visibility"] == "visible", f"{at}: label hidden"
         assert c["fontSize"] >= 12, f"{at}: label is {c['fontSize']}px"
         assert c["ratio"] >= 4.5, f"{at}: label contrast {c['ratio']:.2f}:1 is under 4.5:1"
-        assert c["height"] > 0 and c["left"] >= -0.5 and c["right"] <= NARROW["width"] + 0.5, \
+        assert c["height"] > 0 and c["left"] >= -0.5 and c["right"] <= NARROW["width"] + 0.5, (
             f"{at}: cell is off screen ({c['left']:.0f}–{c['right']:.0f}px)"
+        )
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= NARROW["width"], f"{path} is {width}px wide at 375px: it scrolls sideways"
 
@@ -114,14 +119,17 @@ def assert_wide_layout_unchanged(page, path: str) -> None:
     page.goto(path)
     for head in page.evaluate(HEADER_ROWS):
         assert head["display"] == "table-header-group" and head["height"] > 1, path
-    assert {c["content"] for c in page.evaluate(CELLS)} <= {"none", "normal"}, \
+    assert {c["content"] for c in page.evaluate(CELLS)} <= {"none", "normal"}, (
         f"{path}: column labels show in the wide layout"
+    )
 
 
 def scheduled_script_with_a_run(client, name: str) -> dict:
     script = upload(client, "print('narrow')\n", name=unique(name))
-    r = client.put(f"/scripts/{script['id']}/schedule",
-                   json={"frequency": "daily", "time": "06:15", "timezone": "UTC"})
+    r = client.put(
+        f"/scripts/{script['id']}/schedule",
+        json={"frequency": "daily", "time": "06:15", "timezone": "UTC"},
+    )
     assert r.status_code == 200, r.text
     run_id = client.post(f"/scripts/{script['id']}/runs").json()["id"]
     assert wait_run(client, run_id)["status"] == "succeeded"
@@ -144,10 +152,12 @@ def test_the_other_tables_label_every_cell_at_375px(page, admin):
     page.get_by_label("Label").fill("narrow test")  # a row in the tokens table
     page.get_by_role("button", name="Create token").click()
     page.locator("#new-token").wait_for()
-    for path, min_rows in (("/", 1),                       # dashboard
-                           (f"/scripts/{script['id']}", 2),  # recent runs and versions
-                           ("/settings", 2),                # tokens and users
-                           ("/scheduler", 1),
-                           ("/notifications", 0)):          # rows only if an email went out
+    for path, min_rows in (
+        ("/", 1),  # dashboard
+        (f"/scripts/{script['id']}", 2),  # recent runs and versions
+        ("/settings", 2),  # tokens and users
+        ("/scheduler", 1),
+        ("/notifications", 0),
+    ):  # rows only if an email went out
         assert_labelled_at_375(page, path, min_rows=min_rows)
         assert_wide_layout_unchanged(page, path)

@@ -1,0 +1,204 @@
+"""`scriptflow`: start the stack or its parts, manage users and tokens (API.md "Starting it").
+
+Kept light: Prefect is imported only by the commands that need it, after its environment
+has been pointed at SCRIPTFLOW_HOME."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import shlex
+import sys
+
+from scriptflow_prefect.platform.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    set_settings,
+)
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        sys.exit(f"scriptflow: bad setting: {exc}")
+    settings.ensure_dirs()
+    set_settings(settings)
+    return settings
+
+
+def _database(settings: Settings):
+    from scriptflow_prefect.platform.db import Database
+
+    db = Database(settings.sqlalchemy_url)
+    db.migrate()
+    return db
+
+
+def cmd_up(args) -> int:
+    from scriptflow_prefect.commands.stack import run_stack
+
+    return run_stack(_settings())
+
+
+def cmd_server(args) -> int:
+    from scriptflow_prefect.commands.stack import run_prefect_server_foreground
+
+    return run_prefect_server_foreground(_settings())
+
+
+def cmd_worker(args) -> int:
+    from scriptflow_prefect.commands.stack import run_worker_foreground
+
+    return run_worker_foreground(_settings())
+
+
+def cmd_web(args) -> int:
+    from scriptflow_prefect.commands.stack import run_web_foreground
+
+    return run_web_foreground(_settings())
+
+
+def cmd_prefect_env(args) -> int:
+    settings = _settings()
+    print(f"export PREFECT_API_URL={shlex.quote(settings.api_url)}")
+    if settings.auth_string:
+        print(f"export PREFECT_API_AUTH_STRING={shlex.quote(settings.auth_string)}")
+    return 0
+
+
+def _read_password(from_stdin: bool, confirm: bool = True) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if confirm and getpass.getpass("Again: ") != first:
+        sys.exit("scriptflow: the passwords differ")
+    return first
+
+
+def cmd_user_add(args) -> int:
+    from scriptflow_prefect.accounts import service as accounts
+
+    db = _database(_settings())
+    password = _read_password(args.password_stdin)
+    with db.session() as s:
+        try:
+            accounts.create_user(s, args.name, password, is_admin=args.admin, email=args.email)
+        except accounts.AccountError as exc:
+            sys.exit(f"scriptflow: {exc}")
+    print(f"User {args.name} added{' (admin)' if args.admin else ''}.")
+    return 0
+
+
+def cmd_user_passwd(args) -> int:
+    from scriptflow_prefect.accounts import service as accounts
+
+    db = _database(_settings())
+    with db.session() as s:
+        user = accounts.find_user(s, args.name)
+        if user is None:
+            sys.exit(f"scriptflow: there is no user named {args.name}")
+        try:
+            accounts.set_password(user, _read_password(args.password_stdin))
+        except accounts.AccountError as exc:
+            sys.exit(f"scriptflow: {exc}")
+    print(f"Password of {args.name} changed; their other sessions are signed out.")
+    return 0
+
+
+def cmd_token_create(args) -> int:
+    from datetime import timedelta
+
+    from scriptflow_prefect.accounts import service as accounts
+
+    db = _database(_settings())
+    with db.session() as s:
+        user = accounts.find_user(s, args.name)
+        if user is None:
+            sys.exit(f"scriptflow: there is no user named {args.name}")
+        ttl = timedelta(days=args.days) if args.days else None
+        token, _row = accounts.create_token(s, user, label=args.label or "cli", ttl=ttl)
+    print(token)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scriptflow", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "up", help="Prefect server, script runner and web overlay, in the foreground"
+    ).set_defaults(func=cmd_up)
+    sub.add_parser("server", help="only the Prefect server").set_defaults(func=cmd_server)
+    sub.add_parser("worker", help="only a script runner (a ScriptFlow worker)").set_defaults(
+        func=cmd_worker
+    )
+    sub.add_parser("web", help="only the web overlay").set_defaults(func=cmd_web)
+    sub.add_parser(
+        "prefect-env", help="shell exports that point `prefect` at ScriptFlow"
+    ).set_defaults(func=cmd_prefect_env)
+
+    user = sub.add_parser("user", help="manage users").add_subparsers(
+        dest="user_cmd", required=True
+    )
+    add = user.add_parser("add", help="add a user")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true")
+    add.add_argument("--email")
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
+    add.set_defaults(func=cmd_user_add)
+    passwd = user.add_parser("passwd", help="change a user's password")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true")
+    passwd.set_defaults(func=cmd_user_passwd)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(
+        dest="token_cmd", required=True
+    )
+    create = token.add_parser("create", help="print a new API token for user NAME")
+    create.add_argument("name")
+    create.add_argument("--label")
+    create.add_argument("--days", type=int, help="expire after this many days (default: never)")
+    create.set_defaults(func=cmd_token_create)
+    return p
+
+
+LONG_RUNNING = ("up", "web", "worker", "server")
+
+
+def _limit_malloc_arenas(args) -> None:
+    """glibc gives each thread its own malloc arena; with a thread per run that multiplies
+    idle memory. Two arenas keep the runner lean; glibc reads this only at start, so
+    re-execute once with it set."""
+    if (
+        sys.platform.startswith("linux")
+        and args.command in LONG_RUNNING
+        and "MALLOC_ARENA_MAX" not in os.environ
+    ):
+        env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "scriptflow_prefect.commands.cli", *sys.argv[1:]],
+            env,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if argv is None:
+        _limit_malloc_arenas(args)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("scriptflow").setLevel(logging.INFO)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""Starting ScriptFlow: the whole stack (`up`) or one part (`server`, `worker`, `web`).
+
+`up` runs two processes, not four: the Prefect server (its own process, ~230 MB) and one
+process hosting the web overlay and the script runner together, so Prefect's client is
+imported once (issue 2's idle memory budget)."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+from scriptflow_prefect.history import prefect as history_prefect
+from scriptflow_prefect.platform import prefect_names as prefect_names
+from scriptflow_prefect.platform.prefect_env import apply_client_env, server_env
+from scriptflow_prefect.platform.settings import Settings
+from scriptflow_prefect.scripts import prefect as scripts_prefect
+
+log = logging.getLogger("scriptflow")
+SERVER_START_TIMEOUT = 120
+
+
+def setup_logging(settings: Settings, component: str) -> None:
+    """Console and a rotating file per component under SCRIPTFLOW_HOME/logs."""
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    handler = RotatingFileHandler(
+        settings.logs_dir / f"{component}.log", maxBytes=5_000_000, backupCount=3, encoding="utf-8"
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("scriptflow", "uvicorn", "uvicorn.error"):
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger("scriptflow").setLevel(logging.INFO)
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+class HomeLock:
+    """One `scriptflow up` per SCRIPTFLOW_HOME: an OS lock that dies with the process."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = None
+
+    def acquire(self) -> None:
+        self._fh = open(self.path, "a+")
+        try:
+            if sys.platform == "win32":
+                import msvcrt
+
+                msvcrt.locking(self._fh.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.seek(0)
+            pid = self._fh.read().strip()
+            self._fh.close()
+            raise AlreadyRunning(pid) from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(str(os.getpid()))
+        self._fh.flush()
+
+
+def _api_healthy(settings: Settings) -> bool:
+    req = urllib.request.Request(settings.api_url + "/health")
+    if settings.auth_string:
+        token = base64.b64encode(settings.auth_string.encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _server_command(settings: Settings) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "prefect",
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(settings.prefect_port),
+    ]
+
+
+def history_retention_for_server(settings: Settings) -> Settings:
+    from scriptflow_prefect.history.retention import stored_retention_days  # no Prefect import here
+
+    days = stored_retention_days(settings)
+    if days and days > settings.retention_days:
+        return settings.model_copy(update={"retention_days": days})
+    return settings
+
+
+def start_prefect_server(settings: Settings) -> subprocess.Popen:
+    env = {**os.environ, **server_env(settings)}
+    logfile = open(settings.logs_dir / "prefect-server.log", "ab")
+    kwargs: dict = {}
+    if sys.platform == "win32":
+        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+    else:
+        kwargs["start_new_session"] = True  # we stop it, not the terminal's Ctrl-C
+    return subprocess.Popen(
+        _server_command(settings),
+        env=env,
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
+    )
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 8.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        if sys.platform == "win32":
+            proc.send_signal(signal.CTRL_BREAK_EVENT)
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except (subprocess.TimeoutExpired, ProcessLookupError, PermissionError):
+        pass
+    if proc.poll() is None:
+        if sys.platform == "win32":
+            subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True)
+        else:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(5)
+
+
+def drain_prefect_services(timeout: float = 5.0) -> None:
+    """Send the last run logs and events while Prefect's server still answers. Left to the
+    interpreter's exit, they would be retried against a stopped server for a minute."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        try:
+            service.drain_all(timeout=timeout)
+        except Exception as exc:  # shutting down: never let this stop the rest
+            log.debug("draining %s failed: %s", service.__name__, exc)
+
+
+def wait_for_api(settings: Settings, proc: subprocess.Popen | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _api_healthy(settings):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(
+                f"the Prefect server exited with code {proc.returncode}; see "
+                f"{settings.logs_dir / 'prefect-server.log'}"
+            )
+        time.sleep(0.25)
+    raise RuntimeError(f"the Prefect API at {settings.api_url} did not answer in {timeout:.0f} s")
+
+
+def prepare_overlay(settings: Settings):
+    """Database migrated, first admin, Prefect objects ScriptFlow needs (pool, store)."""
+    import asyncio
+
+    from scriptflow_prefect.accounts import service as accounts
+    from scriptflow_prefect.notifications import service as notifications
+    from scriptflow_prefect.platform.db import Database
+    from scriptflow_prefect.scripts import store
+
+    db = Database(settings.sqlalchemy_url)
+    db.migrate()
+    with db.session() as s:
+        pw = settings.admin_password.get_secret_value() if settings.admin_password else None
+        generated = accounts.ensure_first_admin(s, pw)
+
+    async def _prefect_objects():
+        await scripts_prefect.ensure_work_pool()
+        await store.ensure_store_block(str(settings.store_dir))
+        await notifications.start(db, settings)  # SCRIPTFLOW_SMTP_*, automations, digests
+        await history_prefect.ensure_clean_history_deployment(settings.timezone)  # daily retention
+
+    asyncio.run(_prefect_objects())
+    return db, generated
+
+
+def _uvicorn_server(settings: Settings, app):
+    import contextlib
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        # uvicorn re-raises SIGINT/SIGTERM once it has stopped, which would kill this process
+        # before it stops the runner and the Prefect server; we handle the signals ourselves.
+        @contextlib.contextmanager
+        def capture_signals(self):
+            def stop(signum, frame):
+                self.should_exit = True
+
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        proxy_headers=False,
+    )
+    return Server(config)
+
+
+def run_stack(settings: Settings) -> int:
+    setup_logging(settings, "web")
+    # Prefect reads its settings once, when first imported: point it at our server before
+    # any step below may import it (or it starts a temporary server of its own).
+    apply_client_env(settings)
+    lock = HomeLock(settings.path("up.lock"))
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(
+            f"scriptflow: ScriptFlow is already running on {settings.home} (pid {exc}). "
+            "Stop it first, or set SCRIPTFLOW_HOME to another folder.",
+            file=sys.stderr,
+        )
+        return 1
+    started = time.monotonic()
+    server = None
+    if settings.embedded_prefect:
+        if _api_healthy(settings):
+            print(
+                f"scriptflow: port {settings.prefect_port} already answers as a Prefect API; "
+                "set SCRIPTFLOW_PREFECT_PORT or SCRIPTFLOW_PREFECT_API_URL.",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"Starting Prefect server on 127.0.0.1:{settings.prefect_port} …", flush=True)
+        # Prefect's db_vacuum must not delete runs the Settings page asks to keep.
+        server = start_prefect_server(history_retention_for_server(settings))
+    try:
+        wait_for_api(settings, server, SERVER_START_TIMEOUT)
+        apply_client_env(settings)
+        db, generated = prepare_overlay(settings)
+        return _serve_web(settings, db, generated, with_runner=True, server=server, started=started)
+    except RuntimeError as exc:
+        print(f"scriptflow: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if server is not None:
+            drain_prefect_services()
+            stop_process(server)
+
+
+def _serve_web(
+    settings: Settings,
+    db,
+    generated: str | None,
+    *,
+    with_runner: bool,
+    server: subprocess.Popen | None = None,
+    started: float | None = None,
+) -> int:
+    from scriptflow_prefect.runs.worker import WorkerThread
+    from scriptflow_prefect.ui_overlay.app import create_app
+
+    runner = None
+    if with_runner:
+        runner = WorkerThread(
+            name=settings.worker_name or f"scriptflow-{os.uname().nodename}"
+            if hasattr(os, "uname")
+            else "scriptflow",
+            max_runs=settings.max_concurrent_runs,
+        )
+        runner.start()
+    app = create_app(settings, db=db, runner=runner)
+    web = _uvicorn_server(settings, app)
+
+    if server is not None:  # if Prefect's server dies, stop everything rather than limp on
+
+        def watch():
+            server.wait()
+            if not web.should_exit:
+                log.error("the Prefect server exited (code %s); stopping", server.returncode)
+                web.should_exit = True
+
+        threading.Thread(target=watch, daemon=True, name="scriptflow-server-watch").start()
+
+    def announce():
+        while not web.started and not web.should_exit:
+            time.sleep(0.05)
+        if web.started:
+            took = f" in {time.monotonic() - started:.1f} s" if started else ""
+            print(f"ScriptFlow is ready{took}.", flush=True)
+            print(f"  Web:        {settings.overlay_url}", flush=True)
+            print(f"  Prefect UI: {settings.ui_url}", flush=True)
+            if generated:
+                print(
+                    f"  First user: admin, password {generated} (shown once: change it "
+                    "on the Settings page)",
+                    flush=True,
+                )
+            print("Press Ctrl-C to stop.", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
+        web.run()
+    finally:
+        if runner is not None:
+            runner.stop()
+    return 0
+
+
+def run_prefect_server_foreground(settings: Settings) -> int:
+    setup_logging(settings, "server")
+    env = {**os.environ, **server_env(settings)}
+    print(
+        f"Prefect server on 127.0.0.1:{settings.prefect_port}; UI at {settings.ui_url}", flush=True
+    )
+    kwargs: dict = (
+        {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+        if sys.platform == "win32"
+        else {"start_new_session": True}
+    )
+    proc = subprocess.Popen(_server_command(settings), env=env, **kwargs)
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM must not orphan Prefect's server
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        stop_process(proc)
+        return 0
+
+
+def run_worker_foreground(settings: Settings) -> int:
+    import asyncio
+
+    setup_logging(settings, "runner")
+    apply_client_env(settings)
+    try:
+        wait_for_api(settings, None, 60)
+    except RuntimeError as exc:
+        print(f"scriptflow: {exc}", file=sys.stderr)
+        return 1
+    from scriptflow_prefect.runs.worker import ScriptFlowWorker
+
+    async def main():
+        await scripts_prefect.ensure_work_pool()
+        worker = ScriptFlowWorker(
+            work_pool_name=prefect_names.WORK_POOL,
+            name=settings.worker_name,
+            max_runs=settings.max_concurrent_runs,
+        )
+        await worker.start(printer=print)
+
+    stop = threading.Event()
+
+    def _terminate(signum, frame):
+        # One SIGTERM must be enough to stop a worker (ARCHITECTURE.md: Prefect's is not).
+        from scriptflow_prefect.runs.cancel_watch import watcher
+
+        with watcher._lock:
+            for event in watcher._events.values():
+                event.set()
+        stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def run_web_foreground(settings: Settings) -> int:
+    setup_logging(settings, "web")
+    apply_client_env(settings)
+    try:
+        wait_for_api(settings, None, 60)
+        db, generated = prepare_overlay(settings)
+    except RuntimeError as exc:
+        print(f"scriptflow: {exc}", file=sys.stderr)
+        return 1
+    return _serve_web(settings, db, generated, with_runner=False)

@@ -1,0 +1,1 @@
+"""Starting a script's process, streaming its output and stopping its whole process tree."""

@@ -1,0 +1,1 @@
+"""Run output store and full-text index, history queries and counts, retention."""

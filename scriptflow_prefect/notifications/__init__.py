@@ -1,0 +1,1 @@
+"""Notification preferences, Prefect automations, deliveries, digests and channels."""

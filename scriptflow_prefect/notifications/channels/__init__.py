@@ -1,0 +1,1 @@
+"""Notification channels: one folder each, registered in this package."""

@@ -1,0 +1,1 @@
+"""The email channel: SMTP settings, the ScriptFlow email block, messages."""

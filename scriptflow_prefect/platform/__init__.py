@@ -1,0 +1,2 @@
+"""What every feature stands on: settings, the overlay database, translations, and the
+shared door to Prefect's API."""

@@ -1,0 +1,21 @@
+"""Alembic environment: runs on the connection handed over by `db.migrate`."""
+
+from alembic import context
+
+from scriptflow_prefect.platform.models import Base
+
+config = context.config
+connection = config.attributes.get("connection")
+if connection is None:  # `alembic` CLI use: build an engine from the URL
+    from scriptflow_prefect.platform.db import make_engine
+    from scriptflow_prefect.platform.settings import get_settings
+
+    connection = make_engine(get_settings().sqlalchemy_url).connect()
+
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=True,  # SQLite needs batch mode to alter tables
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,219 @@
+"""ScriptFlow's one settings class: every `SCRIPTFLOW_*` variable of API.md, and `*_FILE`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SCRIPTFLOW_"
+
+
+class SettingsError(RuntimeError):
+    """A setting cannot be used; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".scriptflow")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    prefect_port: int = Field(4200, ge=1, le=65535)
+    prefect_api_url: str | None = None
+    # For an existing Prefect server protected with PREFECT_SERVER_API_AUTH_STRING.
+    prefect_auth_string: SecretStr | None = None
+    database_url: str | None = None
+    admin_password: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(None, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["none", "starttls", "ssl"] = "starttls"
+    smtp_from: str | None = None
+    # The overlay's address as email recipients reach it (links in notification emails).
+    public_url: str | None = None
+    bat_launcher: str | None = None
+    language: Literal["en", "pt_BR"] = "en"
+    timezone: str = "UTC"
+    retention_days: int = Field(30, ge=1, le=3650)
+    # Set behind an HTTPS proxy so the session cookie is marked Secure.
+    secure_cookies: bool = False
+    # How often a worker asks Prefect for new runs; an in-process "Run now" does not wait for it.
+    worker_poll_seconds: float = Field(2.0, gt=0, le=60)
+    max_concurrent_runs: int = Field(50, ge=1, le=500)
+    worker_name: str | None = None
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v or None
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _normalise_language(cls, v: str) -> str:
+        return {"pt-br": "pt_BR", "pt_br": "pt_BR", "pt": "pt_BR"}.get(str(v).lower(), v)
+
+    # -- derived paths: everything lives under SCRIPTFLOW_HOME ------------------------------
+    def path(self, *parts: str) -> Path:
+        return self.home.joinpath(*parts)
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.path("prefect")
+
+    @property
+    def store_dir(self) -> Path:
+        return self.path("store")
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.path("outputs")
+
+    @property
+    def work_dir(self) -> Path:
+        return self.path("work")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path("logs")
+
+    @property
+    def script_venv_dir(self) -> Path:
+        return self.path("script-venv")
+
+    @property
+    def embedded_prefect(self) -> bool:
+        return not self.prefect_api_url
+
+    @property
+    def api_url(self) -> str:
+        return self.prefect_api_url or f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return self.api_url.removesuffix("/api")
+
+    @property
+    def overlay_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def link_url(self) -> str:
+        """SCRIPTFLOW_PUBLIC_URL, else the overlay's own address: the base of emailed links."""
+        return (self.public_url or self.overlay_url).rstrip("/")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.path('scriptflow.db')}"
+
+    @cached_property
+    def session_secret(self) -> str:
+        if self.secret_key:
+            return self.secret_key.get_secret_value()
+        return _kept_secret(self.path("secret_key"), lambda: secrets.token_urlsafe(48))
+
+    @cached_property
+    def auth_string(self) -> str | None:
+        """Basic-auth string of Prefect's API: generated once for the embedded server."""
+        if self.prefect_auth_string:
+            return self.prefect_auth_string.get_secret_value()
+        if not self.embedded_prefect:
+            return os.environ.get("PREFECT_API_AUTH_STRING")
+        return _kept_secret(
+            self.prefect_home / "auth_string", lambda: "scriptflow:" + secrets.token_urlsafe(32)
+        )
+
+    def ensure_dirs(self) -> None:
+        for d in (
+            self.home,
+            self.prefect_home,
+            self.store_dir,
+            self.outputs_dir,
+            self.work_dir,
+            self.logs_dir,
+        ):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def _kept_secret(path: Path, make) -> str:
+    """Read a secret kept in SCRIPTFLOW_HOME, creating it (mode 0600) on first use."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        value = make()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        return value
+    except FileExistsError:  # another process created it between our read and write
+        return path.read_text().strip()
+
+
+def _file_values(environ: dict[str, str]) -> dict[str, str]:
+    """`SCRIPTFLOW_X_FILE=/path` supplies X from a file (Docker/systemd secrets)."""
+    values = {}
+    for key, file_path in environ.items():
+        if key.startswith(ENV_PREFIX) and key.endswith("_FILE"):
+            name = key[len(ENV_PREFIX) : -len("_FILE")].lower()
+            if f"{ENV_PREFIX}{name.upper()}" in environ:
+                continue  # the plain variable wins
+            try:
+                values[name] = Path(file_path).read_text().strip()
+            except OSError as exc:
+                raise SettingsError(f"{key}: cannot read {file_path}: {exc.strerror}") from exc
+    return values
+
+
+def load_settings(**overrides) -> Settings:
+    """Read the environment; a bad value raises SettingsError naming the variable."""
+    try:
+        values = {**_file_values(dict(os.environ)), **overrides}
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
+        raise SettingsError("; ".join(problems)) from None
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    global _current
+    if _current is None:
+        _current = load_settings()
+    return _current
+
+
+def set_settings(settings: Settings | None) -> None:
+    """Used by the CLI and tests to pin the settings of this process."""
+    global _current
+    _current = settings

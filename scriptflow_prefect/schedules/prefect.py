@@ -1,0 +1,80 @@
+"""The scheduler's state in Prefect: runs in progress, next and late."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
+
+from scriptflow_prefect.platform.prefect import call
+from scriptflow_prefect.platform.prefect_names import TAG, script_tag
+
+# -- the scheduler's state: runs in progress, next and late runs, workers --------------------
+LATE_AFTER_SECONDS = 15  # Prefect's own "Late" threshold (PREFECT_API_SERVICES_LATE_RUNS_...)
+
+
+@dataclass
+class SchedulerRuns:
+    running: list[FlowRun]
+    next: list[FlowRun]
+    late: list[FlowRun]
+
+
+async def read_scheduler_runs(
+    script_ids: list[int] | None, *, next_limit: int = 20, limit: int = 200
+) -> SchedulerRuns:
+    """Runs of these scripts (None: every script) in progress (longest running first), the
+    next `next_limit` scheduled ones (soonest first), and the late ones: still scheduled
+    more than LATE_AFTER_SECONDS after their time (oldest first)."""
+    if script_ids is not None and not script_ids:
+        return SchedulerRuns([], [], [])
+
+    def runs_filter(
+        types: list[StateType], after: datetime | None = None, before: datetime | None = None
+    ) -> FlowRunFilter:
+        f = FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[TAG]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types)),
+        )
+        if script_ids is not None:
+            f.tags.any_ = [script_tag(i) for i in script_ids]
+        if after or before:
+            f.expected_start_time = FlowRunFilterExpectedStartTime(after_=after, before_=before)
+        return f
+
+    async def _do() -> SchedulerRuns:
+        now = datetime.now(UTC)
+        async with get_client() as client:
+            running, upcoming, late = await asyncio.gather(
+                client.read_flow_runs(
+                    flow_run_filter=runs_filter([StateType.RUNNING, StateType.CANCELLING]),
+                    sort=FlowRunSort.START_TIME_ASC,
+                    limit=limit,
+                ),
+                client.read_flow_runs(
+                    flow_run_filter=runs_filter([StateType.SCHEDULED], after=now),
+                    sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                    limit=next_limit,
+                ),
+                client.read_flow_runs(
+                    flow_run_filter=runs_filter(
+                        [StateType.SCHEDULED], before=now - timedelta(seconds=LATE_AFTER_SECONDS)
+                    ),
+                    sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                    limit=limit,
+                ),
+            )
+        return SchedulerRuns(running=running, next=upcoming, late=late)
+
+    return await call(_do())

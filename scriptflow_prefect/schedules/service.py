@@ -1,0 +1,142 @@
+"""Between a script's simple schedule (kept in the overlay as the user typed it) and the
+schedules of its deployment (Prefect runs those). Previews come from the same objects."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from scriptflow_prefect.platform.db import audit
+from scriptflow_prefect.platform.i18n import _, get_locale
+from scriptflow_prefect.platform.models import Script, User, utcnow
+from scriptflow_prefect.schedules.spec import (
+    ScheduleError,
+    ScheduleSpec,
+    annotate,
+    describe,
+    next_runs,
+    parse_spec,
+)
+from scriptflow_prefect.scripts import prefect as scripts_prefect
+from scriptflow_prefect.scripts.service import ScriptError
+
+
+class InvalidSchedule(ScriptError):
+    """A schedule a person must correct (422); the message is translated."""
+
+    def __init__(self, message: str):
+        super().__init__(422, message)
+
+
+def translate_error(exc: ScheduleError) -> InvalidSchedule:
+    return InvalidSchedule(_(exc.msgid, **exc.params))
+
+
+def spec_of(data: Any) -> ScheduleSpec:
+    try:
+        return parse_spec(data)
+    except ScheduleError as exc:
+        raise translate_error(exc) from None
+
+
+def prefect_schedules_for(script: Script) -> list:
+    if not script.schedule:
+        return []
+    from scriptflow_prefect.schedules.spec import to_prefect_schedules
+
+    return to_prefect_schedules(parse_spec(script.schedule))
+
+
+def schedule_to_dict(script: Script, after: datetime | None = None) -> dict[str, Any] | None:
+    if not script.schedule:
+        return None
+    spec = parse_spec(script.schedule)
+    runs = next_runs(spec, after) if spec.active else []
+    return {**spec.model_dump(), "next_runs": runs}
+
+
+def preview(data: dict[str, Any]) -> dict[str, Any]:
+    """The next 5 runs of a schedule that is not saved yet, with notes and words."""
+    after = data.get("after")
+    if after is not None:
+        try:
+            after = datetime.fromisoformat(str(after).replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidSchedule(_("after must be an ISO-8601 date and time.")) from None
+    fields = {k: v for k, v in data.items() if k not in ("after", "next_runs")}
+    spec = spec_of({**fields, "active": True})
+    runs = next_runs(spec, after)
+    return {
+        "next_runs": runs,
+        "notes": annotate(spec, runs),
+        "description": describe(spec, get_locale()),
+    }
+
+
+async def set_schedule(db: Session, user: User, script: Script, data: dict[str, Any]) -> Script:
+    from scriptflow_prefect.scripts.service import sync_deployment
+
+    fields = {k: v for k, v in data.items() if k != "next_runs"}
+    spec = spec_of(fields)
+    old = script.schedule
+    script.schedule = spec.model_dump(mode="json")
+    settings = dict(script.settings or {})
+    # Saving the schedule re-enables it after an automatic switch-off and clears the flag.
+    settings.pop("disabled_reason", None)
+    settings.pop("disabled_acknowledged", None)
+    script.settings = settings
+    script.updated_at = utcnow()
+    try:
+        await sync_deployment(script, reenable=True)
+    except Exception:
+        script.schedule = old
+        raise
+    audit(db, user.id, "schedule.set", script.name, script_id=script.id, schedule=script.schedule)
+    return script
+
+
+async def set_active(db: Session, user: User, script: Script, active: bool) -> Script:
+    if not script.schedule:
+        return script
+    return await set_schedule(db, user, script, {**script.schedule, "active": active})
+
+
+async def delete_schedule(db: Session, user: User, script: Script) -> None:
+    from scriptflow_prefect.scripts.service import sync_deployment
+
+    old = script.schedule
+    script.schedule = None
+    try:
+        await sync_deployment(script)
+    except Exception:
+        script.schedule = old
+        raise
+    audit(db, user.id, "schedule.delete", script.name, script_id=script.id)
+
+
+async def schedule_states(scripts: list[Script]) -> dict[int, str]:
+    """active / inactive / disabled (Prefect paused it after consecutive failures)."""
+
+    async def one(script: Script) -> tuple[int, str]:
+        spec = script.schedule or {}
+        if not spec.get("active", True):
+            return script.id, "inactive"
+        if not script.deployment_id:
+            return script.id, "active"
+        try:
+            deployment = await scripts_prefect.read_deployment(script.deployment_id)
+        except Exception:
+            return script.id, "active"
+        if (
+            deployment is not None
+            and deployment.schedules
+            and not any(s.active for s in deployment.schedules)
+        ):
+            return script.id, "disabled"
+        return script.id, "active"
+
+    pairs = await asyncio.gather(*(one(s) for s in scripts if s.schedule))
+    return dict(pairs)

@@ -1,0 +1,1 @@
+"""Scripts and their versions, the script store, and their Prefect deployments."""

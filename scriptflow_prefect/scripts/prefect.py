@@ -1,0 +1,94 @@
+"""Scripts' deployments in Prefect: the work pool, the run_script flow, deployments."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from prefect import get_client
+from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+from scriptflow_prefect.platform.prefect import call
+from scriptflow_prefect.platform.prefect_names import ENTRYPOINT, FLOW_NAME, WORK_POOL
+
+
+async def ensure_work_pool() -> None:
+    from scriptflow_prefect.runs.worker import ScriptFlowWorker
+
+    async with get_client() as client:
+        try:
+            await client.read_work_pool(WORK_POOL)
+        except ObjectNotFound:
+            try:
+                await client.create_work_pool(
+                    WorkPoolCreate(
+                        name=WORK_POOL,
+                        type=ScriptFlowWorker.type,
+                        base_job_template=ScriptFlowWorker.get_default_base_job_template(),
+                        description="ScriptFlow runs scripts here (in-process, one thread each).",
+                    )
+                )
+            except PrefectHTTPStatusError as exc:  # created meanwhile by a worker
+                if exc.response.status_code != 409:
+                    raise
+
+
+async def ensure_flow_id(client) -> UUID:
+    return await client.create_flow_from_name(FLOW_NAME)
+
+
+async def upsert_deployment(
+    *,
+    name: str,
+    description: str,
+    tags: list[str],
+    parameters: dict[str, Any],
+    schedules: list[DeploymentScheduleCreate] | None = None,
+    paused: bool = False,
+) -> UUID:
+    """Create or update the deployment of one script; Prefect upserts on (flow, name)."""
+    from prefect.utilities.callables import parameter_schema
+
+    from scriptflow_prefect.flows.run_script import run_script
+
+    async def _do() -> UUID:
+        async with get_client() as client:
+            flow_id = await ensure_flow_id(client)
+            return await client.create_deployment(
+                flow_id=flow_id,
+                name=name,
+                description=description,
+                tags=tags,
+                parameters=parameters,
+                parameter_openapi_schema=parameter_schema(run_script.fn).model_dump_for_openapi(),
+                work_pool_name=WORK_POOL,
+                entrypoint=ENTRYPOINT,
+                schedules=schedules or [],
+                paused=paused,
+                enforce_parameter_schema=False,
+            )
+
+    return await call(_do())
+
+
+async def delete_deployment(deployment_id: str | UUID) -> None:
+    async def _do():
+        async with get_client() as client:
+            try:
+                await client.delete_deployment(UUID(str(deployment_id)))
+            except ObjectNotFound:
+                pass
+
+    await call(_do())
+
+
+async def read_deployment(deployment_id: str | UUID):
+    async def _do():
+        async with get_client() as client:
+            try:
+                return await client.read_deployment(UUID(str(deployment_id)))
+            except ObjectNotFound:
+                return None
+
+    return await call(_do())

@@ -1,0 +1,339 @@
+"""Scripts and their versions: the rules, and keeping each script's Prefect deployment in step.
+
+The overlay database and Prefect never disagree after a failure between the two steps: the
+database change is only committed after Prefect accepted the deployment."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from scriptflow_prefect.platform import prefect as platform_prefect
+from scriptflow_prefect.platform import prefect_names as prefect_names
+from scriptflow_prefect.platform.db import audit
+from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.models import Script, ScriptVersion, User, utcnow
+from scriptflow_prefect.runs.policies import RunPolicy
+from scriptflow_prefect.scripts import prefect as scripts_prefect
+from scriptflow_prefect.scripts import store
+
+MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_TIMEOUT = 300
+MAX_TIMEOUT = 7 * 24 * 3600
+KINDS = {".py": "python", ".bat": "batch", ".cmd": "batch"}
+# Prefect refuses these in deployment names; a script's name is its deployment's name.
+_BANNED_IN_NAME = set("/%&><")
+
+
+class ScriptError(ValueError):
+    """A request about a script broke a rule; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def clean_filename(filename: str | None) -> str:
+    """Just the last path component: an uploaded name is a label, never a path."""
+    name = PureWindowsPath(PurePosixPath(filename or "").name).name
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip(" .")
+    return name[:255]
+
+
+def kind_of(filename: str) -> str:
+    suffix = PurePosixPath(filename.lower()).suffix
+    if suffix not in KINDS:
+        raise ScriptError(
+            400, _("Only .py and .bat files can be uploaded (got %(name)s).", name=filename or "?")
+        )
+    return KINDS[suffix]
+
+
+def check_content(kind: str, data: bytes) -> None:
+    if len(data) > MAX_BYTES:
+        raise ScriptError(413, _("The file is larger than the 10 MB limit."))
+    if not data.strip():
+        raise ScriptError(400, _("The file is empty."))
+    if b"\x00" in data:
+        raise ScriptError(400, _("The file looks binary, not like a script."))
+    if kind == "python":
+        try:
+            data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ScriptError(
+                400, _("A Python script must be UTF-8 text; byte %(pos)s is not.", pos=exc.start)
+            ) from None
+
+
+def check_name(name: str) -> str:
+    name = re.sub(r"\s+", " ", name or "").strip()
+    if not name:
+        raise ScriptError(422, _("Give the script a name."))
+    if len(name) > 100:
+        raise ScriptError(422, _("A script name has at most 100 characters."))
+    if any(c in _BANNED_IN_NAME or unicodedata.category(c)[0] == "C" for c in name):
+        raise ScriptError(422, _("A script name cannot contain / %% & < > or control characters."))
+    return name
+
+
+def check_timeout(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TIMEOUT:
+        raise ScriptError(
+            422, _("The timeout is a whole number of seconds from 1 to %(max)s.", max=MAX_TIMEOUT)
+        )
+    return value
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    return str(exc)
+
+
+def _name_taken(db: Session, name: str, except_id: int | None = None) -> bool:
+    q = select(Script.id).where(
+        func.lower(Script.name) == name.lower(), Script.deleted_at.is_(None)
+    )
+    if except_id is not None:
+        q = q.where(Script.id != except_id)
+    return db.scalar(q) is not None
+
+
+def current_version(script: Script) -> ScriptVersion:
+    return next(v for v in script.versions if v.version == script.current_version)
+
+
+def deployment_parameters(script: Script) -> dict[str, Any]:
+    v = current_version(script)
+    return {
+        "script_id": script.id,
+        "version": v.version,
+        "sha256": v.sha256,
+        "kind": script.kind,
+        "filename": script.filename,
+        "script_name": script.name,
+        "timeout_seconds": script.timeout_seconds,
+        "policy": RunPolicy(**(script.settings or {}).get("policy", {})).model_dump(),
+    }
+
+
+def deployment_tags(script: Script) -> list[str]:
+    return [prefect_names.TAG, script.kind, prefect_names.script_tag(script.id)]
+
+
+async def sync_deployment(script: Script, *, reenable: bool = False) -> None:
+    """Create or update the script's deployment so that Prefect runs what the overlay shows.
+
+    A schedule that the flow switched off after consecutive failures stays off through other
+    edits (a rename, a new version); only saving the schedule (`reenable`) turns it on."""
+    from scriptflow_prefect.schedules.service import prefect_schedules_for
+
+    try:
+        schedules = prefect_schedules_for(script)
+        if schedules and not reenable and script.deployment_id:
+            current = await scripts_prefect.read_deployment(script.deployment_id)
+            if (
+                current is not None
+                and current.schedules
+                and not any(s.active for s in current.schedules)
+            ):
+                for schedule in schedules:
+                    schedule.active = False
+        deployment_id = await scripts_prefect.upsert_deployment(
+            name=script.name,
+            description=script.description or "",
+            tags=deployment_tags(script),
+            parameters=deployment_parameters(script),
+            schedules=schedules,
+        )
+    except platform_prefect.PrefectUnavailable as exc:
+        raise ScriptError(
+            503, _("Prefect is not reachable, nothing was changed: %(err)s", err=str(exc)[:200])
+        ) from exc
+    script.deployment_id = str(deployment_id)
+
+
+async def create_script(
+    db: Session,
+    owner: User,
+    *,
+    filename: str,
+    data: bytes,
+    name: str | None = None,
+    description: str = "",
+    schedule: dict | None = None,
+) -> Script:
+    """Store version 1 and create the deployment (with its schedule, already validated)."""
+    filename = clean_filename(filename)
+    kind = kind_of(filename)
+    check_content(kind, data)
+    name = check_name(name if name else PurePosixPath(filename).stem)
+    if _name_taken(db, name):
+        raise ScriptError(409, _("A script named %(name)s already exists.", name=name))
+    try:
+        digest = await store.put(data)
+    except Exception as exc:
+        raise ScriptError(
+            503, _("The script store is not reachable: %(err)s", err=str(exc)[:200])
+        ) from exc
+    script = Script(
+        name=name,
+        description=(description or "").strip()[:5000],
+        kind=kind,
+        filename=filename,
+        owner_id=owner.id,
+        current_version=1,
+        timeout_seconds=DEFAULT_TIMEOUT,
+        schedule=schedule,
+    )
+    script.versions.append(
+        ScriptVersion(version=1, sha256=digest, size=len(data), author_id=owner.id)
+    )
+    db.add(script)
+    # The id goes into the deployment's tags and parameters. Commit it before calling
+    # Prefect, so that no write transaction stays open during the call; undo on failure.
+    db.commit()
+    try:
+        await sync_deployment(script)
+    except Exception:
+        db.delete(script)
+        db.commit()
+        raise
+    db.flush()  # storing the deployment id bumps updated_at: answer with the stored value
+    audit(db, owner.id, "script.create", script.name, script_id=script.id)
+    return script
+
+
+async def replace_content(
+    db: Session, user: User, script: Script, data: bytes, filename: str | None = None
+) -> Script:
+    if filename:
+        new_kind = kind_of(clean_filename(filename))
+        if new_kind != script.kind:
+            raise ScriptError(400, _("A new version must be of the same type as the script."))
+    check_content(script.kind, data)
+    digest = await store.put(data)
+    number = script.current_version + 1
+    script.versions.append(
+        ScriptVersion(version=number, sha256=digest, size=len(data), author_id=user.id)
+    )
+    previous = (script.current_version, script.updated_at)
+    script.current_version = number
+    script.updated_at = utcnow()
+    db.commit()  # no write transaction open while Prefect is called; undone below on failure
+    try:
+        await sync_deployment(script)
+    except Exception:
+        script.versions.remove(next(v for v in script.versions if v.version == number))
+        script.current_version, script.updated_at = previous
+        db.commit()
+        raise
+    audit(db, user.id, "script.version", script.name, script_id=script.id, version=number)
+    return script
+
+
+async def update_details(db: Session, user: User, script: Script, changes: dict) -> Script:
+    old_name, old_deployment = script.name, script.deployment_id
+    if "name" in changes and changes["name"] is not None:
+        name = check_name(changes["name"])
+        if _name_taken(db, name, except_id=script.id):
+            raise ScriptError(409, _("A script named %(name)s already exists.", name=name))
+        script.name = name
+    if "description" in changes and changes["description"] is not None:
+        script.description = str(changes["description"]).strip()[:5000]
+    if "timeout_seconds" in changes and changes["timeout_seconds"] is not None:
+        script.timeout_seconds = check_timeout(changes["timeout_seconds"])
+    if changes.get("policy") is not None:
+        current = (script.settings or {}).get("policy", {})
+        try:
+            policy = RunPolicy(**{**current, **dict(changes["policy"])})
+        except (ValidationError, TypeError) as exc:
+            raise ScriptError(
+                422, _("The run policy is not valid: %(err)s", err=_first_error(exc))
+            ) from None
+        script.settings = {**(script.settings or {}), "policy": policy.model_dump()}
+    script.updated_at = utcnow()
+    await sync_deployment(script)
+    if script.name != old_name and old_deployment and old_deployment != script.deployment_id:
+        # Prefect names deployments by (flow, name): a rename is a new deployment. Past runs
+        # keep the script's tag, so history follows the script.
+        try:
+            await scripts_prefect.delete_deployment(old_deployment)
+        except platform_prefect.PrefectUnavailable:
+            pass
+    audit(db, user.id, "script.update", script.name, script_id=script.id)
+    return script
+
+
+async def delete_script(db: Session, user: User, script: Script) -> None:
+    if script.deployment_id:
+        try:
+            await scripts_prefect.delete_deployment(script.deployment_id)
+        except platform_prefect.PrefectUnavailable as exc:
+            raise ScriptError(
+                503, _("Prefect is not reachable, nothing was changed: %(err)s", err=str(exc)[:200])
+            ) from exc
+    from scriptflow_prefect.notifications.service import forget_script
+
+    await forget_script(script)  # its email automations go with it
+    script.deleted_at = utcnow()
+    script.deployment_id = None
+    audit(db, user.id, "script.delete", script.name, script_id=script.id)
+
+
+def visible_scripts_query(user: User, *, q: str | None = None, kind: str | None = None):
+    query = select(Script).where(Script.deleted_at.is_(None))
+    if not user.is_admin:
+        query = query.where(Script.owner_id == user.id)
+    if q:
+        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(Script.name.ilike(like, escape="\\"))
+    if kind:
+        query = query.where(Script.kind == kind)
+    return query
+
+
+def visible_script_ids(
+    db: Session, user: User, *, include_deleted: bool = True
+) -> list[int] | None:
+    """Ids whose runs this user may see; None means all (an admin)."""
+    if user.is_admin:
+        return None
+    q = select(Script.id).where(Script.owner_id == user.id)
+    if not include_deleted:
+        q = q.where(Script.deleted_at.is_(None))
+    return list(db.scalars(q))
+
+
+def script_to_dict(
+    script: Script, last_run: dict | None = None, next_run_at: datetime | None = None
+) -> dict[str, Any]:
+    v = current_version(script)
+    from scriptflow_prefect.schedules.service import schedule_to_dict
+
+    return {
+        "id": script.id,
+        "name": script.name,
+        "description": script.description,
+        "type": script.kind,
+        "filename": script.filename,
+        "size": v.size,
+        "sha256": v.sha256,
+        "version": script.current_version,
+        "created_at": script.created_at,
+        "updated_at": script.updated_at,
+        "owner": script.owner.username,
+        "timeout_seconds": script.timeout_seconds,
+        "policy": RunPolicy(**(script.settings or {}).get("policy", {})).model_dump(),
+        "schedule": schedule_to_dict(script),
+        "last_run": last_run,
+        "next_run_at": next_run_at,
+    }
