@@ -8,10 +8,10 @@ from scriptflow_prefect.ui_overlay.deps import DbDep, PageUser
 from scriptflow_prefect.ui_overlay.templating import render
 
 from scriptflow_prefect.platform import prefect as platform_prefect
-from scriptflow_prefect.platform.models import Script
 from scriptflow_prefect.runs import service as run_core
 from scriptflow_prefect.schedules import service as schedule_sync
 from scriptflow_prefect.scripts import service as core
+from scriptflow_prefect.scripts.models import Script
 
 pages = APIRouter()
 

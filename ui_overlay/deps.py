@@ -11,9 +11,10 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from scriptflow_prefect.accounts import service as accounts
+from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.platform import i18n
 from scriptflow_prefect.platform.i18n import _
-from scriptflow_prefect.platform.models import Script, User
+from scriptflow_prefect.scripts.models import Script
 
 
 class LoginRequired(Exception):

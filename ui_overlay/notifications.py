@@ -14,11 +14,12 @@ from fastapi.responses import RedirectResponse
 from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, PageUser, require_admin, visible_script
 from scriptflow_prefect.ui_overlay.templating import env, flash, render
 
+from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.notifications import history as history_core
 from scriptflow_prefect.notifications import service as core
 from scriptflow_prefect.platform import i18n
 from scriptflow_prefect.platform.i18n import _
-from scriptflow_prefect.platform.models import Script, User
+from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import ScriptError, visible_scripts_query
 
 

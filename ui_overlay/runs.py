@@ -22,10 +22,10 @@ from scriptflow_prefect.platform import i18n
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform.db import audit
 from scriptflow_prefect.platform.i18n import _, format_datetime, format_duration
-from scriptflow_prefect.platform.models import Script
 from scriptflow_prefect.runs import prefect as runs_prefect
 from scriptflow_prefect.runs import service as core
 from scriptflow_prefect.runs.cancel_watch import cancel_local
+from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import visible_scripts_query
 
 pages = APIRouter()

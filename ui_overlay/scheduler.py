@@ -10,10 +10,10 @@ from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, PageUser
 from scriptflow_prefect.ui_overlay.templating import render
 from sqlalchemy.orm import Session
 
+from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.monitoring import prefect as monitoring_prefect
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform.i18n import _
-from scriptflow_prefect.platform.models import User
 from scriptflow_prefect.runs import service as run_core
 from scriptflow_prefect.schedules import prefect as schedules_prefect
 from scriptflow_prefect.scripts.service import ScriptError, visible_script_ids

@@ -9,8 +9,8 @@ from fastapi.responses import Response
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
 
 from scriptflow_prefect.platform.i18n import _
-from scriptflow_prefect.platform.models import Script
 from scriptflow_prefect.schedules import service as core
+from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import visible_scripts_query
 
 api = APIRouter(tags=["schedules"])

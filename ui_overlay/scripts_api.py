@@ -11,10 +11,10 @@ from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
 from sqlalchemy import func, select
 
 from scriptflow_prefect.platform.i18n import _
-from scriptflow_prefect.platform.models import Script, ScriptVersion
 from scriptflow_prefect.runs import service as run_core
 from scriptflow_prefect.scripts import service as core
 from scriptflow_prefect.scripts import store
+from scriptflow_prefect.scripts.models import Script, ScriptVersion
 
 api = APIRouter(tags=["scripts"])
 SORTS = {

@@ -12,10 +12,10 @@ from scriptflow_prefect.ui_overlay.templating import flash, render
 from sqlalchemy import select
 
 from scriptflow_prefect.accounts import service as accounts
+from scriptflow_prefect.accounts.models import ApiToken, User
 from scriptflow_prefect.platform import i18n
 from scriptflow_prefect.platform.db import audit
 from scriptflow_prefect.platform.i18n import _
-from scriptflow_prefect.platform.models import ApiToken, User
 
 pages = APIRouter()
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -15,8 +15,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from scriptflow_prefect.accounts.models import ApiToken, User
 from scriptflow_prefect.platform.i18n import N_
-from scriptflow_prefect.platform.models import ApiToken, User, utcnow
+from scriptflow_prefect.platform.models import utcnow
 
 _hasher = PasswordHasher()
 # Verifying against this keeps a login for an unknown user as slow as for a known one.

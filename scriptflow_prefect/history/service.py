@@ -29,8 +29,9 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from scriptflow_prefect.history import index as history_index
 from scriptflow_prefect.history import prefect as history_prefect
 from scriptflow_prefect.history.retention import MAX_DAYS, MIN_DAYS, RETENTION_KEY
-from scriptflow_prefect.platform.models import AppSetting, Base, Script, UTCDateTime, utcnow
+from scriptflow_prefect.platform.models import AppSetting, Base, UTCDateTime, utcnow
 from scriptflow_prefect.runs import prefect as runs_prefect
+from scriptflow_prefect.scripts.models import Script
 
 log = logging.getLogger("scriptflow.history")
 

@@ -14,12 +14,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.notifications import deliveries
 from scriptflow_prefect.notifications import prefect as notifications_prefect
 from scriptflow_prefect.notifications.service import script_of
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform.i18n import _
-from scriptflow_prefect.platform.models import Script, User
+from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import ScriptError, visible_script_ids
 
 HISTORY_DAYS = 30

@@ -21,15 +21,18 @@ from sqlalchemy import event as orm_event
 from sqlalchemy import inspect, or_, select
 from sqlalchemy.orm import Session
 
+from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.notifications import deliveries
 from scriptflow_prefect.notifications import prefect as notifications_prefect
 from scriptflow_prefect.notifications.channels.email import mailer
+from scriptflow_prefect.notifications.models import NotificationPref
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform import prefect_names as prefect_names
 from scriptflow_prefect.platform.db import audit
 from scriptflow_prefect.platform.i18n import _
-from scriptflow_prefect.platform.models import AppSetting, NotificationPref, Script, User
+from scriptflow_prefect.platform.models import AppSetting
 from scriptflow_prefect.platform.settings import Settings
+from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import ScriptError
 
 log = logging.getLogger("scriptflow.notifications")

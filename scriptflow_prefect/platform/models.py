@@ -1,4 +1,5 @@
-"""The overlay's own tables: users, tokens, scripts and versions, preferences, audit.
+"""What the overlay's tables share (the declarative base, UTC datetimes), and the platform's own
+tables: key/value settings and the audit trail. Each feature keeps its tables in its models.py.
 
 Run state is not here: Prefect owns it (ARCHITECTURE.md)."""
 
@@ -8,15 +9,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     DateTime,
     ForeignKey,
-    Integer,
     String,
-    Text,
-    UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 
@@ -43,94 +40,6 @@ class UTCDateTime(TypeDecorator):
 
 class Base(DeclarativeBase):
     pass
-
-
-class User(Base):
-    __tablename__ = "users"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    username: Mapped[str] = mapped_column(String(64), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
-    email: Mapped[str | None] = mapped_column(String(255))
-    language: Mapped[str | None] = mapped_column(String(8))
-    timezone: Mapped[str | None] = mapped_column(String(64))
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    # Bumped on password change so that old sessions stop working.
-    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class ApiToken(Base):
-    __tablename__ = "api_tokens"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    label: Mapped[str] = mapped_column(String(100), default="")
-    # sha256 of the token: tokens are 256-bit random, so a fast hash is enough.
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    prefix: Mapped[str] = mapped_column(String(12))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    user: Mapped[User] = relationship()
-
-
-class Script(Base):
-    __tablename__ = "scripts"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(100), index=True)
-    description: Mapped[str] = mapped_column(Text, default="")
-    kind: Mapped[str] = mapped_column(String(10))  # "python" | "batch"
-    filename: Mapped[str] = mapped_column(String(255))
-    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    current_version: Mapped[int] = mapped_column(Integer, default=1)
-    timeout_seconds: Mapped[int] = mapped_column(Integer, default=300)
-    deployment_id: Mapped[str | None] = mapped_column(String(36))
-    # The simple form the user filled in; Prefect holds the schedule it runs.
-    schedule: Mapped[dict | None] = mapped_column(JSON)
-    settings: Mapped[dict | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-    # Deleted scripts stay as rows so that their past runs keep a name in history.
-    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
-
-    owner: Mapped[User] = relationship()
-    versions: Mapped[list[ScriptVersion]] = relationship(
-        back_populates="script", order_by="ScriptVersion.version", cascade="all, delete-orphan"
-    )
-
-
-class ScriptVersion(Base):
-    __tablename__ = "script_versions"
-    __table_args__ = (UniqueConstraint("script_id", "version"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    script_id: Mapped[int] = mapped_column(ForeignKey("scripts.id", ondelete="CASCADE"))
-    version: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(Integer)
-    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    script: Mapped[Script] = relationship(back_populates="versions")
-    author: Mapped[User | None] = relationship()
-
-
-class NotificationPref(Base):
-    __tablename__ = "notification_prefs"
-
-    script_id: Mapped[int] = mapped_column(
-        ForeignKey("scripts.id", ondelete="CASCADE"), primary_key=True
-    )
-    on_failure: Mapped[bool] = mapped_column(Boolean, default=True)
-    on_success: Mapped[bool] = mapped_column(Boolean, default=False)
-    recipients: Mapped[list] = mapped_column(JSON, default=list)
-    digest: Mapped[str] = mapped_column(String(10), default="none")
-    automation_ids: Mapped[list] = mapped_column(JSON, default=list)
 
 
 class AppSetting(Base):

@@ -16,6 +16,7 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.history import index as history_index
 from scriptflow_prefect.history import output as ho
 from scriptflow_prefect.history import output_log
@@ -23,9 +24,9 @@ from scriptflow_prefect.history import prefect as history_prefect
 from scriptflow_prefect.history import service as history
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform.i18n import _
-from scriptflow_prefect.platform.models import Script, User
 from scriptflow_prefect.platform.settings import Settings
 from scriptflow_prefect.runs import prefect as runs_prefect
+from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import ScriptError, visible_script_ids
 
 FINAL = {"succeeded", "failed", "timed_out", "cancelled", "crashed"}

@@ -9,9 +9,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.platform.db import audit
 from scriptflow_prefect.platform.i18n import _, get_locale
-from scriptflow_prefect.platform.models import Script, User, utcnow
+from scriptflow_prefect.platform.models import utcnow
 from scriptflow_prefect.schedules.spec import (
     ScheduleError,
     ScheduleSpec,
@@ -21,6 +22,7 @@ from scriptflow_prefect.schedules.spec import (
     parse_spec,
 )
 from scriptflow_prefect.scripts import prefect as scripts_prefect
+from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import ScriptError
 
 

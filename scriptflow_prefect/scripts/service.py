@@ -15,14 +15,16 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform import prefect_names as prefect_names
 from scriptflow_prefect.platform.db import audit
 from scriptflow_prefect.platform.i18n import _
-from scriptflow_prefect.platform.models import Script, ScriptVersion, User, utcnow
+from scriptflow_prefect.platform.models import utcnow
 from scriptflow_prefect.runs.policies import RunPolicy
 from scriptflow_prefect.scripts import prefect as scripts_prefect
 from scriptflow_prefect.scripts import store
+from scriptflow_prefect.scripts.models import Script, ScriptVersion
 
 MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_TIMEOUT = 300

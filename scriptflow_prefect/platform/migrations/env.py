@@ -2,7 +2,11 @@
 
 from alembic import context
 
+# Every feature's tables, so that the metadata is whole.
+from scriptflow_prefect.accounts import models as _accounts  # noqa: F401
+from scriptflow_prefect.notifications import models as _notifications  # noqa: F401
 from scriptflow_prefect.platform.models import Base
+from scriptflow_prefect.scripts import models as _scripts  # noqa: F401
 
 config = context.config
 connection = config.attributes.get("connection")
