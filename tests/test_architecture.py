@@ -118,7 +118,9 @@ def test_lower_layers_never_import_higher_ones():
     wrong = [
         f"{_where(s, line)} imports {t}"
         for s, t, line, _f in EDGES
-        if _part(s) not in TOP and _part(t) not in RANK and _part(t) != "__init__"
+        if _part(s) not in TOP
+        and _part(t) not in RANK
+        and _part(t) != "__init__"
         or _part(s) in RANK
         and _part(t) in RANK
         and RANK[_part(t)] > RANK[_part(s)]
@@ -183,3 +185,17 @@ def test_prefects_private_modules_are_wrapped_in_one_place():
                 if PRIVATE_PREFECT.get(target) != source:
                     wrong.append(f"{_where(source, line)} imports {target}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_command_line_loads_without_prefect():
+    """Prefect reads its settings when imported: the stack must point it at ScriptFlow's
+    server first (an early import made every client start a temporary server of its own)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, scriptflow_prefect.commands.cli, scriptflow_prefect.commands.stack; "
+        "print(sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

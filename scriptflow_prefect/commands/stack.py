@@ -19,11 +19,9 @@ import urllib.request
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from scriptflow_prefect.history import prefect as history_prefect
-from scriptflow_prefect.platform import prefect_names as prefect_names
+from scriptflow_prefect.platform import prefect_names
 from scriptflow_prefect.platform.prefect_env import apply_client_env, server_env
 from scriptflow_prefect.platform.settings import Settings
-from scriptflow_prefect.scripts import prefect as scripts_prefect
 
 log = logging.getLogger("scriptflow")
 SERVER_START_TIMEOUT = 120
@@ -182,9 +180,12 @@ def prepare_overlay(settings: Settings):
     """Database migrated, first admin, Prefect objects ScriptFlow needs (pool, store)."""
     import asyncio
 
+    # Prefect is imported only after apply_client_env: its settings are read at import.
     from scriptflow_prefect.accounts import service as accounts
+    from scriptflow_prefect.history import prefect as history_prefect
     from scriptflow_prefect.notifications import service as notifications
     from scriptflow_prefect.platform.db import Database
+    from scriptflow_prefect.scripts import prefect as scripts_prefect
     from scriptflow_prefect.scripts import store
 
     db = Database(settings.sqlalchemy_url)
@@ -370,6 +371,7 @@ def run_worker_foreground(settings: Settings) -> int:
         print(f"scriptflow: {exc}", file=sys.stderr)
         return 1
     from scriptflow_prefect.runs.worker import ScriptFlowWorker
+    from scriptflow_prefect.scripts import prefect as scripts_prefect
 
     async def main():
         await scripts_prefect.ensure_work_pool()
