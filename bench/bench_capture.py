@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from scriptflow_prefect.execution.process import fresh_workdir, run_script_process
+from scriptflow_prefect.execution.process import run_script_process
+from scriptflow_prefect.execution.workdir import fresh_workdir
 from scriptflow_prefect.history.output_log import OutputLogWriter
 
 RUNS = 3

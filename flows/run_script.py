@@ -8,7 +8,6 @@ Every ScriptFlow script is a deployment of this flow. Run by hand, for example::
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Literal
 
 from prefect import flow, get_client
@@ -16,16 +15,11 @@ from prefect.context import get_run_context
 from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Cancelled, Completed, Failed, State
 
-from scriptflow_prefect.execution.process import (
-    LauncherMissing,
-    bat_launcher,
-    ensure_script_python,
-    fresh_workdir,
-    remove_workdir,
-    run_script_process,
-    scrubbed_env,
-    warm_up_launcher,
-)
+from scriptflow_prefect.execution.environment import ensure_script_python, scrubbed_env
+from scriptflow_prefect.execution.launchers import bat_launcher, launcher_ready
+from scriptflow_prefect.execution.models import LauncherMissing
+from scriptflow_prefect.execution.process import run_script_process
+from scriptflow_prefect.execution.workdir import fresh_workdir, remove_workdir
 from scriptflow_prefect.history import index as history_index
 from scriptflow_prefect.history.capture import PrefectLogSink
 from scriptflow_prefect.history.output_log import OutputLogWriter
@@ -42,20 +36,6 @@ from scriptflow_prefect.scripts import store
 # Prefect's log table is for browsing; the complete output goes to the run's output file.
 # Past this many lines a run's output reaches Prefect only as a notice.
 PREFECT_LOG_LINE_LIMIT = 20_000
-
-
-_warmed: set[tuple[str, ...]] = set()
-_warm_lock = threading.Lock()
-
-
-def launcher_ready(launcher: list[str] | None) -> list[str] | None:
-    """Build wine's prefix once per process, so its set-up noise is not a script's output."""
-    if launcher:
-        with _warm_lock:
-            if tuple(launcher) not in _warmed:
-                warm_up_launcher(launcher)
-                _warmed.add(tuple(launcher))
-    return launcher
 
 
 def _stream_loggers(flow_run) -> dict[str, PrefectLogAdapter]:

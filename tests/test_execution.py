@@ -16,21 +16,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scriptflow_prefect.execution.process import (
-    KILL_GRACE_SECONDS,
-    WINE_BAT_LAUNCHER,
-    ExecutionResult,
-    LauncherMissing,
-    ScriptStartError,
-    bat_launcher,
+from scriptflow_prefect.execution.environment import (
     ensure_script_python,
-    fresh_workdir,
-    remove_workdir,
-    run_script_process,
     scrubbed_env,
     venv_python,
-    warm_up_launcher,
 )
+from scriptflow_prefect.execution.launchers import WINE_BAT_LAUNCHER, bat_launcher, warm_up_launcher
+from scriptflow_prefect.execution.models import ExecutionResult, LauncherMissing, ScriptStartError
+from scriptflow_prefect.execution.posix import KILL_GRACE_SECONDS
+from scriptflow_prefect.execution.process import run_script_process
+from scriptflow_prefect.execution.workdir import fresh_workdir, remove_workdir
 from scriptflow_prefect.history.output_log import OutputLogWriter, read_output
 
 Line = tuple[str, str]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scriptflow_prefect.execution.process import LauncherMissing
+from scriptflow_prefect.execution.models import LauncherMissing
 from scriptflow_prefect.platform import i18n
 from scriptflow_prefect.runs.words import run_message, status_label, trigger_label
 

@@ -30,6 +30,12 @@ class CancelWatcher:
                 self._thread.start()
         return event
 
+    def cancel_all(self) -> None:
+        """Stop every run of this process (the process is stopping: no script outlives it)."""
+        with self._lock:
+            for event in self._events.values():
+                event.set()
+
     def unregister(self, run_id: UUID) -> None:
         with self._lock:
             self._events.pop(run_id, None)

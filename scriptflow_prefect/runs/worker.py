@@ -6,6 +6,7 @@ process and the script is the only new process (ARCHITECTURE.md "Per run")."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -22,6 +23,11 @@ from prefect.workers.base import (
     BaseWorkerResult,
 )
 
+from scriptflow_prefect.execution.launchers import bat_launcher, launcher_ready
+from scriptflow_prefect.platform import prefect_names
+from scriptflow_prefect.platform.settings import get_settings
+from scriptflow_prefect.runs.cancel_watch import watcher
+
 log = logging.getLogger("scriptflow.worker")
 
 
@@ -32,15 +38,14 @@ class ScriptFlowWorkerResult(BaseWorkerResult):
 # The flows a ScriptFlow worker runs in-process, by Prefect flow name. Anything else in the
 # pool is refused rather than imported from an arbitrary entrypoint.
 FLOWS = {
-    "run_script": "scriptflow_prefect.flows.run_script:run_script",
-    "send_digest": "scriptflow_prefect.flows.send_digest:send_digest",
-    "clean_history": "scriptflow_prefect.flows.clean_history:clean_history",
+    prefect_names.FLOW_NAME: prefect_names.ENTRYPOINT,
+    prefect_names.DIGEST_FLOW: prefect_names.DIGEST_ENTRYPOINT,
+    prefect_names.CLEAN_FLOW: prefect_names.CLEAN_ENTRYPOINT,
 }
 
 
 def flow_for(name: str):
-    import importlib
-
+    """The flow object, loaded from its entrypoint string (the core never imports `flows`)."""
     if name not in FLOWS:
         raise ValueError(f"a ScriptFlow worker does not run the flow {name!r}")
     module, attr = FLOWS[name].split(":")
@@ -50,10 +55,6 @@ def flow_for(name: str):
 def _warm_up_bat_launcher() -> None:
     """wine's first start in a new prefix takes seconds: pay it before the first .bat run."""
     try:
-        from scriptflow_prefect.execution.process import bat_launcher
-        from scriptflow_prefect.flows.run_script import launcher_ready
-        from scriptflow_prefect.platform.settings import get_settings
-
         launcher_ready(bat_launcher(get_settings().bat_launcher))
     except Exception as exc:  # a missing launcher is reported by the run that needs it
         log.debug("bat launcher warm-up failed: %s", exc)
@@ -211,10 +212,8 @@ class WorkerThread:
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:
-        from scriptflow_prefect.platform.prefect_names import WORK_POOL
-
         self.worker = ScriptFlowWorker(
-            work_pool_name=WORK_POOL, name=self.name, max_runs=self.max_runs
+            work_pool_name=prefect_names.WORK_POOL, name=self.name, max_runs=self.max_runs
         )
         self._stop = asyncio.Event()
         self._ready.set()
@@ -231,12 +230,7 @@ class WorkerThread:
             self.worker.wake()
 
     def stop(self, timeout: float = 8.0) -> None:
-        from scriptflow_prefect.runs.cancel_watch import watcher
-
-        # Running scripts must not outlive ScriptFlow: stop their process trees.
-        with watcher._lock:
-            for event in watcher._events.values():
-                event.set()
+        watcher.cancel_all()  # running scripts must not outlive ScriptFlow
         if self.worker is not None and self.worker._loop is not None:
             self.worker._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:

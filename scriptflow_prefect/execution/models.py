@@ -1,0 +1,38 @@
+"""What a run of a script process is and how it ended: kinds, outcomes, callbacks, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+Outcome = Literal["succeeded", "failed", "timed_out", "cancelled"]
+ScriptKind = Literal["python", "batch"]
+LineCallback = Callable[[datetime, str, str], None]
+LinesCallback = Callable[[datetime, str, Sequence[str]], None]
+
+
+class LauncherMissing(RuntimeError):
+    """A .bat script was to run on a machine with neither cmd.exe nor wine."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message or "Running .bat scripts needs a Windows worker or wine on this machine"
+        )
+
+
+class ScriptStartError(RuntimeError):
+    """The interpreter or launcher could not be started (missing, not executable)."""
+
+
+@dataclass
+class ExecutionResult:
+    outcome: Outcome
+    exit_code: int | None
+    started_at: datetime
+    ended_at: datetime
+
+    @property
+    def duration(self) -> float:
+        return (self.ended_at - self.started_at).total_seconds()
