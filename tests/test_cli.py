@@ -17,6 +17,8 @@ import psutil
 import pytest
 from conftest import start_stack, stop_stack, unique, upload, wait_run
 
+from scriptflow_prefect.commands.stack import runner_name
+
 SCRIPTFLOW = [sys.executable, "-m", "scriptflow_prefect.commands.cli"]
 
 
@@ -52,6 +54,20 @@ def wait_for_line(log: Path, text: str, timeout: float = 20) -> str:
             raise AssertionError(f"{text!r} never appeared in {log}:\n{out}")
         time.sleep(0.2)
     return out
+
+
+# -- the in-process runner's name --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("node", ["DESKTOP-7Q2LK9", "build-01.example.org"])  # Windows, Linux
+def test_it_names_the_runner_from_scriptflow_worker_name_on_every_os(node):
+    assert runner_name("runner-east", node) == "runner-east"
+    assert runner_name(None, node) == f"scriptflow-{node}"
+    assert runner_name("", node) == f"scriptflow-{node}"
+
+
+def test_it_names_the_runner_scriptflow_when_the_host_name_is_unknown():
+    assert runner_name(None, "") == "scriptflow"
 
 
 # -- users and tokens -----------------------------------------------------------------------

@@ -9,6 +9,21 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from scriptflow_prefect.ui_overlay import (
+    auth,
+    dashboard,
+    health,
+    notifications,
+    notifications_api,
+    runs,
+    runs_api,
+    scheduler,
+    schedules,
+    schedules_api,
+    scripts,
+    scripts_api,
+    settings_pages,
+)
 from scriptflow_prefect.ui_overlay.deps import LoginRequired
 from scriptflow_prefect.ui_overlay.templating import render
 from starlette.middleware.sessions import SessionMiddleware
@@ -138,22 +153,6 @@ def _page_errors(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings, *, db: Database | None = None, runner=None) -> FastAPI:
-    from scriptflow_prefect.ui_overlay import (
-        auth,
-        dashboard,
-        health,
-        notifications,
-        notifications_api,
-        runs,
-        runs_api,
-        scheduler,
-        schedules,
-        schedules_api,
-        scripts,
-        scripts_api,
-        settings_pages,
-    )
-
     db = db or Database(settings.sqlalchemy_url)
     app = FastAPI(
         title="ScriptFlow", version=__version__, docs_url=None, redoc_url=None, openapi_url=None

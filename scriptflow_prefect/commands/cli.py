@@ -1,17 +1,23 @@
 """`scriptflow`: start the stack or its parts, manage users and tokens (API.md "Starting it").
 
-Kept light: Prefect is imported only by the commands that need it, after its environment
-has been pointed at SCRIPTFLOW_HOME."""
+Kept light: Prefect reads its settings once, when first imported, so the commands that use it
+(`up`, `server`, `worker`, `web`) are loaded by name, once this process's environment points
+Prefect at SCRIPTFLOW_HOME (`platform.prefect_env`); the others never import it."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import importlib
 import logging
 import os
 import shlex
 import sys
+from datetime import timedelta
 
+from scriptflow_prefect.accounts import service as accounts
+from scriptflow_prefect.platform.db import Database
+from scriptflow_prefect.platform.prefect_env import apply_client_env
 from scriptflow_prefect.platform.settings import (
     Settings,
     SettingsError,
@@ -30,36 +36,26 @@ def _settings() -> Settings:
     return settings
 
 
-def _database(settings: Settings):
-    from scriptflow_prefect.platform.db import Database
-
+def _database(settings: Settings) -> Database:
     db = Database(settings.sqlalchemy_url)
     db.migrate()
     return db
 
 
-def cmd_up(args) -> int:
-    from scriptflow_prefect.commands.stack import run_stack
-
-    return run_stack(_settings())
-
-
-def cmd_server(args) -> int:
-    from scriptflow_prefect.commands.stack import run_prefect_server_foreground
-
-    return run_prefect_server_foreground(_settings())
+# The long-running commands, as "module:function" taking the settings: see the docstring.
+STARTERS = {
+    "up": "scriptflow_prefect.commands.stack:run_stack",
+    "server": "scriptflow_prefect.commands.prefect_server:run_prefect_server_foreground",
+    "worker": "scriptflow_prefect.commands.worker:run_worker_foreground",
+    "web": "scriptflow_prefect.commands.stack:run_web_foreground",
+}
 
 
-def cmd_worker(args) -> int:
-    from scriptflow_prefect.commands.stack import run_worker_foreground
-
-    return run_worker_foreground(_settings())
-
-
-def cmd_web(args) -> int:
-    from scriptflow_prefect.commands.stack import run_web_foreground
-
-    return run_web_foreground(_settings())
+def cmd_start(args) -> int:
+    settings = _settings()
+    apply_client_env(settings)  # before Prefect's first import, in the module loaded below
+    module, function = STARTERS[args.command].split(":")
+    return getattr(importlib.import_module(module), function)(settings)
 
 
 def cmd_prefect_env(args) -> int:
@@ -80,8 +76,6 @@ def _read_password(from_stdin: bool, confirm: bool = True) -> str:
 
 
 def cmd_user_add(args) -> int:
-    from scriptflow_prefect.accounts import service as accounts
-
     db = _database(_settings())
     password = _read_password(args.password_stdin)
     with db.session() as s:
@@ -94,8 +88,6 @@ def cmd_user_add(args) -> int:
 
 
 def cmd_user_passwd(args) -> int:
-    from scriptflow_prefect.accounts import service as accounts
-
     db = _database(_settings())
     with db.session() as s:
         user = accounts.find_user(s, args.name)
@@ -110,10 +102,6 @@ def cmd_user_passwd(args) -> int:
 
 
 def cmd_token_create(args) -> int:
-    from datetime import timedelta
-
-    from scriptflow_prefect.accounts import service as accounts
-
     db = _database(_settings())
     with db.session() as s:
         user = accounts.find_user(s, args.name)
@@ -130,12 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser(
         "up", help="Prefect server, script runner and web overlay, in the foreground"
-    ).set_defaults(func=cmd_up)
-    sub.add_parser("server", help="only the Prefect server").set_defaults(func=cmd_server)
+    ).set_defaults(func=cmd_start)
+    sub.add_parser("server", help="only the Prefect server").set_defaults(func=cmd_start)
     sub.add_parser("worker", help="only a script runner (a ScriptFlow worker)").set_defaults(
-        func=cmd_worker
+        func=cmd_start
     )
-    sub.add_parser("web", help="only the web overlay").set_defaults(func=cmd_web)
+    sub.add_parser("web", help="only the web overlay").set_defaults(func=cmd_start)
     sub.add_parser(
         "prefect-env", help="shell exports that point `prefect` at ScriptFlow"
     ).set_defaults(func=cmd_prefect_env)

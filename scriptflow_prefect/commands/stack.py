@@ -1,4 +1,4 @@
-"""Starting ScriptFlow: the whole stack (`up`) or one part (`server`, `worker`, `web`).
+"""`scriptflow up` (the whole stack) and `scriptflow web` (the overlay alone).
 
 `up` runs two processes, not four: the Prefect server (its own process, ~230 MB) and one
 process hosting the web overlay and the script runner together, so Prefect's client is
@@ -6,37 +6,48 @@ imported once (issue 2's idle memory budget)."""
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import contextlib
 import logging
 import os
+import platform
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from scriptflow_prefect.platform import prefect_names
-from scriptflow_prefect.platform.prefect_env import apply_client_env, server_env
+import uvicorn
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
+
+from scriptflow_prefect.accounts import service as accounts
+from scriptflow_prefect.commands.logfiles import setup_logging
+from scriptflow_prefect.commands.prefect_server import (
+    api_healthy,
+    history_retention_for_server,
+    start_prefect_server,
+    stop_process,
+    wait_for_api,
+)
+from scriptflow_prefect.history import prefect as history_prefect
+from scriptflow_prefect.notifications import service as notifications
+from scriptflow_prefect.platform.db import Database
+from scriptflow_prefect.platform.prefect_env import apply_client_env
 from scriptflow_prefect.platform.settings import Settings
+from scriptflow_prefect.runs.worker import WorkerThread
+from scriptflow_prefect.scripts import prefect as scripts_prefect
+from scriptflow_prefect.scripts import store
+from scriptflow_prefect.ui_overlay.app import create_app
+
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import fcntl
 
 log = logging.getLogger("scriptflow")
 SERVER_START_TIMEOUT = 120
-
-
-def setup_logging(settings: Settings, component: str) -> None:
-    """Console and a rotating file per component under SCRIPTFLOW_HOME/logs."""
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    handler = RotatingFileHandler(
-        settings.logs_dir / f"{component}.log", maxBytes=5_000_000, backupCount=3, encoding="utf-8"
-    )
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("scriptflow", "uvicorn", "uvicorn.error"):
-        logging.getLogger(name).addHandler(handler)
-    logging.getLogger("scriptflow").setLevel(logging.INFO)
 
 
 class AlreadyRunning(RuntimeError):
@@ -54,12 +65,8 @@ class HomeLock:
         self._fh = open(self.path, "a+")
         try:
             if sys.platform == "win32":
-                import msvcrt
-
                 msvcrt.locking(self._fh.fileno(), msvcrt.LK_NBLCK, 1)
             else:
-                import fcntl
-
                 fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._fh.seek(0)
@@ -72,89 +79,9 @@ class HomeLock:
         self._fh.flush()
 
 
-def _api_healthy(settings: Settings) -> bool:
-    req = urllib.request.Request(settings.api_url + "/health")
-    if settings.auth_string:
-        token = base64.b64encode(settings.auth_string.encode()).decode()
-        req.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=2) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _server_command(settings: Settings) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "prefect",
-        "server",
-        "start",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(settings.prefect_port),
-    ]
-
-
-def history_retention_for_server(settings: Settings) -> Settings:
-    from scriptflow_prefect.history.retention import stored_retention_days  # no Prefect import here
-
-    days = stored_retention_days(settings)
-    if days and days > settings.retention_days:
-        return settings.model_copy(update={"retention_days": days})
-    return settings
-
-
-def start_prefect_server(settings: Settings) -> subprocess.Popen:
-    env = {**os.environ, **server_env(settings)}
-    logfile = open(settings.logs_dir / "prefect-server.log", "ab")
-    kwargs: dict = {}
-    if sys.platform == "win32":
-        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
-    else:
-        kwargs["start_new_session"] = True  # we stop it, not the terminal's Ctrl-C
-    return subprocess.Popen(
-        _server_command(settings),
-        env=env,
-        stdout=logfile,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        **kwargs,
-    )
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 8.0) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        if sys.platform == "win32":
-            proc.send_signal(signal.CTRL_BREAK_EVENT)
-        else:
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(grace)
-    except (subprocess.TimeoutExpired, ProcessLookupError, PermissionError):
-        pass
-    if proc.poll() is None:
-        if sys.platform == "win32":
-            subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True)
-        else:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait(5)
-
-
 def drain_prefect_services(timeout: float = 5.0) -> None:
     """Send the last run logs and events while Prefect's server still answers. Left to the
     interpreter's exit, they would be retried against a stopped server for a minute."""
-    if "prefect" not in sys.modules:
-        return
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
     for service in (APILogWorker, EventsWorker):
         try:
             service.drain_all(timeout=timeout)
@@ -162,32 +89,8 @@ def drain_prefect_services(timeout: float = 5.0) -> None:
             log.debug("draining %s failed: %s", service.__name__, exc)
 
 
-def wait_for_api(settings: Settings, proc: subprocess.Popen | None, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _api_healthy(settings):
-            return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(
-                f"the Prefect server exited with code {proc.returncode}; see "
-                f"{settings.logs_dir / 'prefect-server.log'}"
-            )
-        time.sleep(0.25)
-    raise RuntimeError(f"the Prefect API at {settings.api_url} did not answer in {timeout:.0f} s")
-
-
 def prepare_overlay(settings: Settings):
     """Database migrated, first admin, Prefect objects ScriptFlow needs (pool, store)."""
-    import asyncio
-
-    # Prefect is imported only after apply_client_env: its settings are read at import.
-    from scriptflow_prefect.accounts import service as accounts
-    from scriptflow_prefect.history import prefect as history_prefect
-    from scriptflow_prefect.notifications import service as notifications
-    from scriptflow_prefect.platform.db import Database
-    from scriptflow_prefect.scripts import prefect as scripts_prefect
-    from scriptflow_prefect.scripts import store
-
     db = Database(settings.sqlalchemy_url)
     db.migrate()
     with db.session() as s:
@@ -205,10 +108,6 @@ def prepare_overlay(settings: Settings):
 
 
 def _uvicorn_server(settings: Settings, app):
-    import contextlib
-
-    import uvicorn
-
     class Server(uvicorn.Server):
         # uvicorn re-raises SIGINT/SIGTERM once it has stopped, which would kill this process
         # before it stops the runner and the Prefect server; we handle the signals ourselves.
@@ -253,7 +152,7 @@ def run_stack(settings: Settings) -> int:
     started = time.monotonic()
     server = None
     if settings.embedded_prefect:
-        if _api_healthy(settings):
+        if api_healthy(settings):
             print(
                 f"scriptflow: port {settings.prefect_port} already answers as a Prefect API; "
                 "set SCRIPTFLOW_PREFECT_PORT or SCRIPTFLOW_PREFECT_API_URL.",
@@ -277,6 +176,14 @@ def run_stack(settings: Settings) -> int:
             stop_process(server)
 
 
+def runner_name(configured: str | None, node: str) -> str:
+    """The in-process runner's worker name: SCRIPTFLOW_WORKER_NAME if set, on every OS;
+    else `scriptflow-<host>` (`node`: the machine's network name, empty when unknown)."""
+    if configured:
+        return configured
+    return f"scriptflow-{node}" if node else "scriptflow"
+
+
 def _serve_web(
     settings: Settings,
     db,
@@ -286,15 +193,10 @@ def _serve_web(
     server: subprocess.Popen | None = None,
     started: float | None = None,
 ) -> int:
-    from scriptflow_prefect.runs.worker import WorkerThread
-    from scriptflow_prefect.ui_overlay.app import create_app
-
     runner = None
     if with_runner:
         runner = WorkerThread(
-            name=settings.worker_name or f"scriptflow-{os.uname().nodename}"
-            if hasattr(os, "uname")
-            else "scriptflow",
+            name=runner_name(settings.worker_name, platform.node()),
             max_runs=settings.max_concurrent_runs,
         )
         runner.start()
@@ -333,72 +235,6 @@ def _serve_web(
     finally:
         if runner is not None:
             runner.stop()
-    return 0
-
-
-def run_prefect_server_foreground(settings: Settings) -> int:
-    setup_logging(settings, "server")
-    env = {**os.environ, **server_env(settings)}
-    print(
-        f"Prefect server on 127.0.0.1:{settings.prefect_port}; UI at {settings.ui_url}", flush=True
-    )
-    kwargs: dict = (
-        {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-        if sys.platform == "win32"
-        else {"start_new_session": True}
-    )
-    proc = subprocess.Popen(_server_command(settings), env=env, **kwargs)
-
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM must not orphan Prefect's server
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        stop_process(proc)
-        return 0
-
-
-def run_worker_foreground(settings: Settings) -> int:
-    import asyncio
-
-    setup_logging(settings, "runner")
-    apply_client_env(settings)
-    try:
-        wait_for_api(settings, None, 60)
-    except RuntimeError as exc:
-        print(f"scriptflow: {exc}", file=sys.stderr)
-        return 1
-    from scriptflow_prefect.runs.worker import ScriptFlowWorker
-    from scriptflow_prefect.scripts import prefect as scripts_prefect
-
-    async def main():
-        await scripts_prefect.ensure_work_pool()
-        worker = ScriptFlowWorker(
-            work_pool_name=prefect_names.WORK_POOL,
-            name=settings.worker_name,
-            max_runs=settings.max_concurrent_runs,
-        )
-        await worker.start(printer=print)
-
-    stop = threading.Event()
-
-    def _terminate(signum, frame):
-        # One SIGTERM must be enough to stop a worker (ARCHITECTURE.md: Prefect's is not).
-        from scriptflow_prefect.runs.cancel_watch import watcher
-
-        with watcher._lock:
-            for event in watcher._events.values():
-                event.set()
-        stop.set()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

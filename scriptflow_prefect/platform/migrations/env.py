@@ -2,18 +2,16 @@
 
 from alembic import context
 
-# Every feature's tables, so that the metadata is whole.
-from scriptflow_prefect.accounts import models as _accounts  # noqa: F401
-from scriptflow_prefect.notifications import models as _notifications  # noqa: F401
+from scriptflow_prefect.platform.db import make_engine
 from scriptflow_prefect.platform.models import Base
-from scriptflow_prefect.scripts import models as _scripts  # noqa: F401
+from scriptflow_prefect.platform.settings import get_settings
 
+# The revisions in versions/ are written by hand and need no models. The platform imports no
+# feature, so Base.metadata holds the tables of the features imported so far: for
+# `alembic revision --autogenerate`, import every feature's models first.
 config = context.config
 connection = config.attributes.get("connection")
 if connection is None:  # `alembic` CLI use: build an engine from the URL
-    from scriptflow_prefect.platform.db import make_engine
-    from scriptflow_prefect.platform.settings import get_settings
-
     connection = make_engine(get_settings().sqlalchemy_url).connect()
 
 context.configure(
