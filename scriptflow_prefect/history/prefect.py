@@ -24,7 +24,12 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import PrefectHTTPStatusError
 
-from scriptflow_prefect.platform.prefect import PrefectUnavailable, call, shared_client
+from scriptflow_prefect.platform.prefect import (
+    PrefectUnavailable,
+    call,
+    flow_parameter_schema,
+    shared_client,
+)
 from scriptflow_prefect.platform.prefect_names import (
     CLEAN_DEPLOYMENT,
     CLEAN_ENTRYPOINT,
@@ -404,9 +409,6 @@ def delete_old_runs(cutoff: datetime, *, batch: int = 200) -> int:
 async def ensure_clean_history_deployment(timezone: str = "UTC") -> UUID:
     """The daily `clean_history` deployment in ScriptFlow's pool (03:17 in `timezone`)."""
     from prefect.client.schemas.schedules import CronSchedule
-    from prefect.utilities.callables import parameter_schema
-
-    from scriptflow_prefect.flows.clean_history import clean_history
 
     async def _do() -> UUID:
         async with get_client() as client:
@@ -418,9 +420,7 @@ async def ensure_clean_history_deployment(timezone: str = "UTC") -> UUID:
                 description="Removes runs, logs and stored output older than the retention "
                 "period (managed by ScriptFlow).",
                 parameters={},
-                parameter_openapi_schema=parameter_schema(
-                    clean_history.fn
-                ).model_dump_for_openapi(),
+                parameter_openapi_schema=flow_parameter_schema(CLEAN_ENTRYPOINT),
                 work_pool_name=WORK_POOL,
                 entrypoint=CLEAN_ENTRYPOINT,
                 schedules=[

@@ -23,7 +23,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from pydantic import TypeAdapter
-from sqlalchemy import ForeignKey, String, delete, event, inspect, select
+from sqlalchemy import ForeignKey, String, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from scriptflow_prefect.history import index as history_index
@@ -65,16 +65,16 @@ class RunAcknowledgement(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
-@event.listens_for(Session, "before_flush")
-def _remember_deployments(session: Session, _ctx, _instances) -> None:
-    for obj in [*session.new, *session.dirty]:
-        if not isinstance(obj, Script) or obj.id is None or not obj.deployment_id:
-            continue
-        if not inspect(obj).attrs.deployment_id.history.added:
-            continue
-        with session.no_autoflush:
-            if session.get(ScriptDeployment, (obj.id, obj.deployment_id)) is None:
-                session.add(ScriptDeployment(script_id=obj.id, deployment_id=obj.deployment_id))
+def remember_deployment(script: Script) -> None:
+    """Count the script's current deployment among its own: a rename makes a new deployment,
+    and the runs of the old one stay the script's history. Called by whoever sets
+    `script.deployment_id` (scripts.service.sync_deployment); the row is written with the
+    caller's transaction, and a failure reaches the caller."""
+    db = Session.object_session(script)
+    if db is None or script.id is None or not script.deployment_id:
+        raise ValueError("remember_deployment needs a stored script with a deployment")
+    if db.get(ScriptDeployment, (script.id, script.deployment_id)) is None:
+        db.add(ScriptDeployment(script_id=script.id, deployment_id=script.deployment_id))
 
 
 def scope(db: Session, script_ids: list[int] | None) -> history_prefect.HistoryQuery:

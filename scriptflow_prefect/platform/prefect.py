@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from prefect import get_client
 from prefect.exceptions import PrefectHTTPStatusError
+from prefect.utilities.callables import parameter_schema_from_entrypoint
 
 
 class PrefectUnavailable(RuntimeError):
@@ -22,6 +23,14 @@ async def call(coro):
         return await coro
     except (httpx.TransportError, PrefectHTTPStatusError) as exc:
         raise PrefectUnavailable(str(exc)) from exc
+
+
+def flow_parameter_schema(entrypoint: str) -> dict[str, Any]:
+    """The OpenAPI schema of a flow's parameters, for its deployment, read from the source of
+    `entrypoint` ("package.module:function"): the flow's module is not imported, so the core
+    needs no import of `flows` (the worker loads it from the same string)."""
+    module, function = entrypoint.split(":")
+    return parameter_schema_from_entrypoint(f"{module}.{function}").model_dump_for_openapi()
 
 
 async def health() -> bool:

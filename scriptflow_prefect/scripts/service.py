@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from scriptflow_prefect.accounts.models import User
+from scriptflow_prefect.history import service as history_service
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform import prefect_names as prefect_names
 from scriptflow_prefect.platform.db import audit
@@ -161,6 +162,7 @@ async def sync_deployment(script: Script, *, reenable: bool = False) -> None:
             503, _("Prefect is not reachable, nothing was changed: %(err)s", err=str(exc)[:200])
         ) from exc
     script.deployment_id = str(deployment_id)
+    history_service.remember_deployment(script)
 
 
 async def create_script(
