@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from scriptflow_prefect.monitoring import prefect as monitoring_prefect
+from scriptflow_prefect.monitoring import service as monitoring
 from scriptflow_prefect.platform import prefect as platform_prefect
 
 pages = APIRouter()
-HEARTBEAT_MAX_AGE = timedelta(seconds=90)
 
 
 def _db_ok(request: Request) -> bool:
@@ -30,10 +28,8 @@ async def _runner(request: Request) -> tuple[bool, str]:
     if runner is not None:  # in this process: ask the thread itself
         alive = runner._thread is not None and runner._thread.is_alive()
         return alive, "in-process"
-    beats = await monitoring_prefect.worker_heartbeats()
-    now = datetime.now(UTC)
-    fresh = [n for n, at, _s in beats if at and now - at < HEARTBEAT_MAX_AGE]
-    return bool(fresh), f"{len(fresh)} worker(s) alive"
+    alive = [w for w in await monitoring.workers() if w["alive"]]
+    return bool(alive), f"{len(alive)} worker(s) alive"
 
 
 @pages.get("/health")

@@ -11,11 +11,11 @@ from scriptflow_prefect.ui_overlay.templating import render
 from sqlalchemy.orm import Session
 
 from scriptflow_prefect.accounts.models import User
-from scriptflow_prefect.monitoring import prefect as monitoring_prefect
+from scriptflow_prefect.monitoring import service as monitoring
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.runs import service as run_core
-from scriptflow_prefect.schedules import prefect as schedules_prefect
+from scriptflow_prefect.schedules import service as schedules
 from scriptflow_prefect.scripts.service import ScriptError, visible_script_ids
 
 pages = APIRouter()
@@ -26,9 +26,7 @@ NEXT_RUNS = 20
 async def scheduler_status(db: Session, user: User) -> dict[str, Any]:
     """An admin sees every script's runs; anyone else only their own scripts' runs. The
     workers are shown to everyone: whether a runner is alive explains a late run."""
-    runs = await schedules_prefect.read_scheduler_runs(
-        visible_script_ids(db, user), next_limit=NEXT_RUNS
-    )
+    runs = await schedules.scheduler_runs(visible_script_ids(db, user), next_limit=NEXT_RUNS)
     upcoming = run_core.runs_to_dicts(db, runs.next)
     return {
         "running": run_core.runs_to_dicts(db, runs.running),
@@ -43,7 +41,7 @@ async def scheduler_status(db: Session, user: User) -> dict[str, Any]:
             for r in upcoming
         ],
         "late": run_core.runs_to_dicts(db, runs.late),
-        "workers": await monitoring_prefect.read_workers(),
+        "workers": await monitoring.workers(),
     }
 
 

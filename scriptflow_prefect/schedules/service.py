@@ -13,6 +13,7 @@ from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.platform.db import audit
 from scriptflow_prefect.platform.i18n import _, get_locale
 from scriptflow_prefect.platform.models import utcnow
+from scriptflow_prefect.schedules import prefect as schedules_prefect
 from scriptflow_prefect.schedules.spec import (
     ScheduleError,
     ScheduleSpec,
@@ -142,3 +143,10 @@ async def schedule_states(scripts: list[Script]) -> dict[int, str]:
 
     pairs = await asyncio.gather(*(one(s) for s in scripts if s.schedule))
     return dict(pairs)
+
+
+async def scheduler_runs(
+    script_ids: list[int] | None, *, next_limit: int
+) -> schedules_prefect.SchedulerRuns:
+    """Runs of these scripts (None: every script) in progress, next and late."""
+    return await schedules_prefect.read_scheduler_runs(script_ids, next_limit=next_limit)
