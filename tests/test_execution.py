@@ -26,7 +26,8 @@ from scriptflow_prefect.execution.models import ExecutionResult, LauncherMissing
 from scriptflow_prefect.execution.posix import KILL_GRACE_SECONDS
 from scriptflow_prefect.execution.process import run_script_process
 from scriptflow_prefect.execution.workdir import fresh_workdir, remove_workdir
-from scriptflow_prefect.history.output_log import OutputLogWriter, read_output
+from scriptflow_prefect.history.output import lines_after, open_source
+from scriptflow_prefect.history.output_log import OutputLogWriter
 
 Line = tuple[str, str]
 
@@ -159,10 +160,11 @@ def test_it_delivers_every_line_of_a_large_output_to_the_log_file(
             "for i in range(200_000):\n    print(i)\n", on_line=None, on_lines=log.write_lines
         )
 
-    page = read_output(log_path, limit=300_000)
+    with open_source(log_path, log_path.with_suffix(".log.gz"), None) as src:
+        lines, _cursor, more = lines_after(src, 0, 300_000)
     assert result.outcome == "succeeded"
-    assert [line["text"] for line in page.lines] == [str(i) for i in range(200_000)]
-    assert not page.more
+    assert [line["text"] for line in lines] == [str(i) for i in range(200_000)]
+    assert not more
 
 
 def test_it_hands_back_an_exception_from_the_callback_and_stops_the_script(

@@ -5,13 +5,14 @@ One record per output line, UTF-8::
     2024-05-01T09:00:00.123456Z<TAB>stdout<TAB>the text as printed
 
 Only ``\\n`` ends a record, so text may hold tabs and carriage returns. Readers page through
-the file by byte offset (`read_output`) and never see a record the writer has not finished.
+the file by byte offset (history/output.py) and never see a record the writer has not finished.
 
 Example::
 
     with OutputLogWriter(run_dir / "output.log") as log:
         run_script_process(..., on_line=None, on_lines=log.write_lines)
-    lines, cursor, more = read_output(run_dir / "output.log", after=0, limit=200)
+    with open_source(run_dir / "output.log", run_dir / "output.log.gz", None) as src:
+        lines, cursor, more = lines_after(src, after=0, limit=200)  # history/output.py
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, NamedTuple
 
 FLUSH_SECONDS = 0.05
 _O_BINARY = getattr(os, "O_BINARY", 0)  # Windows would otherwise translate \n to \r\n
 _FLUSH_BYTES = 1 << 16
-_READ_CHUNK = 1 << 16
 
 
 def format_ts(ts: datetime) -> str:
@@ -150,82 +149,9 @@ def _split_newlines(lines: Iterable[str]) -> Iterator[str]:
         yield from text.split("\n")
 
 
-class OutputPage(NamedTuple):
-    lines: list[dict[str, str]]
-    next_cursor: int
-    more: bool  # further complete lines follow next_cursor
-
-
-def read_output(path: Path, after: int = 0, limit: int = 1000) -> OutputPage:
-    """Up to `limit` complete records starting at byte offset `after`.
-
-    Returns the records as {"ts", "stream", "text"}, the offset just past the last one (the
-    cursor for the next page) and whether more complete records follow. A record still being
-    written is left for the next call. Raises ValueError for a cursor past the end of the file
-    or not at the start of a record; FileNotFoundError when there is no file.
-    """
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
-    if after < 0:
-        raise ValueError("cursor must not be negative")
-    with open(path, "rb") as handle:
-        _check_cursor(handle, after)
-        records: list[dict[str, str]] = []
-        cursor = after
-        for raw in _complete_lines(handle):
-            if len(records) == limit:
-                return OutputPage(records, cursor, True)
-            records.append(parse_record(raw))
-            cursor += len(raw) + 1
-        return OutputPage(records, cursor, False)
-
-
-def _check_cursor(handle: BinaryIO, after: int) -> None:
-    size = os.fstat(handle.fileno()).st_size
-    if after > size:
-        raise ValueError("cursor is past the end of the output")
-    if after > 0:
-        handle.seek(after - 1)
-        if handle.read(1) != b"\n":
-            raise ValueError("cursor is not at the start of a line")
-    else:
-        handle.seek(0)
-
-
-def _complete_lines(handle: BinaryIO) -> Iterator[bytes]:
-    """Lines (without their newline) from the current position, stopping before an unfinished
-    last line. Reads in chunks so that a page costs about what it returns."""
-    partial = bytearray()
-    while chunk := handle.read(_READ_CHUNK):
-        partial += chunk
-        start = 0
-        while (end := partial.find(b"\n", start)) >= 0:
-            yield bytes(partial[start:end])
-            start = end + 1
-        del partial[:start]
-
-
 def parse_record(raw: bytes) -> dict[str, str]:
     parts = raw.decode("utf-8", "replace").split("\t", 2)
     if len(parts) < 3:  # not written by OutputLogWriter; keep the text rather than fail
         return {"ts": "", "stream": "", "text": raw.decode("utf-8", "replace")}
     ts, stream, text = parts
     return {"ts": ts, "stream": stream, "text": text}
-
-
-def iter_output_text(path: Path, *, lines_per_item: int = 1) -> Iterator[str]:
-    """The output as plain text, "<ts> <stream> <text>\\n" per line, for the output.txt
-    download; constant memory. `lines_per_item` > 1 yields several lines per string, which
-    makes a streaming HTTP response much cheaper for long outputs."""
-    if lines_per_item < 1:
-        raise ValueError("lines_per_item must be at least 1")
-    with open(path, "rb") as handle:
-        batch: list[str] = []
-        for raw in _complete_lines(handle):
-            record = parse_record(raw)
-            batch.append(f"{record['ts']} {record['stream']} {record['text']}\n")
-            if len(batch) >= lines_per_item:
-                yield "".join(batch)
-                batch.clear()
-        if batch:
-            yield "".join(batch)
