@@ -114,14 +114,14 @@ def run_prefect_server_foreground(settings: Settings) -> int:
     print(
         f"Prefect server on 127.0.0.1:{settings.prefect_port}; UI at {settings.ui_url}", flush=True
     )
-    kwargs: dict = (
-        {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-        if sys.platform == "win32"
-        else {"start_new_session": True}
-    )
-    proc = subprocess.Popen(_server_command(settings), env=env, **kwargs)
+    command = _server_command(settings)
+    if sys.platform == "win32":
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP
+        proc = subprocess.Popen(command, env=env, creationflags=flags)
+    else:
+        proc = subprocess.Popen(command, env=env, start_new_session=True)
 
-    def _terminate(signum, frame):
+    def _terminate(_signum, _frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)  # SIGTERM must not orphan Prefect's server

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TextIO
 
 import uvicorn
 from prefect.events.worker import EventsWorker
@@ -59,24 +60,25 @@ class HomeLock:
 
     def __init__(self, path: Path):
         self.path = path
-        self._fh = None
+        self._fh: TextIO | None = None  # kept open: the lock lives as long as the handle
 
     def acquire(self) -> None:
-        self._fh = open(self.path, "a+")
+        fh = open(self.path, "a+")  # noqa: SIM115
         try:
             if sys.platform == "win32":
-                msvcrt.locking(self._fh.fileno(), msvcrt.LK_NBLCK, 1)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
             else:
-                fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self._fh.seek(0)
-            pid = self._fh.read().strip()
-            self._fh.close()
+            fh.seek(0)
+            pid = fh.read().strip()
+            fh.close()
             raise AlreadyRunning(pid) from None
-        self._fh.seek(0)
-        self._fh.truncate()
-        self._fh.write(str(os.getpid()))
-        self._fh.flush()
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
 
 
 def drain_prefect_services(timeout: float = 5.0) -> None:
@@ -113,7 +115,7 @@ def _uvicorn_server(settings: Settings, app):
         # before it stops the runner and the Prefect server; we handle the signals ourselves.
         @contextlib.contextmanager
         def capture_signals(self):
-            def stop(signum, frame):
+            def stop(_signum, _frame):
                 self.should_exit = True
 
             previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}

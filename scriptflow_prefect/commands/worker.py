@@ -34,7 +34,7 @@ def run_worker_foreground(settings: Settings) -> int:
         )
         await worker.start(printer=print)
 
-    def _terminate(signum, frame):
+    def _terminate(_signum, _frame):
         # One SIGTERM must be enough to stop a worker (ARCHITECTURE.md: Prefect's is not).
         watcher.cancel_all()
         raise KeyboardInterrupt

@@ -112,8 +112,6 @@ class Entry:
     expected: float
     bytes: int
     lines: int
-    stored_bytes: int
-    compressed: bool
     first_error: int | None
 
 
@@ -121,13 +119,13 @@ def entry(settings, run_id) -> Entry | None:
     cat = catalog(settings)
     try:
         row = cat.execute(
-            "SELECT seq, run_id, script_id, expected, bytes, lines, stored_bytes, compressed, "
-            "first_error FROM runs WHERE run_id = ? AND state = 'indexed'",
+            "SELECT seq, run_id, script_id, expected, bytes, lines, first_error FROM runs "
+            "WHERE run_id = ? AND state = 'indexed'",
             (str(run_id),),
         ).fetchone()
     finally:
         cat.close()
-    return Entry(*row[:7], bool(row[7]), row[8]) if row else None
+    return Entry(*row) if row else None
 
 
 def blocks_of(settings, run_id) -> list[ho.Block] | None:

@@ -34,6 +34,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from scriptflow_prefect.history import output as ho
 from scriptflow_prefect.history.catalog import (
@@ -111,11 +112,14 @@ def index_run(
         if row:  # an earlier attempt stopped half-way: its FTS rows are orphans, start over
             cat.execute("DELETE FROM blocks WHERE seq = ?", (row[0],))
             cat.execute("DELETE FROM runs WHERE seq = ?", (row[0],))
-        seq = cat.execute(
-            "INSERT INTO runs (run_id, script_id, expected, day, state) "
-            "VALUES (?, ?, ?, ?, 'indexing')",
-            (run_id, script_id, expected.timestamp(), day),
-        ).lastrowid
+        seq = cast(
+            int,
+            cat.execute(
+                "INSERT INTO runs (run_id, script_id, expected, day, state) "
+                "VALUES (?, ?, ?, ?, 'indexing')",
+                (run_id, script_id, expected.timestamp(), day),
+            ).lastrowid,
+        )
         cat.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -268,7 +272,7 @@ def unindexed_runs(settings, *, older_than: float = 5.0, limit: int = 500) -> li
         return []
     cat = catalog(settings)
     try:
-        known = set()
+        known: set[str] = set()
         for i in range(0, len(found), 500):
             part = found[i : i + 500]
             known.update(

@@ -65,7 +65,6 @@ class PlainSource:
     def __init__(self, path: Path):
         self._fh = open(path, "rb")  # noqa: SIM115 (closed by close())
         self.size = os.fstat(self._fh.fileno()).st_size
-        self.compressed = False
 
     def read(self, start: int, length: int) -> bytes:
         self._fh.seek(start)
@@ -83,7 +82,6 @@ class GzipSource:
         self._blocks = blocks
         self._starts = [b.offset for b in blocks]
         self.size = blocks[-1].offset + blocks[-1].size if blocks else 0
-        self.compressed = True
         self._cache: OrderedDict[int, bytes] = OrderedDict()
 
     def _block(self, i: int) -> bytes:
@@ -199,9 +197,7 @@ class GzipBlockWriter:
 
 
 def _line(raw: bytes, at: int) -> dict:
-    record = parse_record(raw)
-    record["at"] = at
-    return record
+    return {**parse_record(raw), "at": at}
 
 
 def check_cursor(src, offset: int) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -96,7 +97,7 @@ def _remove_outputs(settings, run_id: str, freed: dict) -> int:
 
 def disk_usage(settings) -> dict:
     """What ScriptFlow keeps of run history on this machine, in bytes and counts."""
-    out = {
+    out: dict[str, Any] = {
         "outputs_bytes": 0,
         "outputs_files": 0,
         "index_bytes": 0,

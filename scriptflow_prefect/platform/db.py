@@ -45,7 +45,8 @@ _REVISION_RE = re.compile(r"^(down_)?revision\b[^=]*=\s*['\"]?([\w-]+|None)", re
 
 def head_revision() -> str | None:
     """The newest revision, read from the migration files without importing Alembic."""
-    revisions, parents = set(), set()
+    revisions: set[str] = set()
+    parents: set[str] = set()
     for path in (_MIGRATIONS / "versions").glob("*.py"):
         for down, value in _REVISION_RE.findall(path.read_text(encoding="utf-8")):
             if value != "None":

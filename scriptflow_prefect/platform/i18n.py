@@ -97,7 +97,7 @@ def babel_locale(locale: str) -> Locale:
 def format_datetime(dt: datetime | None, tz: tzinfo | str | None = None, fmt: str = "short") -> str:
     if dt is None:
         return ""
-    tz = tz or _zone.get()
+    zone = babel_dates.get_timezone(tz or _zone.get())
     loc = babel_locale(get_locale())
     if fmt == "short":  # dd/mm/aaaa 24 h in pt-BR, the locale's own order elsewhere
         pattern = loc.datetime_formats["short"].format(
@@ -105,8 +105,8 @@ def format_datetime(dt: datetime | None, tz: tzinfo | str | None = None, fmt: st
             "dd/MM/yyyy" if loc.language == "pt" else loc.date_formats["short"].pattern,
         )
         pattern = pattern.replace("'", "")
-        return babel_dates.format_datetime(dt, pattern, tzinfo=tz, locale=loc)
-    return babel_dates.format_datetime(dt, fmt, tzinfo=tz, locale=loc)
+        return babel_dates.format_datetime(dt, pattern, tzinfo=zone, locale=loc)
+    return babel_dates.format_datetime(dt, fmt, tzinfo=zone, locale=loc)
 
 
 def format_time(dt: datetime, tz: tzinfo | str | None = None) -> str:

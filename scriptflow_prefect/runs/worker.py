@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 
 import anyio
@@ -77,7 +78,7 @@ class _HeapTrimmer:
     DELAY = 2.0
 
     def __init__(self) -> None:
-        self._trim = None
+        self._trim: Callable[[int], object] | None = None
         if sys.platform.startswith("linux"):
             try:
                 import ctypes
@@ -117,6 +118,8 @@ class _HeapTrimmer:
             self._pending.start()
 
     def trim(self) -> None:
+        if self._trim is None:
+            return
         try:
             self._trim(0)  # ctypes releases the GIL meanwhile
         except Exception as exc:

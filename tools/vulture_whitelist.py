@@ -1,0 +1,30 @@
+"""Names that vulture cannot see used: called by a framework or by name. Patterns (routes,
+validators, hooks) are in pyproject.toml [tool.vulture]; single names are here."""
+
+# ruff: noqa: B018, F821
+# `scriptflow up|server|worker|web`: loaded by name (commands/cli.py STARTERS).
+run_stack
+run_web_foreground
+run_prefect_server_foreground
+run_worker_foreground
+# uvicorn.Server hook; Prefect worker and block hooks; ctypes structure fields.
+capture_signals
+_give_worker_labels_to_flow_run
+notify
+LimitFlags
+# Arguments Prefect passes by keyword: a worker's run(configuration=...), a flow parameter.
+configuration
+script_name
+# SQLAlchemy columns written and read by the ORM and SQL only.
+seen_at
+author_id
+
+# Dead code in files of other owners when this list was written (issue #10 removes it):
+# delete each line together with its code.
+token_expiry  # accounts/service.py
+count_history  # history/prefect.py
+OUTCOME_EVENTS  # notifications/deliveries.py
+average_seconds  # notifications/digests.py
+read_runs  # runs/prefect.py
+find_line  # runs/service.py
+output_path  # runs/service.py
