@@ -2,11 +2,6 @@
 validators, hooks) are in pyproject.toml [tool.vulture]; single names are here."""
 
 # ruff: noqa: B018, F821
-# `scriptflow up|server|worker|web`: loaded by name (commands/cli.py STARTERS).
-run_stack
-run_web_foreground
-run_prefect_server_foreground
-run_worker_foreground
 # uvicorn.Server hook; Prefect worker and block hooks; ctypes structure fields.
 capture_signals
 _give_worker_labels_to_flow_run

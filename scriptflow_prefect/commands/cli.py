@@ -1,14 +1,12 @@
 """`scriptflow`: start the stack or its parts, manage users and tokens (API.md "Starting it").
 
-Kept light: Prefect reads its settings once, when first imported, so the commands that use it
-(`up`, `server`, `worker`, `web`) are loaded by name, once this process's environment points
-Prefect at SCRIPTFLOW_HOME (`platform.prefect_env`); the others never import it."""
+Kept light: Prefect reads its settings once, when first imported, so it is imported only by
+the commands that need it, inside them, once its environment points at SCRIPTFLOW_HOME."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
-import importlib
 import logging
 import os
 import shlex
@@ -16,8 +14,8 @@ import sys
 from datetime import timedelta
 
 from scriptflow_prefect.accounts import service as accounts
+from scriptflow_prefect.commands import prefect_server, stack, worker
 from scriptflow_prefect.platform.db import Database
-from scriptflow_prefect.platform.prefect_env import apply_client_env
 from scriptflow_prefect.platform.settings import (
     Settings,
     SettingsError,
@@ -42,20 +40,20 @@ def _database(settings: Settings) -> Database:
     return db
 
 
-# The long-running commands, as "module:function" taking the settings: see the docstring.
-STARTERS = {
-    "up": "scriptflow_prefect.commands.stack:run_stack",
-    "server": "scriptflow_prefect.commands.prefect_server:run_prefect_server_foreground",
-    "worker": "scriptflow_prefect.commands.worker:run_worker_foreground",
-    "web": "scriptflow_prefect.commands.stack:run_web_foreground",
-}
+def cmd_up(args) -> int:
+    return stack.run_stack(_settings())
 
 
-def cmd_start(args) -> int:
-    settings = _settings()
-    apply_client_env(settings)  # before Prefect's first import, in the module loaded below
-    module, function = STARTERS[args.command].split(":")
-    return getattr(importlib.import_module(module), function)(settings)
+def cmd_server(args) -> int:
+    return prefect_server.run_prefect_server_foreground(_settings())
+
+
+def cmd_worker(args) -> int:
+    return worker.run_worker_foreground(_settings())
+
+
+def cmd_web(args) -> int:
+    return stack.run_web_foreground(_settings())
 
 
 def cmd_prefect_env(args) -> int:
@@ -118,12 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser(
         "up", help="Prefect server, script runner and web overlay, in the foreground"
-    ).set_defaults(func=cmd_start)
-    sub.add_parser("server", help="only the Prefect server").set_defaults(func=cmd_start)
+    ).set_defaults(func=cmd_up)
+    sub.add_parser("server", help="only the Prefect server").set_defaults(func=cmd_server)
     sub.add_parser("worker", help="only a script runner (a ScriptFlow worker)").set_defaults(
-        func=cmd_start
+        func=cmd_worker
     )
-    sub.add_parser("web", help="only the web overlay").set_defaults(func=cmd_start)
+    sub.add_parser("web", help="only the web overlay").set_defaults(func=cmd_web)
     sub.add_parser(
         "prefect-env", help="shell exports that point `prefect` at ScriptFlow"
     ).set_defaults(func=cmd_prefect_env)

@@ -2,7 +2,10 @@
 
 `up` runs two processes, not four: the Prefect server (its own process, ~230 MB) and one
 process hosting the web overlay and the script runner together, so Prefect's client is
-imported once (issue 2's idle memory budget)."""
+imported once (issue 2's idle memory budget).
+
+Prefect reads its settings when first imported: modules that import it are loaded inside the
+functions below, once `apply_client_env` has pointed it at ScriptFlow's server."""
 
 from __future__ import annotations
 
@@ -20,8 +23,6 @@ from pathlib import Path
 from typing import TextIO
 
 import uvicorn
-from prefect.events.worker import EventsWorker
-from prefect.logging.handlers import APILogWorker
 
 from scriptflow_prefect.accounts import service as accounts
 from scriptflow_prefect.commands.logfiles import setup_logging
@@ -32,15 +33,9 @@ from scriptflow_prefect.commands.prefect_server import (
     stop_process,
     wait_for_api,
 )
-from scriptflow_prefect.history import prefect as history_prefect
-from scriptflow_prefect.notifications import service as notifications
 from scriptflow_prefect.platform.db import Database
 from scriptflow_prefect.platform.prefect_env import apply_client_env
 from scriptflow_prefect.platform.settings import Settings
-from scriptflow_prefect.runs.worker import WorkerThread
-from scriptflow_prefect.scripts import prefect as scripts_prefect
-from scriptflow_prefect.scripts import store
-from scriptflow_prefect.ui_overlay.app import create_app
 
 if sys.platform == "win32":
     import msvcrt
@@ -84,6 +79,11 @@ class HomeLock:
 def drain_prefect_services(timeout: float = 5.0) -> None:
     """Send the last run logs and events while Prefect's server still answers. Left to the
     interpreter's exit, they would be retried against a stopped server for a minute."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
     for service in (APILogWorker, EventsWorker):
         try:
             service.drain_all(timeout=timeout)
@@ -93,6 +93,11 @@ def drain_prefect_services(timeout: float = 5.0) -> None:
 
 def prepare_overlay(settings: Settings):
     """Database migrated, first admin, Prefect objects ScriptFlow needs (pool, store)."""
+    from scriptflow_prefect.history import prefect as history_prefect
+    from scriptflow_prefect.notifications import service as notifications
+    from scriptflow_prefect.scripts import prefect as scripts_prefect
+    from scriptflow_prefect.scripts import store
+
     db = Database(settings.sqlalchemy_url)
     db.migrate()
     with db.session() as s:
@@ -195,6 +200,9 @@ def _serve_web(
     server: subprocess.Popen | None = None,
     started: float | None = None,
 ) -> int:
+    from scriptflow_prefect.runs.worker import WorkerThread
+    from scriptflow_prefect.ui_overlay.app import create_app
+
     runner = None
     if with_runner:
         runner = WorkerThread(

@@ -12,8 +12,6 @@ from scriptflow_prefect.platform import prefect_names
 from scriptflow_prefect.platform.prefect_env import apply_client_env
 from scriptflow_prefect.platform.settings import Settings
 from scriptflow_prefect.runs.cancel_watch import watcher
-from scriptflow_prefect.runs.worker import ScriptFlowWorker
-from scriptflow_prefect.scripts import prefect as scripts_prefect
 
 
 def run_worker_foreground(settings: Settings) -> int:
@@ -24,6 +22,9 @@ def run_worker_foreground(settings: Settings) -> int:
     except RuntimeError as exc:
         print(f"scriptflow: {exc}", file=sys.stderr)
         return 1
+    # Prefect reads its settings when first imported: only now, after apply_client_env.
+    from scriptflow_prefect.runs.worker import ScriptFlowWorker
+    from scriptflow_prefect.scripts import prefect as scripts_prefect
 
     async def main():
         await scripts_prefect.ensure_work_pool()
