@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-from prefect import Flow, get_client
+from prefect import get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.filters import (
     FlowFilter,
@@ -24,10 +24,8 @@ from prefect.client.schemas.filters import (
     FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.client.schemas.schedules import CronSchedule
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import PrefectHTTPStatusError
-from prefect.utilities.callables import parameter_schema
 
 from scriptflow_prefect.platform.prefect import PrefectUnavailable, call, shared_client
 from scriptflow_prefect.platform.prefect_names import (
@@ -71,16 +69,6 @@ async def read_history(
             return await read, -1
         runs, total = await asyncio.gather(read, _exact_count(client, query))
         return runs, total
-
-    return await call(_do())
-
-
-async def count_history(query: RunQuery) -> int:
-    if query.empty:
-        return 0
-
-    async def _do():
-        return await _exact_count(await shared_client(), query)
 
     return await call(_do())
 
@@ -325,9 +313,12 @@ def delete_old_runs(cutoff: datetime, *, batch: int = 200) -> int:
         raise PrefectUnavailable(str(exc)) from exc
 
 
-async def ensure_clean_history_deployment(clean_history: Flow, timezone: str = "UTC") -> UUID:
-    """The daily deployment of the `clean_history` flow (given by the caller: the core does not
-    import flows) in ScriptFlow's pool, at 03:17 in `timezone`."""
+async def ensure_clean_history_deployment(timezone: str = "UTC") -> UUID:
+    """The daily `clean_history` deployment in ScriptFlow's pool (03:17 in `timezone`)."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.utilities.callables import parameter_schema
+
+    from scriptflow_prefect.flows.clean_history import clean_history
 
     async def _do() -> UUID:
         async with get_client() as client:
