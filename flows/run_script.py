@@ -38,6 +38,7 @@ from scriptflow_prefect.platform.settings import get_settings
 from scriptflow_prefect.runs import policies
 from scriptflow_prefect.runs.cancel_watch import watcher
 from scriptflow_prefect.runs.messages import RunMessage
+from scriptflow_prefect.runs.models import Status
 from scriptflow_prefect.scripts import store
 
 # Prefect's log table is for browsing; the complete output goes to the run's output file.
@@ -167,9 +168,10 @@ def run_script(
         settings, run_id, script_id=script_id, expected=flow_run.expected_start_time
     )
 
-    if result.outcome == "timed_out":
+    outcome = Status(result.outcome)
+    if outcome == Status.TIMED_OUT:
         message = RunMessage("timed_out", {"seconds": timeout_seconds})
-    elif result.outcome == "cancelled":
+    elif outcome == Status.CANCELLED:
         message = RunMessage("cancelled")
     else:
         message = RunMessage("exit_code", {"code": result.exit_code})
@@ -178,13 +180,13 @@ def run_script(
         labels[EXIT_CODE_LABEL] = str(result.exit_code)
     with get_client(sync_client=True) as client:
         client.update_flow_run_labels(run_id, labels)  # before the state: read together
-        if result.outcome in ("failed", "timed_out"):
+        if outcome in (Status.FAILED, Status.TIMED_OUT):
             policies.after_failure(client, flow_run, rules, system)
-    if result.outcome == "succeeded":
+    if outcome == Status.SUCCEEDED:
         return Completed(message=message.text)
-    if result.outcome == "timed_out":
+    if outcome == Status.TIMED_OUT:
         return Failed(name=TIMED_OUT_STATE_NAME, message=message.text)
-    if result.outcome == "cancelled":
+    if outcome == Status.CANCELLED:
         return Cancelled(message=message.text)
     return Failed(message=message.text)
 

@@ -129,7 +129,7 @@ async def list_runs(
     return {"items": items, "total": total}
 
 
-@api.get("/runs.csv")
+@api.get("/runs.csv", response_class=StreamingResponse)
 async def list_runs_csv(request: Request, user: ApiUser, db: DbDep, filters: Filters):
     """Every run matching the same filters as GET /runs, as CSV (one header row)."""
     return csv_response(

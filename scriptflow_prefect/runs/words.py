@@ -12,26 +12,29 @@ from typing import Any
 
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.runs.messages import TEMPLATES, RunMessage
-from scriptflow_prefect.runs.models import Run
+from scriptflow_prefect.runs.models import Run, Status, Trigger
 
 
 def status_label(status: str | None) -> str:
     return {
-        "queued": _("Queued"),
-        "running": _("Running"),
-        "succeeded": _("Succeeded"),
-        "failed": _("Failed"),
-        "timed_out": _("Timed out"),
-        "cancelled": _("Cancelled"),
-        "crashed": _("Crashed"),
+        Status.QUEUED: _("Queued"),
+        Status.RUNNING: _("Running"),
+        Status.SUCCEEDED: _("Succeeded"),
+        Status.FAILED: _("Failed"),
+        Status.TIMED_OUT: _("Timed out"),
+        Status.CANCELLED: _("Cancelled"),
+        Status.CRASHED: _("Crashed"),
         None: _("Never run"),
     }.get(status, status or "")
 
 
 def trigger_label(trigger: str | None) -> str:
-    return {"manual": _("Manual"), "scheduled": _("Scheduled"), "retry": _("Retry")}.get(
-        trigger or "", trigger or ""
-    )
+    labels = {
+        Trigger.MANUAL: _("Manual"),
+        Trigger.SCHEDULED: _("Scheduled"),
+        Trigger.RETRY: _("Retry"),
+    }
+    return labels.get(trigger or "", trigger or "")
 
 
 def run_message(run: Run | Mapping[str, Any] | None) -> str:
