@@ -3,7 +3,7 @@ output, and capturing a 1 M-line run, each beside a baseline measured in the sam
 
 A. History list, GET /api/v1/runs (server time as seen by a client on the same machine: the
    overlay + Prefect on SQLite), first page and each filter, p50/p95 of N requests after one
-   cold request. Baseline: the previous query path (`runs_prefect.read_runs`: tag filters, count
+   cold request. Baseline: the previous query path (`baseline_read_runs`: tag filters, count
    then page, a new Prefect client per call), timed in this process against the same server.
 B. Full-text search (`q`) over 30 days of output. Baseline: the previous linear scan of the
    output files of the newest 2 000 runs (which also missed anything older).
@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,8 +44,6 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import conftest  # noqa: E402
-
-from scriptflow_prefect.runs import prefect as runs_prefect  # noqa: E402  (start_stack / stop_stack: the real `scriptflow up`)
 
 RESULTS = ROOT / "bench" / "results-history.txt"
 N_SCRIPTS = 50
@@ -321,6 +320,57 @@ def time_api(api: httpx.Client, params: dict, n: int) -> tuple[float, list[float
     return cold, times, r.json()["total"]
 
 
+@dataclass
+class BaselineQuery:
+    """The previous query path's filter (tags for everything), kept here as the baseline."""
+
+    script_ids: list[int] | None = None
+    statuses: list[str] | None = None
+    triggers: list[str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def flow_run_filter(self):
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterExpectedStartTime,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+            FlowRunFilterTags,
+        )
+
+        from scriptflow_prefect.runs.models import Status, Trigger, states_of
+
+        tags = ["scriptflow"] + [Trigger(t).tag for t in (self.triggers or [])[:1]]
+        f = FlowRunFilter(tags=FlowRunFilterTags(all_=tags))
+        if self.script_ids is not None:
+            f.tags.any_ = [f"script-{i}" for i in self.script_ids]
+        if self.statuses:
+            types = [t for s in self.statuses for t in states_of(Status(s))]
+            f.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=types))
+        now = datetime.now(UTC) + timedelta(seconds=1)
+        before = min(self.until, now) if self.until else now
+        f.expected_start_time = FlowRunFilterExpectedStartTime(after_=self.since, before_=before)
+        return f
+
+
+async def baseline_read_runs(query: BaselineQuery, *, limit: int, offset: int):
+    """The previous path: count then page, a new Prefect client per call."""
+    from prefect import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async with get_client() as client:
+        flow_filter = query.flow_run_filter()
+        total = await client.count_flow_runs(flow_run_filter=flow_filter)
+        runs = await client.read_flow_runs(
+            flow_run_filter=flow_filter,
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            limit=limit,
+            offset=offset,
+        )
+        return runs, total
+
+
 def time_baseline(stack, queries: dict, n: int) -> dict:
     """The previous path, in this process, against the same Prefect server."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
@@ -331,7 +381,7 @@ def time_baseline(stack, queries: dict, n: int) -> dict:
             times = []
             for _ in range(n):
                 t = time.perf_counter()
-                await runs_prefect.read_runs(q, limit=25, offset=offset)
+                await baseline_read_runs(q, limit=25, offset=offset)
                 times.append(time.perf_counter() - t)
             out[name] = times
         return out
@@ -475,32 +525,32 @@ def main() -> int:
         now = datetime.now(UTC)
         s0 = scripts[0]["id"]
         cases = {
-            "first page": ({}, runs_prefect.RunQuery(), 0),
-            "page 100": ({"page": 100}, runs_prefect.RunQuery(), 99 * 25),
-            "script": ({"script_id": s0}, runs_prefect.RunQuery(script_ids=[s0]), 0),
-            "status=failed": ({"status": "failed"}, runs_prefect.RunQuery(statuses=["failed"]), 0),
+            "first page": ({}, BaselineQuery(), 0),
+            "page 100": ({"page": 100}, BaselineQuery(), 99 * 25),
+            "script": ({"script_id": s0}, BaselineQuery(script_ids=[s0]), 0),
+            "status=failed": ({"status": "failed"}, BaselineQuery(statuses=["failed"]), 0),
             "status=succeeded": (
                 {"status": "succeeded"},
-                runs_prefect.RunQuery(statuses=["succeeded"]),
+                BaselineQuery(statuses=["succeeded"]),
                 0,
             ),
             "trigger=manual": (
                 {"trigger": "manual"},
-                runs_prefect.RunQuery(triggers=["manual"]),
+                BaselineQuery(triggers=["manual"]),
                 0,
             ),
-            "trigger=retry": ({"trigger": "retry"}, runs_prefect.RunQuery(triggers=["retry"]), 0),
+            "trigger=retry": ({"trigger": "retry"}, BaselineQuery(triggers=["retry"]), 0),
             "2-day range": (
                 {
                     "since": (now - timedelta(days=9)).isoformat(),
                     "until": (now - timedelta(days=7)).isoformat(),
                 },
-                runs_prefect.RunQuery(since=now - timedelta(days=9), until=now - timedelta(days=7)),
+                BaselineQuery(since=now - timedelta(days=9), until=now - timedelta(days=7)),
                 0,
             ),
             "script+failed+retry": (
                 {"script_id": s0, "status": "failed", "trigger": "retry"},
-                runs_prefect.RunQuery(script_ids=[s0], statuses=["failed"], triggers=["retry"]),
+                BaselineQuery(script_ids=[s0], statuses=["failed"], triggers=["retry"]),
                 0,
             ),
         }

@@ -31,6 +31,8 @@ from scriptflow_prefect.platform.prefect_names import (
 from scriptflow_prefect.platform.settings import get_settings
 from scriptflow_prefect.runs import policies
 from scriptflow_prefect.runs.cancel_watch import watcher
+from scriptflow_prefect.runs.messages import RunMessage
+from scriptflow_prefect.runs.models import Status
 from scriptflow_prefect.scripts import store
 
 # Prefect's log table is for browsing; the complete output goes to the run's output file.
@@ -82,9 +84,12 @@ def run_script(
     rules = policies.policy_from(policy)
     with get_client(sync_client=True) as client:
         decision = policies.before_start(client, flow_run, rules)
+        if not decision.run and decision.message:
+            system.warning(decision.message.text)
+            client.update_flow_run_labels(run_id, decision.message.label())
     if not decision.run:
-        system.warning(decision.reason)
-        return Cancelled(name=SKIPPED_STATE_NAME, message=decision.reason)
+        text = decision.message.text if decision.message else None
+        return Cancelled(name=SKIPPED_STATE_NAME, message=text)
 
     data = store.get_sync(sha256)  # raises on a hash mismatch: never run altered bytes
     run_root = fresh_workdir(settings.work_dir, str(run_id))
@@ -131,7 +136,10 @@ def run_script(
                 )
             except LauncherMissing as exc:
                 system.error(str(exc))
-                return Failed(message=str(exc))
+                msg = RunMessage("launcher_missing")
+                with get_client(sync_client=True) as client:
+                    client.update_flow_run_labels(run_id, msg.label())
+                return Failed(message=msg.text)
     finally:
         watcher.unregister(run_id)
         remove_workdir(run_root)
@@ -140,21 +148,27 @@ def run_script(
         settings, run_id, script_id=script_id, expected=flow_run.expected_start_time
     )
 
+    outcome = Status(result.outcome)
+    if outcome == Status.TIMED_OUT:
+        message = RunMessage("timed_out", {"seconds": timeout_seconds})
+    elif outcome == Status.CANCELLED:
+        message = RunMessage("cancelled")
+    else:
+        message = RunMessage("exit_code", {"code": result.exit_code})
+    labels = message.label()
+    if result.exit_code is not None:
+        labels[EXIT_CODE_LABEL] = str(result.exit_code)
     with get_client(sync_client=True) as client:
-        if result.exit_code is not None:
-            client.update_flow_run_labels(run_id, {EXIT_CODE_LABEL: str(result.exit_code)})
-        if result.outcome in ("failed", "timed_out"):
+        client.update_flow_run_labels(run_id, labels)  # before the state: read together
+        if outcome in (Status.FAILED, Status.TIMED_OUT):
             policies.after_failure(client, flow_run, rules, system)
-    if result.outcome == "succeeded":
-        return Completed(message="Exit code 0")
-    if result.outcome == "timed_out":
-        return Failed(
-            name=TIMED_OUT_STATE_NAME,
-            message=f"Timed out after {timeout_seconds} s; the process tree was stopped",
-        )
-    if result.outcome == "cancelled":
-        return Cancelled(message="Cancelled; the process tree was stopped")
-    return Failed(message=f"Exit code {result.exit_code}")
+    if outcome == Status.SUCCEEDED:
+        return Completed(message=message.text)
+    if outcome == Status.TIMED_OUT:
+        return Failed(name=TIMED_OUT_STATE_NAME, message=message.text)
+    if outcome == Status.CANCELLED:
+        return Cancelled(message=message.text)
+    return Failed(message=message.text)
 
 
 __all__ = ["run_script"]

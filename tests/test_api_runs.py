@@ -162,6 +162,12 @@ def test_it_keeps_the_exit_code_and_fails_the_run(alice, history):
     assert run["status"] == "failed"
     assert run["exit_code"] == 3
     assert texts(output_of(alice, run["id"])) == ["giving up"]
+    # Prefect's UI gets English; pages and emails translate by the code kept with the run.
+    assert (run["message"], run["message_code"], run["message_params"]) == (
+        "Exit code 3",
+        "exit_code",
+        {"code": 3},
+    )
 
 
 def test_it_fails_a_run_that_raises_and_shows_the_traceback(alice):
@@ -180,6 +186,7 @@ def test_it_times_out_and_stops_the_whole_process_tree(alice):
     pid = grandchild_pid(alice, run_id)
     run = wait_run(alice, run_id, timeout=60)
     assert run["status"] == "timed_out", run
+    assert (run["message_code"], run["message_params"]) == ("timed_out", {"seconds": 2})
     assert run["duration_seconds"] < 30
     assert wait_gone(pid), f"grandchild {pid} outlived the timeout"
 
@@ -194,7 +201,51 @@ def test_it_cancels_a_running_script_and_its_grandchildren(alice):
     assert r.json()["id"] == run_id
     run = wait_run(alice, run_id, timeout=30)
     assert run["status"] == "cancelled", run
+    assert run["message_code"] == "cancelled", run
     assert wait_gone(pid), f"grandchild {pid} outlived the cancel"
+
+
+def test_it_cancels_a_run_that_has_not_started_with_a_coded_message(stack, alice):
+    script = upload(alice, "print(1)\n")
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with stack.prefect() as p:
+        dep = p.get(f"/deployments/name/run_script/{script['name']}").json()
+        r = p.post(
+            f"/deployments/{dep['id']}/create_flow_run",
+            json={"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}}},
+        )
+        assert r.status_code == 201, r.text
+        run_id = r.json()["id"]
+    r = alice.post(f"/runs/{run_id}/cancel")
+    assert r.status_code == 202, r.text
+    run = r.json()
+    assert run["status"] == "cancelled", run
+    assert (run["message"], run["message_code"]) == (
+        "Cancelled before it started",
+        "cancelled_before_start",
+    )
+
+
+def test_the_openapi_schema_documents_the_run_as_the_contract_says(alice):
+    schema = alice.get("/openapi.json").json()
+    run = schema["components"]["schemas"]["Run"]
+    assert RUN_FIELDS <= set(run["properties"])
+    statuses = schema["components"]["schemas"]["Status"]["enum"]
+    assert statuses == [
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "timed_out",
+        "cancelled",
+        "crashed",
+    ]
+    assert schema["components"]["schemas"]["Trigger"]["enum"] == ["manual", "scheduled", "retry"]
+    responses = schema["paths"]["/runs/{run_id}"]["get"]["responses"]
+    assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Run")
+    for path in ("/scripts", "/runs", "/schedules", "/scheduler", "/notifications"):
+        ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+        assert "$ref" in ok["schema"], path
 
 
 def test_it_refuses_to_cancel_a_finished_run_with_409(alice):

@@ -359,6 +359,41 @@ def test_the_first_lines_also_reach_prefects_log(stack, hist):
     assert any(m.startswith("ZeroDivisionError") for _n, _l, m in out)
 
 
+def test_prefects_ui_run_history_still_gives_what_the_history_reads(stack, hist):
+    """Summaries and counts read Prefect's UI-private `/ui/flow_runs/history` (one wrapper in
+    history/prefect.py). If a Prefect upgrade changes its rows, this fails first."""
+    import asyncio
+    from uuid import UUID
+
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.objects import StateType
+
+    from scriptflow_prefect.history import prefect as history_prefect
+    from scriptflow_prefect.history import service as history
+    from scriptflow_prefect.runs.filters import RunQuery
+
+    auth = (stack.home / "prefect" / "auth_string").read_text().strip()
+    runs = hist["runs"]
+    wanted = sorted(UUID(runs[k]["id"]) for k in ("ok", "fail", "timeout"))
+
+    async def read() -> list[dict]:
+        async with PrefectClient(stack.prefect_url + "/api", auth_string=auth) as client:
+            query = RunQuery(run_ids=wanted).flow_run_filter()
+            return await history_prefect.ui_flow_run_history(
+                client, query, 10, sort="START_TIME_DESC"
+            )
+
+    rows = asyncio.run(read())
+    assert sorted(UUID(r["id"]) for r in rows) == wanted
+    for row in rows:
+        assert set(history_prefect.UI_HISTORY_FIELDS) <= set(row), row
+        assert row["state_type"] in {t.value for t in StateType}
+    assert sorted(r["state_type"] for r in rows) == ["COMPLETED", "FAILED", "FAILED"]
+    summary = history.summarize(rows, now=datetime.now(UTC))
+    assert (summary["finished_7"], summary["rate_7"]) == (3, 1 / 3)
+    assert summary["avg_duration"] is not None and summary["avg_duration"] >= 0
+
+
 def all_ids(client, **params) -> tuple[int, list[str]]:
     """The total and every run id, page by page (200 a page)."""
     body = client.get("/runs", params={"per_page": 200, **params}).json()

@@ -361,7 +361,7 @@ def test_the_runs_of_a_catch_up_do_not_count_as_overlapping(prefect, probe_deplo
         assert decide(newest, rules).run
         for run in older:
             decision = decide(run, rules)
-            assert not decision.run and "missed" in decision.reason.lower()
+            assert not decision.run and "missed" in decision.message.text.lower()
 
 
 # --- the real schedule's run (its minute has come round meanwhile) --------------------------

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
+from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, client_address, csrf_token
 from scriptflow_prefect.ui_overlay.templating import render
 
@@ -95,7 +96,7 @@ class TokenRequest(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
-@api.post("/auth/token")
+@api.post("/auth/token", response_model=schemas.Token)
 async def create_api_token(request: Request, body: TokenRequest, db: DbDep):
     """Trade a user name and password for an API token (valid 30 days)."""
     wait = _too_many(request, body.username)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
+from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, require_admin, visible_script
 
 from scriptflow_prefect.notifications import history as history_core
@@ -27,13 +28,13 @@ def body_object(body: Any, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
-@api.get("/settings/email")
+@api.get("/settings/email", response_model=schemas.EmailSettings)
 async def get_email_settings(user: ApiUser, db: DbDep):
     require_admin(user)
     return core.email_settings(db)
 
 
-@api.put("/settings/email")
+@api.put("/settings/email", response_model=schemas.EmailSettings)
 async def put_email_settings(
     request: Request, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]
 ):
@@ -43,7 +44,7 @@ async def put_email_settings(
     )
 
 
-@api.post("/settings/email/test")
+@api.post("/settings/email/test", response_model=schemas.TestEmail)
 async def test_email(request: Request, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]):
     require_admin(user)
     to = body_object(body, {"to"}).get("to") or user.email
@@ -54,13 +55,13 @@ async def test_email(request: Request, user: ApiUser, db: DbDep, body: Annotated
     return {"sent": True, "to": to, "detail": detail}
 
 
-@api.get("/settings/notifications")
+@api.get("/settings/notifications", response_model=schemas.NotificationDefaults)
 async def get_defaults(user: ApiUser, db: DbDep):
     require_admin(user)
     return core.defaults(db)
 
 
-@api.put("/settings/notifications")
+@api.put("/settings/notifications", response_model=schemas.NotificationDefaults)
 async def put_defaults(request: Request, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]):
     require_admin(user)
     return await core.save_defaults(
@@ -68,12 +69,12 @@ async def put_defaults(request: Request, user: ApiUser, db: DbDep, body: Annotat
     )
 
 
-@api.get("/scripts/{script_id}/notifications")
+@api.get("/scripts/{script_id}/notifications", response_model=schemas.NotificationPrefs)
 async def get_prefs(script_id: int, user: ApiUser, db: DbDep):
     return core.prefs_to_dict(db, visible_script(db, user, script_id))
 
 
-@api.put("/scripts/{script_id}/notifications")
+@api.put("/scripts/{script_id}/notifications", response_model=schemas.NotificationPrefs)
 async def put_prefs(
     request: Request, script_id: int, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]
 ):
@@ -83,7 +84,7 @@ async def put_prefs(
     )
 
 
-@api.get("/notifications")
+@api.get("/notifications", response_model=schemas.NotificationPage)
 async def list_notifications(
     user: ApiUser,
     db: DbDep,

@@ -9,6 +9,7 @@ from typing import Annotated
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+from babel import dates as babel_dates
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -19,12 +20,13 @@ from scriptflow_prefect.ui_overlay.templating import flash, render, status_badge
 
 from scriptflow_prefect.history import service as history
 from scriptflow_prefect.platform import i18n
-from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform.db import audit
 from scriptflow_prefect.platform.i18n import _, format_datetime, format_duration
-from scriptflow_prefect.runs import prefect as runs_prefect
+from scriptflow_prefect.platform.prefect import PrefectUnavailable
+from scriptflow_prefect.runs import output
 from scriptflow_prefect.runs import service as core
 from scriptflow_prefect.runs.cancel_watch import cancel_local
+from scriptflow_prefect.runs.models import FINAL, Status, Trigger
 from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import visible_scripts_query
 
@@ -55,10 +57,10 @@ def page_filters(
     sid = int(script_id) if script_id.isdigit() else None
     if script_id and sid is None:
         problems.append(_("The script filter was not understood and is ignored."))
-    st = status if status in core.STATUSES else None
+    st = status if status in set(Status) else None
     if status and st is None:
         problems.append(_("There is no status %(value)s; showing every status.", value=status[:40]))
-    tr = trigger if trigger in core.TRIGGERS else None
+    tr = trigger if trigger in set(Trigger) else None
     if trigger and tr is None:
         problems.append(
             _("There is no trigger %(value)s; showing every trigger.", value=trigger[:40])
@@ -134,8 +136,8 @@ async def run_list(
             "scripts": scripts,
             "filters": shown,
             "problems": problems,
-            "statuses": core.STATUSES,
-            "triggers": core.TRIGGERS,
+            "statuses": list(Status),
+            "triggers": list(Trigger),
             "query": _query_string(shown),
             "filtered": any(shown.values()),
         },
@@ -167,14 +169,14 @@ async def run_statuses(user: PageUser, db: DbDep, ids: str = ""):
     return {
         "runs": [
             {
-                "id": r["id"],
-                "status": r["status"],
-                "final": r["status"] in core.FINAL,
-                "badge": str(status_badge(r["status"])),
-                "status_label": status_label(r["status"]),
-                "duration": format_duration(r["duration_seconds"]),
-                "exit_code": r["exit_code"],
-                "script_name": r["script_name"] or "",
+                "id": r.id,
+                "status": r.status,
+                "final": r.status in FINAL,
+                "badge": str(status_badge(r.status)),
+                "status_label": status_label(r.status),
+                "duration": format_duration(r.duration_seconds),
+                "exit_code": r.exit_code,
+                "script_name": r.script_name or "",
             }
             for r in runs
         ]
@@ -184,13 +186,13 @@ async def run_statuses(user: PageUser, db: DbDep, ids: str = ""):
 @pages.get("/runs/{run_id}")
 async def run_page(request: Request, run_id: str, user: PageUser, db: DbDep):
     flow_run = await core.visible_run(db, user, run_id)
-    run = core.runs_to_dicts(db, [flow_run])[0]
+    run = core.run_of(db, flow_run)
     return render(
         request,
         "runs/detail.html",
         {
             "run": run,
-            "final": run["status"] in core.FINAL,
+            "final": run.status in FINAL,
             "window": WINDOW,
             "q": (request.query_params.get("q") or "")[:200],
         },
@@ -200,7 +202,7 @@ async def run_page(request: Request, run_id: str, user: PageUser, db: DbDep):
 @pages.get("/runs/{run_id}/status.json")
 async def run_status(run_id: str, user: PageUser, db: DbDep):
     flow_run = await core.visible_run(db, user, run_id)
-    return jsonable_encoder(core.runs_to_dicts(db, [flow_run])[0])
+    return jsonable_encoder(core.run_of(db, flow_run))
 
 
 @pages.get("/runs/{run_id}/output.json")
@@ -217,7 +219,7 @@ async def run_output(
     """A window of output lines, each with its offset (`at`): from `after`, ending at
     `before`, or the last lines (`tail`); with the run's status for the live page."""
     flow_run = await core.visible_run(db, user, run_id)
-    window = await core.read_window(
+    window = await output.read_window(
         request.app.state.settings,
         flow_run,
         after=after,
@@ -225,10 +227,13 @@ async def run_output(
         tail=tail,
         limit=min(max(limit, 1), WINDOW),
     )
-    run = core.runs_to_dicts(db, [flow_run])[0]
-    run["duration_label"] = format_duration(run["duration_seconds"])
-    run["started_label"] = format_datetime(run["started_at"])  # queued when the page loaded
-    return jsonable_encoder({**window, "run": run, "badge": str(status_badge(run["status"]))})
+    run = core.run_of(db, flow_run)
+    shown = {
+        **jsonable_encoder(run),
+        "duration_label": format_duration(run.duration_seconds),
+        "started_label": format_datetime(run.started_at),  # queued when the page loaded
+    }
+    return jsonable_encoder({**window, "run": shown, "badge": str(status_badge(run.status))})
 
 
 @pages.get("/runs/{run_id}/output/search.json")
@@ -238,14 +243,14 @@ async def run_output_search(request: Request, run_id: str, user: PageUser, db: D
     q = q[:200]
     if not q.strip():
         return {"matches": [], "total": 0}
-    hits, total = await core.search_output(request.app.state.settings, flow_run, q)
+    hits, total = await output.search_output(request.app.state.settings, flow_run, q)
     return {"matches": hits, "total": total}
 
 
 @pages.get("/runs/{run_id}/output/first-error.json")
 async def run_first_error(request: Request, run_id: str, user: PageUser, db: DbDep):
     flow_run = await core.visible_run(db, user, run_id)
-    return {"at": await core.first_error(request.app.state.settings, flow_run)}
+    return {"at": await output.first_error(request.app.state.settings, flow_run)}
 
 
 @pages.get("/runs/{run_id}/output.txt")
@@ -256,7 +261,7 @@ async def run_output_text(request: Request, run_id: str, user: PageUser, db: DbD
 @pages.post("/runs/{run_id}/cancel", dependencies=[Csrf])
 async def cancel(request: Request, run_id: str, user: PageUser, db: DbDep):
     flow_run = await core.visible_run(db, user, run_id)
-    outcome = await runs_prefect.cancel_run(flow_run.id)
+    outcome = await core.cancel(flow_run)
     cancel_local(flow_run.id)
     if request.headers.get("accept", "").startswith("application/json"):
         return JSONResponse({"outcome": outcome}, status_code=202)
@@ -270,8 +275,6 @@ async def cancel(request: Request, run_id: str, user: PageUser, db: DbDep):
 
 def _day_texts(strip: list[dict]) -> None:
     """A text for each mark of the 30-day strip: what colour and icon say, in words."""
-    from babel import dates as babel_dates
-
     loc = i18n.babel_locale(i18n.get_locale())
     for d in strip:
         day = babel_dates.format_date(d["day"], "EEE d MMM", locale=loc)
@@ -306,7 +309,7 @@ async def _summary_context(request: Request, db, user, script_id: int) -> dict:
     try:
         summary = await history.script_summary(db, script, zone=i18n._zone.get())
         _day_texts(summary["strip"])
-    except platform_prefect.PrefectUnavailable:
+    except PrefectUnavailable:
         summary = None
     return {"script": script, "summary": summary}
 
@@ -332,7 +335,7 @@ async def acknowledge(
     """Acknowledge one failed scheduled run (`run_id`) or all of them (`all`)."""
     script = visible_script(db, user, script_id, deleted=True)
     pending = await history.unacknowledged_failures(db, script)
-    ids = [r["id"] for r in pending if run_id in ("all", r["id"])]
+    ids = [r.id for r in pending if run_id in ("all", r.id)]
     if not ids:
         raise HTTPException(404, _("There is no failed run to acknowledge here."))
     n = history.acknowledge(db, script, user.id, ids)

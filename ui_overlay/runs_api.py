@@ -7,22 +7,22 @@ import csv
 import io
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
+from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
 
 from scriptflow_prefect.history import service as history
 from scriptflow_prefect.platform.db import audit
 from scriptflow_prefect.platform.i18n import _
-from scriptflow_prefect.runs import prefect as runs_prefect
+from scriptflow_prefect.runs import output
 from scriptflow_prefect.runs import service as core
 from scriptflow_prefect.runs.cancel_watch import cancel_local
+from scriptflow_prefect.runs.models import Run, Status, Trigger
 
 api = APIRouter(tags=["runs"])
-Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "crashed"]
 
 
 def aware(dt: datetime | None, name: str) -> datetime | None:
@@ -56,7 +56,7 @@ class RunFilters:
 def run_filters(
     script_id: Annotated[int | None, Query(ge=1, description="Runs of this script only")] = None,
     status: Status | None = None,
-    trigger: Literal["manual", "scheduled", "retry"] | None = None,
+    trigger: Trigger | None = None,
     since: Annotated[datetime | None, Query(description="Expected start at or after")] = None,
     until: Annotated[datetime | None, Query(description="Expected start at or before")] = None,
     q: Annotated[
@@ -96,7 +96,7 @@ def csv_response(rows, filename: str) -> StreamingResponse:
             buf.truncate()
             for run in batch:
                 writer.writerow(
-                    [*core.csv_values(run), core.csv_text((run.get("match") or {}).get("text", ""))]
+                    [*core.csv_values(run), core.csv_text((run.match or {}).get("text", ""))]
                 )
             yield buf.getvalue()
 
@@ -107,7 +107,7 @@ def csv_response(rows, filename: str) -> StreamingResponse:
     )
 
 
-@api.get("/runs")
+@api.get("/runs", response_model=schemas.RunPage)
 async def list_runs(
     request: Request,
     user: ApiUser,
@@ -129,7 +129,7 @@ async def list_runs(
     return {"items": items, "total": total}
 
 
-@api.get("/runs.csv")
+@api.get("/runs.csv", response_class=StreamingResponse)
 async def list_runs_csv(request: Request, user: ApiUser, db: DbDep, filters: Filters):
     """Every run matching the same filters as GET /runs, as CSV (one header row)."""
     return csv_response(
@@ -138,26 +138,23 @@ async def list_runs_csv(request: Request, user: ApiUser, db: DbDep, filters: Fil
     )
 
 
-@api.get("/runs/{run_id}")
+@api.get("/runs/{run_id}", response_model=Run)
 async def get_run(run_id: str, user: ApiUser, db: DbDep):
     flow_run = await core.visible_run(db, user, run_id)
-    return core.runs_to_dicts(db, [flow_run])[0]
+    return core.run_of(db, flow_run)
 
 
-@api.post("/runs/{run_id}/cancel", status_code=202)
+@api.post("/runs/{run_id}/cancel", status_code=202, response_model=Run)
 async def cancel_run(run_id: str, user: ApiUser, db: DbDep):
+    """Stop the run; 409 if it has already ended."""
     flow_run = await core.visible_run(db, user, run_id)
-    outcome = await runs_prefect.cancel_run(flow_run.id)
-    if outcome == "final":
+    if await core.cancel(flow_run) == "final":
         raise HTTPException(409, _("This run has already ended."))
     cancel_local(flow_run.id)
-    fresh = await runs_prefect.read_run(flow_run.id)
-    return JSONResponse(
-        jsonable_encoder(core.runs_to_dicts(db, [fresh or flow_run])[0]), status_code=202
-    )
+    return core.run_of(db, await core.reread(flow_run))
 
 
-@api.get("/runs/{run_id}/output")
+@api.get("/runs/{run_id}/output", response_model=schemas.OutputPage)
 async def get_output(
     request: Request,
     run_id: str,
@@ -167,13 +164,13 @@ async def get_output(
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ):
     flow_run = await core.visible_run(db, user, run_id)
-    lines, nxt, complete = await core.read_output(
+    lines, nxt, complete = await output.read_output(
         request.app.state.settings, flow_run, after, limit
     )
     return {"lines": lines, "next": nxt, "complete": complete}
 
 
-@api.get("/runs/{run_id}/output/search")
+@api.get("/runs/{run_id}/output/search", response_model=schemas.OutputMatches)
 async def search_output(
     request: Request,
     run_id: str,
@@ -185,11 +182,11 @@ async def search_output(
     first 1000, the total, and the cursor of the first error line (stderr or traceback)."""
     flow_run = await core.visible_run(db, user, run_id)
     settings = request.app.state.settings
-    hits, total = await core.search_output(settings, flow_run, q)
+    hits, total = await output.search_output(settings, flow_run, q)
     return {
         "matches": [str(h) for h in hits],
         "total": total,
-        "first_error": _str_or_none(await core.first_error(settings, flow_run)),
+        "first_error": _str_or_none(await output.first_error(settings, flow_run)),
     }
 
 
@@ -197,14 +194,14 @@ def _str_or_none(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-@api.get("/runs/{run_id}/output.txt")
+@api.get("/runs/{run_id}/output.txt", response_class=StreamingResponse)
 async def get_output_text(request: Request, run_id: str, user: ApiUser, db: DbDep):
     flow_run = await core.visible_run(db, user, run_id)
     settings = request.app.state.settings
     headers = {"Content-Disposition": f'attachment; filename="run-{flow_run.id}.txt"'}
-    if core.history_index.has_output(settings, flow_run.id):
+    if output.has_output(settings, flow_run):
         return StreamingResponse(
-            core.output_text(settings, flow_run.id),
+            output.output_text(settings, flow_run.id),
             media_type="text/plain; charset=utf-8",
             headers=headers,
         )
@@ -212,7 +209,7 @@ async def get_output_text(request: Request, run_id: str, user: ApiUser, db: DbDe
     async def from_prefect():  # the output file is on another machine: Prefect's logs
         cursor = None
         while True:
-            lines, cursor, complete = await core.read_output(settings, flow_run, cursor, 200)
+            lines, cursor, complete = await output.read_output(settings, flow_run, cursor, 200)
             yield "".join(f"{ln['ts']} {ln['stream']} {ln['text']}\n" for ln in lines)
             if complete or not lines:
                 return
@@ -222,19 +219,19 @@ async def get_output_text(request: Request, run_id: str, user: ApiUser, db: DbDe
     )
 
 
-@api.get("/scripts/{script_id}/summary", tags=["runs"])
+@api.get("/scripts/{script_id}/summary", tags=["runs"], response_model=schemas.RunSummary)
 async def script_summary(script_id: int, user: ApiUser, db: DbDep):
     """Success rate over 7 and 30 days, average and p95 duration, one outcome per day for
     30 days, and the failed scheduled runs nobody acknowledged yet."""
     script = visible_script(db, user, script_id, deleted=True)
-    return jsonable_encoder(await history.script_summary(db, script))
+    return await history.script_summary(db, script)
 
 
 @api.post("/runs/{run_id}/acknowledge", status_code=204)
 async def acknowledge_run(run_id: str, user: ApiUser, db: DbDep):
     """Mark a failed scheduled run as seen: the script page stops flagging it."""
     flow_run = await core.visible_run(db, user, run_id)
-    if runs_prefect.run_status(flow_run) not in ("failed", "timed_out", "crashed"):
+    if not core.can_acknowledge(flow_run):
         raise HTTPException(409, _("Only a failed run can be acknowledged."))
     script_id = (flow_run.parameters or {}).get("script_id")
     script = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, PageUser
 from scriptflow_prefect.ui_overlay.templating import render
 from sqlalchemy.orm import Session
@@ -27,25 +28,25 @@ async def scheduler_status(db: Session, user: User) -> dict[str, Any]:
     """An admin sees every script's runs; anyone else only their own scripts' runs. The
     workers are shown to everyone: whether a runner is alive explains a late run."""
     runs = await schedules.scheduler_runs(visible_script_ids(db, user), next_limit=NEXT_RUNS)
-    upcoming = run_core.runs_to_dicts(db, runs.next)
+    upcoming = run_core.runs_of(db, runs.next)
     return {
-        "running": run_core.runs_to_dicts(db, runs.running),
+        "running": run_core.runs_of(db, runs.running),
         "next": [
             {
-                "id": r["id"],
-                "script_id": r["script_id"],
-                "script_name": r["script_name"],
-                "scheduled_at": r["scheduled_at"],
-                "trigger": r["trigger"],
+                "id": r.id,
+                "script_id": r.script_id,
+                "script_name": r.script_name,
+                "scheduled_at": r.scheduled_at,
+                "trigger": r.trigger,
             }
             for r in upcoming
         ],
-        "late": run_core.runs_to_dicts(db, runs.late),
+        "late": run_core.runs_of(db, runs.late),
         "workers": await monitoring.workers(),
     }
 
 
-@api.get("/scheduler")
+@api.get("/scheduler", response_model=schemas.Scheduler)
 async def get_scheduler(user: ApiUser, db: DbDep):
     try:
         return await scheduler_status(db, user)

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException
 from fastapi.responses import Response
+from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
 
 from scriptflow_prefect.platform.i18n import _
@@ -22,14 +23,14 @@ def _body_object(body: Any) -> dict:
     return body
 
 
-@api.put("/scripts/{script_id}/schedule")
+@api.put("/scripts/{script_id}/schedule", response_model=schemas.Schedule)
 async def put_schedule(script_id: int, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]):
     script = visible_script(db, user, script_id)
     await core.set_schedule(db, user, script, _body_object(body))
     return core.schedule_to_dict(script)
 
 
-@api.get("/scripts/{script_id}/schedule")
+@api.get("/scripts/{script_id}/schedule", response_model=schemas.Schedule)
 async def get_schedule(script_id: int, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
     if not script.schedule:
@@ -46,12 +47,12 @@ async def delete_schedule(script_id: int, user: ApiUser, db: DbDep):
     return Response(status_code=204)
 
 
-@api.post("/schedules/preview")
+@api.post("/schedules/preview", response_model=schemas.SchedulePreview)
 async def preview(user: ApiUser, body: Annotated[Any, Body()]):
     return core.preview(_body_object(body))
 
 
-@api.get("/schedules")
+@api.get("/schedules", response_model=schemas.ScriptSchedules)
 async def list_schedules(user: ApiUser, db: DbDep):
     scripts = [
         s for s in db.scalars(visible_scripts_query(user).order_by(Script.name)) if s.schedule

@@ -299,5 +299,5 @@ async def run_now(request: Request, script_id: int, user: PageUser, db: DbDep):
     script = visible_script(db, user, script_id)
     run = await run_core.start_run(script, request.app.state.runner)
     if request.headers.get("accept", "").startswith("application/json"):
-        return JSONResponse({"id": run["id"], "url": f"/runs/{run['id']}"}, status_code=202)
-    return RedirectResponse(f"/runs/{run['id']}", status_code=303)
+        return JSONResponse({"id": run.id, "url": f"/runs/{run.id}"}, status_code=202)
+    return RedirectResponse(f"/runs/{run.id}", status_code=303)

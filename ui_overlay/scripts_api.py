@@ -7,11 +7,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
+from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
 from sqlalchemy import func, select
 
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.runs import service as run_core
+from scriptflow_prefect.runs.models import Run
 from scriptflow_prefect.scripts import service as core
 from scriptflow_prefect.scripts import store
 from scriptflow_prefect.scripts.models import Script, ScriptVersion
@@ -46,7 +48,7 @@ async def script_dicts(scripts: list[Script]) -> list[dict]:
     return [core.script_to_dict(s, last.get(s.id)) for s in scripts]
 
 
-@api.get("/scripts")
+@api.get("/scripts", response_model=schemas.ScriptPage)
 async def list_scripts(
     user: ApiUser,
     db: DbDep,
@@ -68,7 +70,7 @@ async def list_scripts(
     return {"items": await script_dicts(rows), "total": total}
 
 
-@api.post("/scripts", status_code=201)
+@api.post("/scripts", status_code=201, response_model=schemas.Script)
 async def upload_script(
     request: Request,
     user: ApiUser,
@@ -85,7 +87,7 @@ async def upload_script(
     return core.script_to_dict(script)
 
 
-@api.get("/scripts/{script_id}")
+@api.get("/scripts/{script_id}", response_model=schemas.Script)
 async def get_script(script_id: int, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
     return (await script_dicts([script]))[0]
@@ -99,7 +101,7 @@ class ScriptChanges(BaseModel):
     policy: dict | None = None  # retries, retry_delay_seconds, disable_after_failures, ...
 
 
-@api.patch("/scripts/{script_id}")
+@api.patch("/scripts/{script_id}", response_model=schemas.Script)
 async def patch_script(script_id: int, changes: ScriptChanges, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
     await core.update_details(db, user, script, changes.model_dump(exclude_unset=True))
@@ -120,7 +122,7 @@ async def get_content(script_id: int, user: ApiUser, db: DbDep):
     return Response(data, media_type="text/plain; charset=utf-8")
 
 
-@api.put("/scripts/{script_id}/content")
+@api.put("/scripts/{script_id}/content", response_model=schemas.Script)
 async def put_content(script_id: int, request: Request, user: ApiUser, db: DbDep):
     """Raw body, or multipart with a `file` field."""
     script = visible_script(db, user, script_id)
@@ -144,7 +146,7 @@ async def put_content(script_id: int, request: Request, user: ApiUser, db: DbDep
     return (await script_dicts([script]))[0]
 
 
-@api.get("/scripts/{script_id}/versions")
+@api.get("/scripts/{script_id}/versions", response_model=schemas.Versions)
 async def list_versions(script_id: int, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
     return {
@@ -174,7 +176,7 @@ async def get_version_content(script_id: int, version: int, user: ApiUser, db: D
     return Response(await store.get(row.sha256), media_type="text/plain; charset=utf-8")
 
 
-@api.post("/scripts/{script_id}/runs", status_code=202)
+@api.post("/scripts/{script_id}/runs", status_code=202, response_model=Run)
 async def run_script_now(script_id: int, request: Request, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
     return await run_core.start_run(script, request.app.state.runner)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -13,7 +13,10 @@ import httpx
 from prefect import get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
     FlowRunFilter,
+    FlowRunFilterDeploymentId,
     FlowRunFilterExpectedStartTime,
     FlowRunFilterId,
     FlowRunFilterState,
@@ -34,91 +37,16 @@ from scriptflow_prefect.platform.prefect_names import (
     CLEAN_DEPLOYMENT,
     CLEAN_ENTRYPOINT,
     CLEAN_FLOW,
-    FLOW_NAME,
     SCRIPTFLOW_FLOWS,
     TAG,
-    TIMED_OUT_STATE_NAME,
-    TRIGGER_TAGS,
     WORK_POOL,
-    script_tag,
 )
-from scriptflow_prefect.runs.models import STATES_BY_STATUS
-
-_NOT_STARTED = (StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED)
-
-
-def _state_filter(statuses: list[str]):
-    from prefect.client.schemas.filters import FlowRunFilterStateName
-
-    types = {
-        t for s in statuses for t in STATES_BY_STATUS.get("failed" if s == "timed_out" else s, [])
-    }
-    name = None
-    if "failed" in statuses and "timed_out" not in statuses:
-        name = FlowRunFilterStateName(not_any_=[TIMED_OUT_STATE_NAME])
-    elif statuses == ["timed_out"]:
-        name = FlowRunFilterStateName(any_=[TIMED_OUT_STATE_NAME])
-    return FlowRunFilterState(type=FlowRunFilterStateType(any_=sorted(types)), name=name)
-
-
-@dataclass
-class HistoryQuery:
-    script_ids: list[int] | None = None  # None: every script (an admin)
-    deployment_ids: list[UUID] | None = None  # every deployment those scripts ever had
-    statuses: list[str] | None = None
-    trigger: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    run_ids: list[UUID] | None = None
-    edge: datetime | None = None  # where history ends (default: now, give or take a second)
-
-    @property
-    def empty(self) -> bool:
-        return self.script_ids == [] or self.run_ids == []
-
-    def end(self) -> datetime:
-        return self.edge or datetime.now(UTC) + timedelta(seconds=1)
-
-    def filters(self):
-        from prefect.client.schemas.filters import (
-            FlowFilter,
-            FlowFilterName,
-            FlowRunFilterDeploymentId,
-        )
-
-        f = FlowRunFilter()
-        flows = None
-        tags_all = [TRIGGER_TAGS[self.trigger]] if self.trigger else None
-        tags_any = None
-        if self.script_ids is None:
-            # Every script: ScriptFlow's tag, tested only on the runs SQLite visits while it
-            # walks Prefect's expected-time (or state) index for the page. A list of
-            # deployments would make it read every run of them and sort them all.
-            if self.trigger:
-                tags_all = [TAG, TRIGGER_TAGS[self.trigger]]
-            else:
-                tags_any = [TAG]
-        elif self.deployment_ids:  # the scripts' deployments: an indexed column
-            f.deployment_id = FlowRunFilterDeploymentId(any_=self.deployment_ids)
-        elif self.script_ids is not None:
-            tags_any = [script_tag(i) for i in self.script_ids]
-        else:  # every run of the run_script flow (a per-run subquery: slower)
-            flows = FlowFilter(name=FlowFilterName(any_=[FLOW_NAME]))
-        if tags_all or tags_any:
-            f.tags = FlowRunFilterTags(all_=tags_all, any_=tags_any)
-        if self.statuses:
-            f.state = _state_filter(self.statuses)
-        # History is what has happened: runs scheduled for later are not in it.
-        now = self.end()
-        before = min(self.until, now) if self.until else now
-        f.expected_start_time = FlowRunFilterExpectedStartTime(after_=self.since, before_=before)
-        if self.run_ids:
-            f.id = FlowRunFilterId(any_=self.run_ids)
-        return flows, f
+from scriptflow_prefect.runs.filters import RunQuery
+from scriptflow_prefect.runs.models import FINAL
 
 
 async def read_history(
-    query: HistoryQuery,
+    query: RunQuery,
     *,
     limit: int = 20,
     offset: int = 0,
@@ -136,10 +64,8 @@ async def read_history(
 
     async def _do():
         client = await shared_client()
-        flows, flow_runs = query.filters()
         read = client.read_flow_runs(
-            flow_filter=flows,
-            flow_run_filter=flow_runs,
+            flow_run_filter=query.flow_run_filter(),
             sort=FlowRunSort[sort],
             limit=limit,
             offset=offset,
@@ -148,16 +74,6 @@ async def read_history(
             return await read, -1
         runs, total = await asyncio.gather(read, _exact_count(client, query))
         return runs, total
-
-    return await call(_do())
-
-
-async def count_history(query: HistoryQuery) -> int:
-    if query.empty:
-        return 0
-
-    async def _do():
-        return await _exact_count(await shared_client(), query)
 
     return await call(_do())
 
@@ -185,7 +101,7 @@ async def _other_deployment_ids(client, scope: list[UUID]) -> list[UUID]:
     return list(_others["ids"])
 
 
-async def _exact_count(client, query: HistoryQuery) -> int:
+async def _exact_count(client, query: RunQuery) -> int:
     """The exact number of runs the query matches, asked the way Prefect's SQLite answers it
     from indexes where it can. A condition on a run's tags is a JSON test on every run in
     reach (~2.5 µs each) and a second column makes SQLite read each run's row (~6 µs): for
@@ -196,9 +112,7 @@ async def _exact_count(client, query: HistoryQuery) -> int:
     scheduled ahead, found through the expected-time index), and the runs tagged
     `scriptflow` of other existing deployments or of none are added. (Runs of a deployment
     Prefect no longer has count only if it was a script's: ScriptFlow knows all of those.)"""
-    from prefect.client.schemas.filters import FlowRunFilterDeploymentId
-
-    flows, flow_runs = query.filters()
+    flow_runs = query.flow_run_filter()
 
     def count(**kw):
         return client.count_flow_runs(flow_run_filter=FlowRunFilter(**kw))
@@ -210,11 +124,11 @@ async def _exact_count(client, query: HistoryQuery) -> int:
         or query.run_ids
         or ((query.statuses or query.trigger) and query.script_ids is not None)
     ):
-        return await client.count_flow_runs(flow_filter=flows, flow_run_filter=flow_runs)
+        return await client.count_flow_runs(flow_run_filter=flow_runs)
     if query.statuses or query.trigger:  # every script (an admin): too many runs to test
-        if set(query.statuses or ()) <= FINAL_STATUSES:
+        if set(query.statuses or ()) <= FINAL:
             return await _kept_count(client, query)
-        return await client.count_flow_runs(flow_filter=flows, flow_run_filter=flow_runs)
+        return await client.count_flow_runs(flow_run_filter=flow_runs)
     now = query.end()
     dep = FlowRunFilterDeploymentId(any_=query.deployment_ids)
     ahead = FlowRunFilterExpectedStartTime(after_=now + timedelta(microseconds=1))
@@ -248,9 +162,6 @@ async def _exact_count(client, query: HistoryQuery) -> int:
     return in_scope - (ahead_all - ahead_other - ahead_none) + tagged_other + tagged_none
 
 
-FINAL_STATUSES = {"succeeded", "failed", "timed_out", "cancelled", "crashed"}
-
-
 NOT_FINAL = [
     StateType.SCHEDULED,
     StateType.PENDING,
@@ -269,7 +180,7 @@ LIGHT_LIMIT = 1000
 KEPT_FILTERS = 32
 
 
-async def _kept_count(client, query: HistoryQuery) -> int:
+async def _kept_count(client, query: RunQuery) -> int:
     """Every script's runs with a trigger and/or a final status. The plain count tests a
     JSON tag on each of up to 100 000 runs (0.4-0.9 s), so a count made once is kept and
     brought forward: plus the matching runs expected since (an indexed range), plus those of
@@ -278,30 +189,28 @@ async def _kept_count(client, query: HistoryQuery) -> int:
     nothing deleted (retention), nothing added in the past; otherwise it counts afresh.
     (A power user who sets a finished run back to Scheduled in Prefect's UI makes a kept
     status count one too high until the next afresh count, e.g. after a restart.)"""
-    from dataclasses import replace
-
     key = (query.trigger, tuple(query.statuses or ()), tuple(query.deployment_ids or ()))
     # Read in this order: the kept count (made from reads that all came before), then the
     # runs that arrived since, then the total. A run that shows up between two reads then
     # makes the totals disagree, and the count is made afresh instead of going wrong.
     kept = _kept.get(key)
     edge = datetime.now(UTC)
-    scope = HistoryQuery(deployment_ids=query.deployment_ids, edge=edge)
+    scope = RunQuery(deployment_ids=query.deployment_ids, edge=edge)
 
-    async def ids(q: HistoryQuery, state: list[StateType] | None = None) -> list[UUID]:
+    async def ids(q: RunQuery, state: list[StateType] | None = None) -> list[UUID]:
         """Up to LIGHT_LIMIT ids: runs not finished, or expected since."""
-        f = q.filters()[1]
+        f = q.flow_run_filter()
         if state:
             f.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=state))
-        return [UUID(row["id"]) for row in await _light_rows(client, None, f, LIGHT_LIMIT)]
+        return [UUID(row["id"]) for row in await ui_flow_run_history(client, f, LIGHT_LIMIT)]
 
-    def matching(q: HistoryQuery) -> Any:
+    def matching(q: RunQuery) -> Any:
         """Count q's runs. With a status, the runs not finished at `edge` are left out
         by id: they are counted once they are finished, from the kept list."""
-        flows, f = q.filters()
+        f = q.flow_run_filter()
         if query.statuses and pending:
             f.id = FlowRunFilterId(any_=f.id.any_ if f.id else None, not_any_=pending)
-        return client.count_flow_runs(flow_filter=flows, flow_run_filter=f)
+        return client.count_flow_runs(flow_run_filter=f)
 
     def keep(counted: int) -> int:
         _kept.pop(key, None)  # newest last; the oldest of many filters is forgotten
@@ -312,7 +221,7 @@ async def _kept_count(client, query: HistoryQuery) -> int:
 
     arrived: list[UUID] | None = None
     if kept is not None and kept[2] < edge:
-        arrived = await ids(HistoryQuery(since=kept[2] + timedelta(microseconds=1), edge=edge))
+        arrived = await ids(RunQuery(since=kept[2] + timedelta(microseconds=1), edge=edge))
     total, pending = await asyncio.gather(_exact_count(client, scope), ids(scope, NOT_FINAL))
     if len(pending) >= LIGHT_LIMIT:  # too many runs may still change: count afresh
         _kept.pop(key, None)
@@ -326,7 +235,7 @@ async def _kept_count(client, query: HistoryQuery) -> int:
             look = arrived + (pending_then if query.statuses else [])
             if look:
                 counted += await matching(
-                    HistoryQuery(
+                    RunQuery(
                         run_ids=look, statuses=query.statuses, trigger=query.trigger, edge=edge
                     )
                 )
@@ -335,7 +244,7 @@ async def _kept_count(client, query: HistoryQuery) -> int:
 
 
 async def read_history_light(
-    query: HistoryQuery, *, limit: int = 1000, offset: int = 0
+    query: RunQuery, *, limit: int = 1000, offset: int = 0
 ) -> list[dict[str, Any]]:
     """id, state type, start (or expected start) and run time of up to 1000 runs, newest
     first: Prefect's light run-history rows, for summaries."""
@@ -343,22 +252,27 @@ async def read_history_light(
         return []
 
     async def _do():
-        flows, flow_runs = query.filters()
-        return await _light_rows(
-            await shared_client(), flows, flow_runs, limit, offset, sort="START_TIME_DESC"
+        return await ui_flow_run_history(
+            await shared_client(), query.flow_run_filter(), limit, offset, sort="START_TIME_DESC"
         )
 
     return await call(_do())
 
 
-async def _light_rows(
-    client, flows, flow_runs, limit: int, offset: int = 0, sort: str | None = None
+UI_HISTORY_FIELDS = ("id", "state_type", "timestamp", "duration")
+
+
+async def ui_flow_run_history(
+    client, flow_runs: FlowRunFilter, limit: int, offset: int = 0, sort: str | None = None
 ) -> list[dict[str, Any]]:
-    """Prefect's light run-history rows (no tags, parameters or state details)."""
-    body = {
+    """Prefect's light run rows (no tags, parameters or state details): {"id", "state_type",
+    "timestamp", "duration", ...}, from the UI's own `/ui/flow_runs/history` endpoint, a
+    tenth of the cost of full runs. It is private to Prefect's UI: this is its one caller,
+    and tests/test_history_api.py fails if the fields in UI_HISTORY_FIELDS change."""
+    body: dict[str, Any] = {
         "limit": limit,
         "offset": offset,
-        "flows": flows.model_dump(mode="json") if flows else None,
+        "flows": None,
         "flow_runs": flow_runs.model_dump(mode="json"),
     }
     if sort:
@@ -372,8 +286,6 @@ def delete_old_runs(cutoff: datetime, *, batch: int = 200) -> int:
     """Delete ScriptFlow's flow runs (Prefect then deletes their logs) expected before
     `cutoff`, except those still running. Synchronous: the clean_history flow calls it.
     Returns how many runs went."""
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-
     flows = FlowFilter(name=FlowFilterName(any_=list(SCRIPTFLOW_FLOWS)))
     old = FlowRunFilter(
         expected_start_time=FlowRunFilterExpectedStartTime(before_=cutoff),

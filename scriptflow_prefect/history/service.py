@@ -12,16 +12,19 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
 import shutil
+import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+from prefect.client.schemas.objects import FlowRun
 from pydantic import TypeAdapter
 from sqlalchemy import ForeignKey, String, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -30,7 +33,9 @@ from scriptflow_prefect.history import index as history_index
 from scriptflow_prefect.history import prefect as history_prefect
 from scriptflow_prefect.history.retention import MAX_DAYS, MIN_DAYS, RETENTION_KEY
 from scriptflow_prefect.platform.models import AppSetting, Base, UTCDateTime, utcnow
-from scriptflow_prefect.runs import prefect as runs_prefect
+from scriptflow_prefect.platform.settings import Settings
+from scriptflow_prefect.runs.filters import RunQuery
+from scriptflow_prefect.runs.models import FAILURES, FINAL, Run, Trigger, status_of
 from scriptflow_prefect.scripts.models import Script
 
 log = logging.getLogger("scriptflow.history")
@@ -77,13 +82,13 @@ def remember_deployment(script: Script) -> None:
         db.add(ScriptDeployment(script_id=script.id, deployment_id=script.deployment_id))
 
 
-def scope(db: Session, script_ids: list[int] | None) -> history_prefect.HistoryQuery:
+def scope(db: Session, script_ids: list[int] | None) -> RunQuery:
     """The query scope for these scripts (None: every script): their deployments when
     ScriptFlow knows one for each of them, else their tags."""
     ids_q = select(Script.id, Script.deployment_id)
     if script_ids is not None:
         if not script_ids:
-            return history_prefect.HistoryQuery(script_ids=[])
+            return RunQuery(script_ids=[])
         ids_q = ids_q.where(Script.id.in_(script_ids))
     current = db.execute(ids_q).all()
     known: dict[int, set[str]] = {sid: {dep} if dep else set() for sid, dep in current}
@@ -95,7 +100,64 @@ def scope(db: Session, script_ids: list[int] | None) -> history_prefect.HistoryQ
     wanted = script_ids if script_ids is not None else list(known)
     complete = bool(wanted) and all(known.get(s) for s in wanted)
     deployments = sorted({UUID(d) for s in wanted for d in known.get(s, ())}) if complete else None
-    return history_prefect.HistoryQuery(script_ids=script_ids, deployment_ids=deployments)
+    return RunQuery(script_ids=script_ids, deployment_ids=deployments)
+
+
+async def read_runs(
+    query: RunQuery,
+    *,
+    limit: int = 20,
+    offset: int = 0,
+    with_total: bool = True,
+    sort: str | None = None,
+) -> tuple[list[FlowRun], int]:
+    """A page of runs newest first, and the exact total (-1 without `with_total`): the
+    history's fast path (history/prefect.py)."""
+    return await history_prefect.read_history(
+        query, limit=limit, offset=offset, with_total=with_total, sort=sort
+    )
+
+
+async def read_rows(query: RunQuery, *, limit: int = 1000, offset: int = 0) -> list[dict]:
+    """Light rows ({"id", "state_type", "timestamp", "duration"}) of up to 1000 runs."""
+    return await history_prefect.read_history_light(query, limit=limit, offset=offset)
+
+
+_caught_up = {"at": 0.0}
+CATCH_UP_SECONDS = 3.0
+
+
+async def catch_up(settings: Settings, *, force: bool = False) -> int:
+    """Index finished runs whose output this machine has but the index does not (a worker
+    that stopped before indexing, runs from before the index). At most every CATCH_UP_SECONDS."""
+    if not force and time.monotonic() - _caught_up["at"] < CATCH_UP_SECONDS:
+        return 0
+    _caught_up["at"] = time.monotonic()
+    missing = await asyncio.to_thread(history_index.unindexed_runs, settings)
+    done = 0
+    for i in range(0, len(missing), 200):
+        part = [UUID(r) for r in missing[i : i + 200]]
+        runs, _n = await history_prefect.read_history(
+            RunQuery(run_ids=part), limit=len(part), with_total=False
+        )
+        for fr in runs:
+            if status_of(fr.state) not in FINAL:
+                continue
+            sid = (fr.parameters or {}).get("script_id")
+            job = (settings, fr.id)
+            kwargs = {
+                "script_id": sid if isinstance(sid, int) else None,
+                "expected": fr.expected_start_time or fr.created,
+            }
+            path = history_index.plain_path(settings, fr.id)
+            if path.exists() and path.stat().st_size > history_index.SYNC_INDEX_BYTES:
+                history_index.indexer.submit(
+                    lambda job=job, kwargs=kwargs: history_index.index_run(*job, **kwargs)
+                )
+            else:
+                await asyncio.to_thread(history_index.index_run, *job, **kwargs)
+            done += 1
+    return done
 
 
 # -- retention ---------------------------------------------------------------------------
@@ -279,14 +341,14 @@ async def script_summary(
 
 async def unacknowledged_failures(
     db: Session, script: Script, *, now: datetime | None = None
-) -> list[dict[str, Any]]:
+) -> list[Run]:
     """Failed scheduled runs (and their retries) of the last 30 days nobody acknowledged."""
     now = now or datetime.now(UTC)
     query = scope(db, [script.id])
     query.since = now - timedelta(days=STRIP_DAYS)
-    query.statuses = ["failed", "timed_out", "crashed"]
+    query.statuses = sorted(FAILURES)
     runs, _total = await history_prefect.read_history(query, limit=200, with_total=False)
-    runs = [r for r in runs if runs_prefect.run_trigger(r) in ("scheduled", "retry")]
+    runs = [r for r in runs if Trigger.of(r) in (Trigger.SCHEDULED, Trigger.RETRY)]
     if not runs:
         return []
     seen = set(
@@ -296,9 +358,8 @@ async def unacknowledged_failures(
             )
         )
     )
-    return [
-        runs_prefect.run_to_dict(r, {script.id: script.name}) for r in runs if str(r.id) not in seen
-    ]
+    names = {script.id: script.name}
+    return [Run.from_flow_run(r, names) for r in runs if str(r.id) not in seen]
 
 
 def acknowledge(db: Session, script: Script, user_id: int, run_ids: list[str]) -> int:

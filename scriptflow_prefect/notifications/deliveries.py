@@ -20,6 +20,7 @@ from typing import Any
 from uuid import UUID
 
 from scriptflow_prefect.notifications.channels.email import mailer
+from scriptflow_prefect.runs.models import run_to_dict
 
 log = logging.getLogger("scriptflow.email")
 
@@ -247,8 +248,6 @@ async def _run_and_output(run_id: UUID) -> tuple[Any, list[dict[str, str]], bool
 
 
 def run_context(flow_run, lines, more: bool, script_id: int, public_url: str) -> dict[str, Any]:
-    from scriptflow_prefect.runs.prefect import run_to_dict
-
     run = run_to_dict(flow_run)
     base = public_url.rstrip("/")
     return {

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from scriptflow_prefect.platform.prefect_names import TAG, script_tag
-from scriptflow_prefect.runs.prefect import run_to_dict
+from scriptflow_prefect.runs.models import run_to_dict
 
 PERIODS = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
 FAILURES = ("failed", "timed_out", "crashed")

@@ -1,8 +1,8 @@
 """Names in Prefect that ScriptFlow writes and reads: flows, pool, tags, labels, state names."""
 
 EXIT_CODE_LABEL = "scriptflow.exit_code"
+MESSAGE_LABEL = "scriptflow.message"  # {"code", "params", "text"}: runs/messages.py
 TIMED_OUT_STATE_NAME = "TimedOut"
-RETRY_TAG = "retry"
 SKIPPED_STATE_NAME = "Skipped"
 
 
@@ -20,9 +20,6 @@ ENTRYPOINT = "scriptflow_prefect.flows.run_script:run_script"
 
 def script_tag(script_id: int) -> str:
     return f"script-{script_id}"
-
-
-TRIGGER_TAGS = {"manual": "manual", "scheduled": "auto-scheduled", "retry": "retry"}
 
 
 # -- notifications: email blocks, automations, the digest deployments, events ---------------

@@ -12,9 +12,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.states import Scheduled
 from pydantic import BaseModel, Field
 
-from scriptflow_prefect.platform.prefect_names import RETRY_TAG
+from scriptflow_prefect.runs.messages import RunMessage
+from scriptflow_prefect.runs.models import Trigger, retry_number, retry_tags
 
 
 class RunPolicy(BaseModel):
@@ -32,35 +44,10 @@ class RunPolicy(BaseModel):
 @dataclass
 class Decision:
     run: bool
-    reason: str = ""
-
-
-def trigger_of(flow_run) -> str:
-    if RETRY_TAG in flow_run.tags:
-        return "retry"
-    if flow_run.auto_scheduled or "auto-scheduled" in flow_run.tags:
-        return "scheduled"
-    return "manual"
-
-
-def retry_number(flow_run) -> int:
-    for tag in flow_run.tags:
-        if tag.startswith(RETRY_TAG + "-") and tag[len(RETRY_TAG) + 1 :].isdigit():
-            return int(tag[len(RETRY_TAG) + 1 :])
-    return 0
+    message: RunMessage | None = None  # why not
 
 
 def _others(client, flow_run, state_types, expected_after=None, expected_before=None) -> list:
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterExpectedStartTime,
-        FlowRunFilterId,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-
     runs = client.read_flow_runs(
         flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(not_any_=[flow_run.id]),
@@ -79,9 +66,7 @@ def _others(client, flow_run, state_types, expected_after=None, expected_before=
 
 def before_start(client, flow_run, policy: RunPolicy, now: datetime | None = None) -> Decision:
     """Skip a missed or overlapping scheduled run, or wait for the previous one (queue)."""
-    from prefect.client.schemas.objects import StateType
-
-    if trigger_of(flow_run) != "scheduled" or flow_run.deployment_id is None:
+    if Trigger.of(flow_run) != Trigger.SCHEDULED or flow_run.deployment_id is None:
         return Decision(True)
     now = now or datetime.now(UTC)
     expected = flow_run.expected_start_time or now
@@ -89,11 +74,7 @@ def before_start(client, flow_run, policy: RunPolicy, now: datetime | None = Non
     if late:
         at = expected.isoformat(timespec="minutes")
         if policy.missed == "skip":
-            return Decision(
-                False,
-                f"Missed the time {at} (ScriptFlow was not running); "
-                "skipped as the script's policy says.",
-            )
+            return Decision(False, RunMessage("missed_skipped", {"when": at}))
         # A newer due time that already ran counts too: the runs of a catch-up are not always
         # picked up in the same poll, and the newest may be over before this one looks.
         due = _others(
@@ -113,16 +94,12 @@ def before_start(client, flow_run, policy: RunPolicy, now: datetime | None = Non
         newer_late = [
             r
             for r in due
-            if trigger_of(r) == "scheduled"
+            if Trigger.of(r) == Trigger.SCHEDULED
             and r.expected_start_time
             and expected < r.expected_start_time <= now
         ]
         if newer_late:
-            return Decision(
-                False,
-                f"Missed the time {at}; one catch-up run covers every "
-                "missed time, so this one is skipped.",
-            )
+            return Decision(False, RunMessage("missed_caught_up", {"when": at}))
     # Only runs that started before this one count (ties by id): two runs that start together
     # must not both skip, nor both wait for each other; and the late runs of a catch-up that
     # give way to this one are not overlapping it.
@@ -141,11 +118,7 @@ def before_start(client, flow_run, policy: RunPolicy, now: datetime | None = Non
     running = previous()
     if running:
         if policy.overlap == "skip":
-            return Decision(
-                False,
-                "The previous run of this script was still running; "
-                "skipped as the script's policy says.",
-            )
+            return Decision(False, RunMessage("overlap_skipped"))
         while running:  # queue: wait for the previous run, then start
             time.sleep(2)
             running = previous()
@@ -155,7 +128,7 @@ def before_start(client, flow_run, policy: RunPolicy, now: datetime | None = Non
 def _gives_way_as_missed(run, expected: datetime, policy: RunPolicy) -> bool:
     """`run` is a late scheduled run that skips itself as missed (before_start) in favour of
     the run due at `expected`."""
-    if trigger_of(run) != "scheduled" or run.expected_start_time is None:
+    if Trigger.of(run) != Trigger.SCHEDULED or run.expected_start_time is None:
         return False
     started = run.start_time or datetime.now(UTC)
     if started - run.expected_start_time <= timedelta(seconds=policy.late_after_seconds):
@@ -165,11 +138,8 @@ def _gives_way_as_missed(run, expected: datetime, policy: RunPolicy) -> bool:
 
 def after_failure(client, flow_run, policy: RunPolicy, log) -> None:
     """Schedule a retry, and switch the schedule off after too many failures in a row."""
-    from prefect.client.schemas.objects import StateType
-    from prefect.states import Scheduled
-
-    trigger = trigger_of(flow_run)
-    if trigger not in ("scheduled", "retry") or flow_run.deployment_id is None:
+    trigger = Trigger.of(flow_run)
+    if trigger not in (Trigger.SCHEDULED, Trigger.RETRY) or flow_run.deployment_id is None:
         return
     number = retry_number(flow_run)
     if number < policy.retries:
@@ -178,7 +148,7 @@ def after_failure(client, flow_run, policy: RunPolicy, log) -> None:
             flow_run.deployment_id,
             parameters=flow_run.parameters,
             state=Scheduled(scheduled_time=when),
-            tags=[RETRY_TAG, f"{RETRY_TAG}-{number + 1}"],
+            tags=retry_tags(number + 1),
         )
         log.warning(
             "Retry %s of %s scheduled for %s",
@@ -186,12 +156,12 @@ def after_failure(client, flow_run, policy: RunPolicy, log) -> None:
             policy.retries,
             when.isoformat(timespec="seconds"),
         )
-    if policy.disable_after_failures and trigger == "scheduled":
+    if policy.disable_after_failures and trigger == Trigger.SCHEDULED:
         finished = _others(
             client, flow_run, [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]
         )
         scheduled = sorted(
-            (r for r in finished if trigger_of(r) == "scheduled"),
+            (r for r in finished if Trigger.of(r) == Trigger.SCHEDULED),
             key=lambda r: r.expected_start_time or datetime.min.replace(tzinfo=UTC),
             reverse=True,
         )

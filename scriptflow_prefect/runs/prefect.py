@@ -1,113 +1,23 @@
-"""Runs in Prefect: create, read, cancel, logs; mapped to ScriptFlow's run vocabulary."""
+"""Runs in Prefect: create, read, cancel, the newest run of each script, logs."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime
 from uuid import UUID, uuid4
 
 from prefect import get_client
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterExpectedStartTime,
-    FlowRunFilterId,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-    FlowRunFilterTags,
-    LogFilter,
-    LogFilterFlowRunId,
-    LogFilterTimestamp,
-)
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling
 
 from scriptflow_prefect.platform.prefect import call, retry_busy, shared_client
-from scriptflow_prefect.platform.prefect_names import (
-    EXIT_CODE_LABEL,
-    TAG,
-    TIMED_OUT_STATE_NAME,
-    TRIGGER_TAGS,
-    script_tag,
-)
-from scriptflow_prefect.runs.models import STATES_BY_STATUS, STATUS_BY_STATE
-
-
-def run_status(flow_run: FlowRun) -> str:
-    state = flow_run.state
-    if state is None:
-        return "queued"
-    if state.type == StateType.FAILED and state.name == TIMED_OUT_STATE_NAME:
-        return "timed_out"
-    return STATUS_BY_STATE.get(state.type, "queued")
-
-
-def run_trigger(flow_run: FlowRun) -> str:
-    if "retry" in flow_run.tags:
-        return "retry"
-    if flow_run.auto_scheduled or "auto-scheduled" in flow_run.tags:
-        return "scheduled"
-    return "manual"
-
-
-def run_to_dict(flow_run: FlowRun, script_names: dict[int, str] | None = None) -> dict[str, Any]:
-    params = flow_run.parameters or {}
-    script_id = params.get("script_id")
-    labels = flow_run.labels or {}
-    exit_code = labels.get(EXIT_CODE_LABEL)
-    started, ended = flow_run.start_time, flow_run.end_time
-    status = run_status(flow_run)
-    duration = None
-    if started and ended:
-        duration = round((ended - started).total_seconds(), 3)
-    elif started and status == "running":
-        duration = round(flow_run.estimated_run_time.total_seconds(), 3)
-    return {
-        "id": str(flow_run.id),
-        "script_id": script_id,
-        "script_name": (script_names or {}).get(script_id) or params.get("script_name"),
-        "status": status,
-        "trigger": run_trigger(flow_run),
-        "scheduled_at": flow_run.expected_start_time,
-        "started_at": started,
-        "ended_at": ended,
-        "duration_seconds": duration,
-        "exit_code": int(exit_code) if exit_code not in (None, "") else None,
-        "script_version": params.get("version"),
-        "message": flow_run.state.message if flow_run.state else None,
-    }
-
-
-@dataclass
-class RunQuery:
-    script_ids: list[int] | None = None  # None = every script (admin)
-    statuses: list[str] | None = None
-    triggers: list[str] | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    run_ids: list[UUID] | None = None
-
-    def flow_run_filter(self) -> FlowRunFilter:
-        # Every run carries its deployment's tags: `scriptflow` and `script-<id>`, so the
-        # runs of deleted scripts stay findable after their deployment is gone.
-        all_tags = [TAG] + [TRIGGER_TAGS[t] for t in (self.triggers or [])[:1]]
-        f = FlowRunFilter(tags=FlowRunFilterTags(all_=all_tags))
-        if self.script_ids is not None:
-            f.tags.any_ = [script_tag(i) for i in self.script_ids]
-        if self.statuses:
-            types = [t for s in self.statuses for t in STATES_BY_STATUS.get(s, [])]
-            f.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=types))
-        # History is what has happened: runs Prefect has scheduled for later are not in it
-        # (the next run is shown on its own).
-        now = datetime.now(UTC) + timedelta(seconds=1)
-        before = min(self.until, now) if self.until else now
-        f.expected_start_time = FlowRunFilterExpectedStartTime(after_=self.since, before_=before)
-        if self.run_ids:
-            f.id = FlowRunFilterId(any_=self.run_ids)
-        return f
+from scriptflow_prefect.platform.prefect_names import TAG, script_tag
+from scriptflow_prefect.runs.filters import RunQuery
+from scriptflow_prefect.runs.messages import RunMessage
+from scriptflow_prefect.runs.models import Trigger
 
 
 async def create_manual_run(deployment_id: str | UUID) -> FlowRun:
@@ -116,7 +26,7 @@ async def create_manual_run(deployment_id: str | UUID) -> FlowRun:
     async def _do():
         client = await shared_client()
         return await client.create_flow_run_from_deployment(
-            UUID(str(deployment_id)), tags=["manual"], idempotency_key=once
+            UUID(str(deployment_id)), tags=[Trigger.MANUAL.tag], idempotency_key=once
         )
 
     # Quick retries for up to a minute: fifty "Run now" at once left 14 requests waiting
@@ -133,28 +43,6 @@ async def read_run(run_id: UUID) -> FlowRun | None:
             except ObjectNotFound:
                 return None
             return fr if TAG in fr.tags else None
-
-    return await call(_do())
-
-
-async def read_runs(
-    query: RunQuery, *, limit: int = 20, offset: int = 0
-) -> tuple[list[FlowRun], int]:
-    """Runs newest first, and the exact total for the same filter."""
-
-    async def _do():
-        async with get_client() as client:
-            if query.script_ids is not None and not query.script_ids:
-                return [], 0
-            flow_filter = query.flow_run_filter()
-            total = await client.count_flow_runs(flow_run_filter=flow_filter)
-            runs = await client.read_flow_runs(
-                flow_run_filter=flow_filter,
-                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-                limit=limit,
-                offset=offset,
-            )
-            return runs, total
 
     return await call(_do())
 
@@ -209,11 +97,13 @@ async def cancel_run(run_id: UUID) -> str:
             if fr.state is None or fr.state.is_final():
                 return "final"
             if fr.state.type in (StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED):
-                await client.set_flow_run_state(
-                    run_id, Cancelled(message="Cancelled before it started"), force=True
-                )
+                msg = RunMessage("cancelled_before_start")
+                await client.update_flow_run_labels(run_id, msg.label())
+                await client.set_flow_run_state(run_id, Cancelled(message=msg.text), force=True)
                 return "cancelled"
-            await client.set_flow_run_state(run_id, Cancelling(message="Cancel requested"))
+            msg = RunMessage("cancel_requested")
+            await client.update_flow_run_labels(run_id, msg.label())
+            await client.set_flow_run_state(run_id, Cancelling(message=msg.text))
             return "cancelling"
 
     return await call(_do())

@@ -1,0 +1,191 @@
+"""Response models of /api/v1: the shapes API.md promises, documented in the OpenAPI schema
+at /api/v1/openapi.json. A model lists the contract's fields; extra fields the core serves
+are passed through (`extra="allow"`), so an answer only ever gains fields."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi.encoders import jsonable_encoder
+from pydantic import BaseModel, ConfigDict, PlainSerializer, SerializationInfo, model_serializer
+
+from scriptflow_prefect.runs.models import IsoDatetime, Run, Trigger
+
+# Free-form values (and extra fields below) in JSON as the API has always written them.
+Loose = Annotated[Any, PlainSerializer(jsonable_encoder, when_used="json")]
+
+
+class Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    @model_serializer(mode="wrap")
+    def _extras_as_before(self, handler, info: SerializationInfo) -> dict[str, Any]:
+        data = handler(self)
+        if info.mode_is_json() and self.__pydantic_extra__:
+            data.update(jsonable_encoder(self.__pydantic_extra__))
+        return data
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+class RunPage(Open):
+    items: list[Run]
+    total: int
+
+
+class OutputLine(Open):
+    ts: str
+    stream: Literal["stdout", "stderr"]
+    text: str
+
+
+class OutputPage(Open):
+    lines: list[OutputLine]
+    next: str
+    complete: bool
+
+
+class OutputMatches(Open):
+    matches: list[str]
+    total: int
+    first_error: str | None = None
+
+
+class RunSummary(Open):
+    rate_7: float | None = None
+    finished_7: int
+    rate_30: float | None = None
+    finished_30: int
+    avg_duration: float | None = None
+    p95_duration: float | None = None
+    strip: list[Loose]
+    runs_30: int
+    unacknowledged: list[Run]
+
+
+# -- scripts and schedules ---------------------------------------------------------------------
+
+
+class Schedule(Open):
+    frequency: Literal["daily", "weekly", "monthly"]
+    time: str
+    timezone: str
+    days_of_week: list[str] = []
+    day_of_month: int | Literal["last"] | None = None
+    active: bool
+    next_runs: list[IsoDatetime]
+
+
+class Script(Open):
+    id: int
+    name: str
+    description: str | None = None
+    type: Literal["python", "batch"]
+    filename: str
+    size: int
+    sha256: str
+    version: int
+    created_at: IsoDatetime
+    updated_at: IsoDatetime
+    owner: str
+    timeout_seconds: int | None = None
+    schedule: Schedule | None = None
+    last_run: Run | None = None
+    next_run_at: IsoDatetime | None = None
+
+
+class ScriptPage(Open):
+    items: list[Script]
+    total: int
+
+
+class Version(Open):
+    version: int
+    sha256: str
+    size: int
+    created_at: IsoDatetime
+    author: str | None = None
+
+
+class Versions(Open):
+    items: list[Version]
+
+
+class SchedulePreview(Open):
+    next_runs: list[IsoDatetime]
+
+
+class ScriptSchedule(Schedule):
+    script_id: int
+    script_name: str
+    state: Literal["active", "inactive", "disabled"]
+
+
+class ScriptSchedules(Open):
+    items: list[ScriptSchedule]
+    total: int
+
+
+class NextRun(Open):
+    id: str
+    script_id: int | None = None
+    script_name: str | None = None
+    scheduled_at: IsoDatetime | None = None
+    trigger: Trigger
+
+
+class Scheduler(Open):
+    running: list[Run]
+    next: list[NextRun]
+    late: list[Run]
+    workers: list[Loose]
+
+
+# -- notifications, settings, auth ---------------------------------------------------------------
+
+
+class EmailSettings(Open):
+    """The password is write-only: `password_set` says whether one is stored."""
+
+    host: str
+    port: int | None = None
+    username: str
+    security: Literal["none", "starttls", "ssl"]
+    from_address: str
+
+
+class TestEmail(Open):
+    sent: bool
+    to: str
+
+
+class NotificationDefaults(Open):
+    on_failure: bool
+    on_success: bool
+    digest: Literal["none", "daily", "weekly"]
+
+
+class NotificationPrefs(Open):
+    on_failure: bool
+    on_success: bool
+    recipients: list[str]
+    digest: Literal["none", "daily", "weekly"]
+
+
+class Notification(Open):
+    id: str
+    at: IsoDatetime | None = None
+    status: str
+    script_id: int | None = None
+    script_name: str | None = None
+
+
+class NotificationPage(Open):
+    items: list[Notification]
+    total: int
+
+
+class Token(Open):
+    token: str
+    expires_at: IsoDatetime | None = None
