@@ -10,6 +10,10 @@ LimitFlags
 # Arguments Prefect passes by keyword: a worker's run(configuration=...), a flow parameter.
 configuration
 script_name
+# Fields of runs.models.Run that only the API serves.
+script_version
+message_code
+message_params
 # SQLAlchemy columns written and read by the ORM and SQL only.
 seen_at
 author_id

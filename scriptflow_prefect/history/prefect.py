@@ -279,7 +279,11 @@ async def ui_flow_run_history(
         body["sort"] = sort
     r = await client.request("POST", "/ui/flow_runs/history", json=body)
     r.raise_for_status()
-    return r.json()
+    rows = r.json()
+    if rows and not set(UI_HISTORY_FIELDS) <= set(rows[0]):
+        # A Prefect upgrade changed its UI's private rows: say so instead of a KeyError later.
+        raise PrefectUnavailable(f"Prefect's /ui/flow_runs/history rows changed: {sorted(rows[0])}")
+    return rows
 
 
 def delete_old_runs(cutoff: datetime, *, batch: int = 200) -> int:
