@@ -1,5 +1,9 @@
-"""ScriptFlow's Prefect block types (registered through the `prefect.collections` entry point)."""
+"""ScriptFlow's Prefect block types (registered through the `prefect.collections` entry point).
 
-from scriptflow_prefect.blocks.email_notification import ScriptFlowEmail
+Each notification channel keeps its block in its own folder
+(`scriptflow_prefect/notifications/channels/<kind>/`); this package only re-exports the ones
+ScriptFlow defines. The Teams, Slack and webhook channels use Prefect's own blocks."""
+
+from scriptflow_prefect.notifications.channels.email.block import ScriptFlowEmail
 
 __all__ = ["ScriptFlowEmail"]

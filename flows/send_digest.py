@@ -15,8 +15,8 @@ from typing import Any, Literal
 from prefect import flow, get_client, get_run_logger
 
 from scriptflow_prefect import blocks
-from scriptflow_prefect.notifications import deliveries, digests
-from scriptflow_prefect.notifications.channels.email import mailer
+from scriptflow_prefect.notifications import digests
+from scriptflow_prefect.notifications.channels.email import deliveries, mailer
 from scriptflow_prefect.platform.prefect_names import EMAIL_BLOCK
 
 

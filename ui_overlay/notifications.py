@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -17,22 +16,13 @@ from scriptflow_prefect.ui_overlay.templating import env, flash, render
 from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.notifications import history as history_core
 from scriptflow_prefect.notifications import service as core
+from scriptflow_prefect.notifications.channels import CHANNELS
 from scriptflow_prefect.platform import i18n
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import ScriptError, visible_scripts_query
 
-
-@asynccontextmanager
-async def _lifespan(app):
-    core.install(app.state.db, app.state.settings, asyncio.get_running_loop())
-    try:
-        yield
-    finally:
-        core.uninstall()
-
-
-pages = APIRouter(lifespan=_lifespan)
+pages = APIRouter()
 PER_PAGE = 25
 
 
@@ -47,13 +37,19 @@ def email_section(request: Request) -> dict:
             "email": core.email_settings(db),
             "defaults": core.defaults(db),
             "weekdays": core.WEEKDAYS,
+            "channels": core.all_channel_settings(db),
         }
 
 
 def script_section(request: Request, script_id: int) -> dict:
     with _session(request) as db:
         script = db.get(Script, script_id)
-        return core.prefs_to_dict(db, script) if script else {}
+        if script is None:
+            return {}
+        return {
+            **core.prefs_to_dict(db, script),
+            "channel_labels": {k: c.label_text() for k, c in CHANNELS.items()},
+        }
 
 
 def dashboard_alert(request: Request, user) -> dict | None:
@@ -182,6 +178,58 @@ async def save_defaults(
     return _back(request, "/settings#notification-defaults")
 
 
+@pages.post("/settings/channels/{kind}", dependencies=[Csrf])
+async def save_channel(
+    request: Request,
+    kind: str,
+    user: PageUser,
+    db: DbDep,
+    url: Annotated[str, Form()] = "",
+    clear: Annotated[str, Form()] = "",
+):
+    require_admin(user)
+    back = f"/settings#channel-{kind}"
+    if not url.strip() and not clear:
+        flash(request, _("Give the address, or tick the box to switch the channel off."), "error")
+        return _back(request, back)
+    try:
+        saved = await core.save_channel_settings(
+            db, user, kind, {"url": "" if clear else url.strip()}, request.app.state.settings
+        )
+    except ScriptError as exc:
+        db.rollback()
+        flash(request, str(exc), "error")
+        return _back(request, back)
+    label = CHANNELS[kind].label_text()
+    flash(
+        request,
+        _("%(channel)s saved.", channel=label)
+        if saved["configured"]
+        else _("%(channel)s switched off.", channel=label),
+    )
+    return _back(request, back)
+
+
+@pages.post("/settings/channels/{kind}/test", dependencies=[Csrf])
+async def test_channel(request: Request, kind: str, user: PageUser, db: DbDep):
+    require_admin(user)
+    settings = request.app.state.settings
+    try:
+        message = await core.send_test(
+            db,
+            settings,
+            kind,
+            {},
+            language=i18n.get_locale(),
+            zone=user.timezone or settings.timezone,
+        )
+    except ScriptError as exc:
+        flash(request, str(exc), "error")
+        return _back(request, f"/settings#channel-{kind}")
+    flash(request, message)
+    return _back(request, f"/settings#channel-{kind}")
+
+
 # -- a script's preferences ----------------------------------------------------------------------
 @pages.post("/scripts/{script_id}/notifications", dependencies=[Csrf])
 async def save_script_prefs(
@@ -195,11 +243,13 @@ async def save_script_prefs(
     digest: Annotated[str, Form()] = "none",
 ):
     script = visible_script(db, user, script_id)
+    form = await request.form()
     data = {
         "on_failure": _flag(on_failure),
         "on_success": _flag(on_success),
         "digest": digest,
         "recipients": [r for r in re.split(r"[\s,;]+", recipients) if r],
+        "channels": [str(c) for c in form.getlist("channels")] or ["email"],
     }
     try:
         await core.save_prefs(db, user, script, data, request.app.state.settings)
@@ -207,7 +257,7 @@ async def save_script_prefs(
         db.rollback()
         flash(request, str(exc), "error")
         return _back(request, f"/scripts/{script_id}#notifications")
-    flash(request, _("Email notifications of %(name)s saved.", name=script.name))
+    flash(request, _("Notifications of %(name)s saved.", name=script.name))
     return _back(request, f"/scripts/{script_id}#notifications")
 
 

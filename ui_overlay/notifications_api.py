@@ -16,7 +16,7 @@ from scriptflow_prefect.platform.i18n import _
 
 api = APIRouter(tags=["notifications"])
 EMAIL_FIELDS = {"host", "port", "username", "password", "security", "from_address"}
-PREF_FIELDS = {"on_failure", "on_success", "recipients", "digest"}
+PREF_FIELDS = {"on_failure", "on_success", "recipients", "digest", "channels"}
 
 
 def body_object(body: Any, allowed: set[str]) -> dict[str, Any]:
@@ -53,6 +53,51 @@ async def test_email(request: Request, user: ApiUser, db: DbDep, body: Annotated
         db, settings, to, language=i18n.get_locale(), zone=user.timezone or settings.timezone
     )
     return {"sent": True, "to": to, "detail": detail}
+
+
+@api.get("/settings/channels")
+async def list_channels(user: ApiUser, db: DbDep):
+    require_admin(user)
+    return [{"kind": "email", **core.email_settings(db)}, *core.all_channel_settings(db)]
+
+
+@api.get("/settings/channels/{kind}")
+async def get_channel(kind: str, user: ApiUser, db: DbDep):
+    require_admin(user)
+    return core.channel_settings(db, kind)
+
+
+@api.put("/settings/channels/{kind}")
+async def put_channel(
+    request: Request, kind: str, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]
+):
+    """`{"url": "https://..."}` (write-only; "" or null switches the channel off). The email
+    channel takes the fields of /settings/email."""
+    require_admin(user)
+    fields = EMAIL_FIELDS if kind == "email" else {"url"}
+    return await core.save_channel_settings(
+        db, user, kind, body_object(body, fields), request.app.state.settings
+    )
+
+
+@api.post("/settings/channels/{kind}/test")
+async def test_channel(
+    request: Request, kind: str, user: ApiUser, db: DbDep, body: Annotated[Any, Body()] = None
+):
+    require_admin(user)
+    data = body_object(body if body is not None else {}, {"to"})
+    if kind == "email":
+        data.setdefault("to", user.email)
+    settings = request.app.state.settings
+    detail = await core.send_test(
+        db,
+        settings,
+        kind,
+        data,
+        language=i18n.get_locale(),
+        zone=user.timezone or settings.timezone,
+    )
+    return {"sent": True, "detail": detail}
 
 
 @api.get("/settings/notifications", response_model=schemas.NotificationDefaults)

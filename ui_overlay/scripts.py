@@ -15,6 +15,7 @@ from scriptflow_prefect.ui_overlay.scripts_api import SORTS, read_upload, refuse
 from scriptflow_prefect.ui_overlay.templating import flash, render
 from sqlalchemy import func, select
 
+from scriptflow_prefect.notifications import service as notifications
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform.i18n import _, get_locale
 from scriptflow_prefect.runs import service as run_core
@@ -140,6 +141,7 @@ async def upload(
             status_code=status,
         )
     flash(request, _("Uploaded %(name)s (version 1).", name=script.name))
+    await _notifications_follow(request, db, script)
     return RedirectResponse(f"/scripts/{script.id}", status_code=303)
 
 
@@ -277,7 +279,18 @@ async def edit(
             status_code=exc.status,
         )
     flash(request, _("Saved %(name)s (version %(v)s).", name=script.name, v=script.current_version))
+    await _notifications_follow(request, db, script)
     return RedirectResponse(f"/scripts/{script.id}", status_code=303)
+
+
+async def _notifications_follow(request: Request, db, script) -> None:
+    """Commit, then bring the script's notifications in step (scripts does not know about
+    notifications: the page calls both); a failure is shown as a flash message."""
+    db.commit()
+    try:
+        await notifications.script_changed(db, request.app.state.settings, script)
+    except core.ScriptError as exc:
+        flash(request, str(exc), "error")
 
 
 @pages.get("/scripts/{script_id}/delete")
@@ -291,6 +304,7 @@ async def delete(request: Request, script_id: int, user: PageUser, db: DbDep):
     script = visible_script(db, user, script_id)
     await core.delete_script(db, user, script)
     flash(request, _("Deleted %(name)s. Its past runs stay in the history.", name=script.name))
+    await _notifications_follow(request, db, script)
     return RedirectResponse("/scripts", status_code=303)
 
 

@@ -11,6 +11,7 @@ from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
 from sqlalchemy import func, select
 
+from scriptflow_prefect.notifications import service as notifications
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.runs import service as run_core
 from scriptflow_prefect.runs.models import Run
@@ -70,6 +71,13 @@ async def list_scripts(
     return {"items": await script_dicts(rows), "total": total}
 
 
+async def _notifications_follow(request: Request, db, script: Script) -> None:
+    """Commit, then bring the script's notifications in step (scripts does not know about
+    notifications: this is the one level up that calls both). A 503 says what is behind."""
+    db.commit()
+    await notifications.script_changed(db, request.app.state.settings, script)
+
+
 @api.post("/scripts", status_code=201, response_model=schemas.Script)
 async def upload_script(
     request: Request,
@@ -84,6 +92,7 @@ async def upload_script(
     script = await core.create_script(
         db, user, filename=file.filename or "", data=data, name=name, description=description
     )
+    await _notifications_follow(request, db, script)
     return core.script_to_dict(script)
 
 
@@ -102,16 +111,20 @@ class ScriptChanges(BaseModel):
 
 
 @api.patch("/scripts/{script_id}", response_model=schemas.Script)
-async def patch_script(script_id: int, changes: ScriptChanges, user: ApiUser, db: DbDep):
+async def patch_script(
+    request: Request, script_id: int, changes: ScriptChanges, user: ApiUser, db: DbDep
+):
     script = visible_script(db, user, script_id)
     await core.update_details(db, user, script, changes.model_dump(exclude_unset=True))
+    await _notifications_follow(request, db, script)
     return (await script_dicts([script]))[0]
 
 
 @api.delete("/scripts/{script_id}", status_code=204)
-async def delete_script(script_id: int, user: ApiUser, db: DbDep):
+async def delete_script(request: Request, script_id: int, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
     await core.delete_script(db, user, script)
+    await _notifications_follow(request, db, script)
     return Response(status_code=204)
 
 

@@ -13,9 +13,11 @@ from sqlalchemy import select
 
 from scriptflow_prefect.accounts import service as accounts
 from scriptflow_prefect.accounts.models import ApiToken, User
+from scriptflow_prefect.notifications import service as notifications
 from scriptflow_prefect.platform import i18n
 from scriptflow_prefect.platform.db import audit
 from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.scripts.service import ScriptError
 
 pages = APIRouter()
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -39,6 +41,16 @@ def _page(request, db, user, status_code: int = 200, **extra):
     }
     ctx.update(extra)
     return render(request, "settings/index.html", ctx, status_code=status_code)
+
+
+async def _notifications_follow(request: Request, db) -> None:
+    """A user's address, language or active flag changed: commit, then the notifications
+    that tell them follow (accounts does not know about notifications; the page calls both)."""
+    db.commit()
+    try:
+        await notifications.users_changed(db, request.app.state.settings)
+    except ScriptError as exc:
+        flash(request, str(exc), "error")
 
 
 @pages.get("/settings")
@@ -68,6 +80,7 @@ async def save_profile(
     if user.language:
         i18n.set_locale(user.language)
     flash(request, _("Profile saved."))
+    await _notifications_follow(request, db)
     return RedirectResponse("/settings", status_code=303)
 
 
@@ -127,6 +140,7 @@ async def add_user(
         return _page(request, db, user, error=_(exc.msgid, **exc.params), status_code=422)
     audit(db, user.id, "user.create", new.username)
     flash(request, _("User %(name)s added.", name=new.username))
+    await _notifications_follow(request, db)
     return RedirectResponse("/settings#users", status_code=303)
 
 
@@ -147,4 +161,5 @@ async def toggle_active(request: Request, user_id: int, user: PageUser, db: DbDe
         if target.is_active
         else _("%(name)s is now disabled.", name=target.username),
     )
+    await _notifications_follow(request, db)
     return RedirectResponse("/settings#users", status_code=303)

@@ -74,7 +74,13 @@ def _read_password(from_stdin: bool, confirm: bool = True) -> str:
 
 
 def cmd_user_add(args) -> int:
-    db = _database(_settings())
+    import asyncio
+
+    from scriptflow_prefect.notifications import service as notifications
+    from scriptflow_prefect.scripts.service import ScriptError
+
+    settings = _settings()
+    db = _database(settings)
     password = _read_password(args.password_stdin)
     with db.session() as s:
         try:
@@ -82,6 +88,12 @@ def cmd_user_add(args) -> int:
         except accounts.AccountError as exc:
             sys.exit(f"scriptflow: {exc}")
     print(f"User {args.name} added{' (admin)' if args.admin else ''}.")
+    if args.email:  # their address may be a recipient: the notifications follow
+        with db.session() as s:
+            try:
+                asyncio.run(notifications.users_changed(s, settings))
+            except ScriptError as exc:
+                sys.exit(f"scriptflow: {exc}")
     return 0
 
 

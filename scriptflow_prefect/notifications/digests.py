@@ -1,5 +1,7 @@
-"""What a daily or weekly summary email says: runs and failures per script, the slowest
-scripts, schedules switched off after failures, and what runs next. Read from Prefect."""
+"""Daily and weekly summary emails: who gets which scripts (the `send_digest/daily|weekly`
+deployments, kept in step here), and what a summary says: runs and failures per script, the
+slowest scripts, schedules switched off after failures, and what runs next (read from Prefect
+by the send_digest flow)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from scriptflow_prefect.platform.prefect_names import TAG, script_tag
+from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.client.schemas.schedules import CronSchedule
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scriptflow_prefect.notifications import config
+from scriptflow_prefect.notifications import prefect as notifications_prefect
+from scriptflow_prefect.notifications.channels import CHANNELS
+from scriptflow_prefect.notifications.prefs import effective_prefs, recipients_of
+from scriptflow_prefect.platform.prefect_names import EMAIL_BLOCK, TAG, script_tag
+from scriptflow_prefect.platform.settings import Settings
 from scriptflow_prefect.runs.models import run_to_dict
+from scriptflow_prefect.scripts.models import Script
 
 PERIODS = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
 FAILURES = ("failed", "timed_out", "crashed")
@@ -153,3 +166,45 @@ def _count(facts: dict[int, ScriptFacts], run: dict[str, Any], flow_run) -> None
         f.timed += 1
         f.total_seconds += run["duration_seconds"]
         f.longest_seconds = max(f.longest_seconds or 0.0, run["duration_seconds"])
+
+
+# -- who gets which digest: the send_digest deployments ---------------------------------------
+def _cron(time_of_day: str, weekday: str | None) -> str:
+    hour, minute = (int(x) for x in time_of_day.split(":"))
+    dow = "*" if weekday is None else str((config.WEEKDAYS.index(weekday) + 1) % 7)
+    return f"{minute} {hour} * * {dow}"
+
+
+def digest_plans(db: Session) -> dict[str, list[dict[str, Any]]]:
+    """Per period, each recipient with the scripts their digest covers."""
+    plans: dict[str, dict[str, dict[str, Any]]] = {"daily": {}, "weekly": {}}
+    for script in db.scalars(
+        select(Script).where(Script.deleted_at.is_(None)).order_by(Script.name)
+    ):
+        prefs = effective_prefs(db, script)
+        if prefs["digest"] not in plans:
+            continue
+        for r in recipients_of(db, script, prefs):
+            entry = plans[prefs["digest"]].setdefault(r["email"].lower(), {**r, "scripts": []})
+            entry["scripts"].append({"id": script.id, "name": script.name})
+    return {period: list(p.values()) for period, p in plans.items()}
+
+
+async def sync_digests(db: Session, settings: Settings) -> None:
+    d = config.defaults(db)
+    configured = CHANNELS["email"].is_configured(db)
+    plans = digest_plans(db) if configured else {"daily": [], "weekly": []}
+    for period, recipients in plans.items():
+        if not recipients:
+            await notifications_prefect.delete_digest_deployment(period)
+            continue
+        cron = _cron(d["digest_time"], d["digest_weekday"] if period == "weekly" else None)
+        await notifications_prefect.upsert_digest_deployment(
+            period,
+            {"period": period, "recipients": recipients, "block_name": EMAIL_BLOCK},
+            [
+                DeploymentScheduleCreate(
+                    schedule=CronSchedule(cron=cron, timezone=settings.timezone)
+                )
+            ],
+        )

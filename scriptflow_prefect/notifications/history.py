@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scriptflow_prefect.accounts.models import User
-from scriptflow_prefect.notifications import deliveries
 from scriptflow_prefect.notifications import prefect as notifications_prefect
-from scriptflow_prefect.notifications.service import script_of
+from scriptflow_prefect.notifications.automations import script_of
+from scriptflow_prefect.notifications.channels.email import deliveries
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.scripts.models import Script

@@ -19,3 +19,5 @@ class NotificationPref(Base):
     recipients: Mapped[list] = mapped_column(JSON, default=list)
     digest: Mapped[str] = mapped_column(String(10), default="none")
     automation_ids: Mapped[list] = mapped_column(JSON, default=list)
+    # Channel kinds (notifications/channels); None: email only, as before channels existed.
+    channels: Mapped[list | None] = mapped_column(JSON, nullable=True, default=None)

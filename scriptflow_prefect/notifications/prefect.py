@@ -7,9 +7,13 @@ from typing import Any
 from uuid import UUID
 
 from prefect import get_client
+from prefect.blocks.core import Block
 from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.events.filters import AutomationFilter, AutomationFilterTags
 from prefect.exceptions import ObjectNotFound
+from prefect_email import EmailServerCredentials
 
+from scriptflow_prefect.notifications.channels.email.block import ScriptFlowEmail
 from scriptflow_prefect.platform.prefect import call
 from scriptflow_prefect.platform.prefect_names import (
     CREDENTIALS_BLOCK,
@@ -21,6 +25,37 @@ from scriptflow_prefect.platform.prefect_names import (
     WORK_POOL,
     script_tag,
 )
+
+# The send_digest flow's parameters, for the Prefect UI (core does not import flows/).
+DIGEST_PARAMETERS = {
+    "title": "Parameters",
+    "type": "object",
+    "properties": {
+        "period": {
+            "default": "daily",
+            "enum": ["daily", "weekly"],
+            "position": 0,
+            "title": "period",
+            "type": "string",
+        },
+        "recipients": {
+            "anyOf": [
+                {"items": {"additionalProperties": True, "type": "object"}, "type": "array"},
+                {"type": "null"},
+            ],
+            "default": None,
+            "position": 1,
+            "title": "recipients",
+        },
+        "block_name": {
+            "default": EMAIL_BLOCK,
+            "position": 2,
+            "title": "block_name",
+            "type": "string",
+        },
+    },
+    "definitions": {},
+}
 
 
 async def save_email_blocks(
@@ -34,9 +69,6 @@ async def save_email_blocks(
 ) -> UUID:
     """Save the SMTP credentials (password as a secret; None keeps the stored one) and the
     ScriptFlow email block that uses them; returns the email block's document id."""
-    from prefect_email import EmailServerCredentials
-
-    from scriptflow_prefect.blocks import ScriptFlowEmail
 
     async def _do() -> UUID:
         secret = password
@@ -63,7 +95,6 @@ async def save_email_blocks(
 
 async def load_email_block():
     """The ScriptFlow email block with its secrets, or None if it was never saved."""
-    from scriptflow_prefect.blocks import ScriptFlowEmail
 
     async def _do():
         try:
@@ -74,10 +105,41 @@ async def load_email_block():
     return await call(_do())
 
 
+async def save_block(block: Block, name: str) -> UUID:
+    """Save (or overwrite) a channel's notification block; returns its document id."""
+    return await call(block.asave(name, overwrite=True))
+
+
+async def delete_block(block_type: type[Block], name: str) -> None:
+    async def _do():
+        async with get_client() as client:
+            try:
+                await client.delete_block_document(
+                    (
+                        await client.read_block_document_by_name(
+                            name, block_type.get_block_type_slug()
+                        )
+                    ).id
+                )
+            except ObjectNotFound:
+                pass
+
+    await call(_do())
+
+
+async def notify(block_type: type[Block], name: str, body: str, subject: str) -> None:
+    """Send one message through a saved block, here (a test message)."""
+
+    async def _do():
+        block = await block_type.aload(name)
+        with block.raise_on_failure():
+            await block.notify(body, subject)
+
+    await call(_do())
+
+
 async def read_email_automations(script_id: int | None = None) -> list:
     """ScriptFlow's email automations (of one script, or all of them)."""
-    from prefect.events.filters import AutomationFilter, AutomationFilterTags
-
     tags = [EMAIL_TAG] + ([script_tag(script_id)] if script_id is not None else [])
 
     async def _do():
@@ -119,10 +181,6 @@ async def delete_automation(automation_id: UUID) -> None:
 async def upsert_digest_deployment(
     name: str, parameters: dict[str, Any], schedules: list[DeploymentScheduleCreate]
 ) -> UUID:
-    from prefect.utilities.callables import parameter_schema
-
-    from scriptflow_prefect.flows.send_digest import send_digest
-
     async def _do() -> UUID:
         async with get_client() as client:
             flow_id = await client.create_flow_from_name(DIGEST_FLOW)
@@ -132,7 +190,7 @@ async def upsert_digest_deployment(
                 tags=[DIGEST_TAG],
                 description="ScriptFlow's email summary of the runs (managed by ScriptFlow).",
                 parameters=parameters,
-                parameter_openapi_schema=parameter_schema(send_digest.fn).model_dump_for_openapi(),
+                parameter_openapi_schema=DIGEST_PARAMETERS,
                 work_pool_name=WORK_POOL,
                 entrypoint=DIGEST_ENTRYPOINT,
                 schedules=schedules,

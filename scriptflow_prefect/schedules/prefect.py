@@ -5,8 +5,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 from prefect import get_client
+from prefect.client.schemas.actions import (
+    DeploymentScheduleCreate,
+    DeploymentScheduleUpdate,
+    DeploymentUpdate,
+)
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterExpectedStartTime,
@@ -16,6 +22,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import ObjectNotFound
 
 from scriptflow_prefect.platform.prefect import call
 from scriptflow_prefect.platform.prefect_names import TAG, script_tag
@@ -76,5 +83,40 @@ async def read_scheduler_runs(
                 ),
             )
         return SchedulerRuns(running=running, next=upcoming, late=late)
+
+    return await call(_do())
+
+
+# -- a script's deployment's schedules ----------------------------------------------------------
+async def replace_schedules(
+    deployment_id: str | UUID | None, schedules: list[DeploymentScheduleCreate]
+) -> None:
+    """Replace the deployment's schedules (Prefect deletes the old ones on a PATCH with
+    schedules)."""
+    if deployment_id is None:
+        return
+    update = DeploymentUpdate(
+        schedules=[
+            DeploymentScheduleUpdate(schedule=s.schedule, active=s.active) for s in schedules
+        ]
+    )
+
+    async def _do():
+        async with get_client() as client:
+            await client.update_deployment(UUID(str(deployment_id)), update)
+
+    await call(_do())
+
+
+async def read_schedules(deployment_id: str | UUID) -> list | None:
+    """The deployment's schedules; None when Prefect has no such deployment (PrefectUnavailable
+    for anything else)."""
+
+    async def _do():
+        async with get_client() as client:
+            try:
+                return (await client.read_deployment(UUID(str(deployment_id)))).schedules
+            except ObjectNotFound:
+                return None
 
     return await call(_do())

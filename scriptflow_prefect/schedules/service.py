@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.platform.db import audit
+from scriptflow_prefect.platform.errors import ServiceError
 from scriptflow_prefect.platform.i18n import _, get_locale
 from scriptflow_prefect.platform.models import utcnow
+from scriptflow_prefect.platform.prefect import PrefectUnavailable
 from scriptflow_prefect.schedules import prefect as schedules_prefect
 from scriptflow_prefect.schedules.spec import (
     ScheduleError,
@@ -21,13 +23,23 @@ from scriptflow_prefect.schedules.spec import (
     describe,
     next_runs,
     parse_spec,
+    to_prefect_schedules,
 )
-from scriptflow_prefect.scripts import prefect as scripts_prefect
-from scriptflow_prefect.scripts.models import Script
-from scriptflow_prefect.scripts.service import ScriptError
+
+# Scripts use schedules (scripts.service builds a deployment's schedules here), so this module
+# never imports scripts: it works on any object with the Script fields below.
 
 
-class InvalidSchedule(ScriptError):
+class Script(Protocol):
+    id: int
+    name: str
+    schedule: dict[str, Any] | None
+    settings: dict[str, Any] | None
+    deployment_id: str | None
+    updated_at: datetime
+
+
+class InvalidSchedule(ServiceError):
     """A schedule a person must correct (422); the message is translated."""
 
     def __init__(self, message: str):
@@ -45,12 +57,9 @@ def spec_of(data: Any) -> ScheduleSpec:
         raise translate_error(exc) from None
 
 
-def prefect_schedules_for(script: Script) -> list:
-    if not script.schedule:
-        return []
-    from scriptflow_prefect.schedules.spec import to_prefect_schedules
-
-    return to_prefect_schedules(parse_spec(script.schedule))
+def prefect_schedules_for(schedule: dict[str, Any] | None) -> list:
+    """A deployment's schedules for a script's stored schedule (None: no schedule)."""
+    return to_prefect_schedules(parse_spec(schedule)) if schedule else []
 
 
 def schedule_to_dict(script: Script, after: datetime | None = None) -> dict[str, Any] | None:
@@ -79,9 +88,24 @@ def preview(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def set_schedule(db: Session, user: User, script: Script, data: dict[str, Any]) -> Script:
-    from scriptflow_prefect.scripts.service import sync_deployment
+def _unavailable(exc: Exception) -> ServiceError:
+    return ServiceError(
+        503, _("Prefect is not reachable, nothing was changed: %(err)s", err=str(exc)[:200])
+    )
 
+
+async def _put_schedules(script: Script) -> None:
+    """Give the script's deployment the schedules of its stored schedule (the rest of the
+    deployment is the script's business: scripts.service.sync_deployment)."""
+    try:
+        await schedules_prefect.replace_schedules(
+            script.deployment_id, prefect_schedules_for(script.schedule)
+        )
+    except PrefectUnavailable as exc:
+        raise _unavailable(exc) from exc
+
+
+async def set_schedule(db: Session, user: User, script: Script, data: dict[str, Any]) -> Script:
     fields = {k: v for k, v in data.items() if k != "next_runs"}
     spec = spec_of(fields)
     old = script.schedule
@@ -93,7 +117,7 @@ async def set_schedule(db: Session, user: User, script: Script, data: dict[str, 
     script.settings = settings
     script.updated_at = utcnow()
     try:
-        await sync_deployment(script, reenable=True)
+        await _put_schedules(script)  # switched on again even if Prefect had paused it
     except Exception:
         script.schedule = old
         raise
@@ -108,12 +132,10 @@ async def set_active(db: Session, user: User, script: Script, active: bool) -> S
 
 
 async def delete_schedule(db: Session, user: User, script: Script) -> None:
-    from scriptflow_prefect.scripts.service import sync_deployment
-
     old = script.schedule
     script.schedule = None
     try:
-        await sync_deployment(script)
+        await _put_schedules(script)
     except Exception:
         script.schedule = old
         raise
@@ -121,7 +143,8 @@ async def delete_schedule(db: Session, user: User, script: Script) -> None:
 
 
 async def schedule_states(scripts: list[Script]) -> dict[int, str]:
-    """active / inactive / disabled (Prefect paused it after consecutive failures)."""
+    """active / inactive / disabled (Prefect paused it after consecutive failures). A
+    deployment Prefect does not have counts as active; any other failure is a 503."""
 
     async def one(script: Script) -> tuple[int, str]:
         spec = script.schedule or {}
@@ -130,14 +153,16 @@ async def schedule_states(scripts: list[Script]) -> dict[int, str]:
         if not script.deployment_id:
             return script.id, "active"
         try:
-            deployment = await scripts_prefect.read_deployment(script.deployment_id)
-        except Exception:
-            return script.id, "active"
-        if (
-            deployment is not None
-            and deployment.schedules
-            and not any(s.active for s in deployment.schedules)
-        ):
+            schedules = await schedules_prefect.read_schedules(script.deployment_id)
+        except PrefectUnavailable as exc:
+            raise ServiceError(
+                503,
+                _(
+                    "Prefect is not reachable, the schedules' state is unknown: %(err)s",
+                    err=str(exc)[:200],
+                ),
+            ) from exc
+        if schedules and not any(s.active for s in schedules):
             return script.id, "disabled"
         return script.id, "active"
 

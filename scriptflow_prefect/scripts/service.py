@@ -5,6 +5,7 @@ database change is only committed after Prefect accepted the deployment."""
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from datetime import datetime
@@ -20,13 +21,16 @@ from scriptflow_prefect.history import service as history_service
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform import prefect_names as prefect_names
 from scriptflow_prefect.platform.db import audit
+from scriptflow_prefect.platform.errors import ServiceError
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.models import utcnow
 from scriptflow_prefect.runs.policies import RunPolicy
+from scriptflow_prefect.schedules.service import prefect_schedules_for, schedule_to_dict
 from scriptflow_prefect.scripts import prefect as scripts_prefect
 from scriptflow_prefect.scripts import store
 from scriptflow_prefect.scripts.models import Script, ScriptVersion
 
+log = logging.getLogger("scriptflow.scripts")
 MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_TIMEOUT = 300
 MAX_TIMEOUT = 7 * 24 * 3600
@@ -35,12 +39,7 @@ KINDS = {".py": "python", ".bat": "batch", ".cmd": "batch"}
 _BANNED_IN_NAME = set("/%&><")
 
 
-class ScriptError(ValueError):
-    """A request about a script broke a rule; `status` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+ScriptError = ServiceError  # its name in scripts and the overlay
 
 
 def clean_filename(filename: str | None) -> str:
@@ -137,10 +136,8 @@ async def sync_deployment(script: Script, *, reenable: bool = False) -> None:
 
     A schedule that the flow switched off after consecutive failures stays off through other
     edits (a rename, a new version); only saving the schedule (`reenable`) turns it on."""
-    from scriptflow_prefect.schedules.service import prefect_schedules_for
-
     try:
-        schedules = prefect_schedules_for(script)
+        schedules = prefect_schedules_for(script.schedule)
         if schedules and not reenable and script.deployment_id:
             current = await scripts_prefect.read_deployment(script.deployment_id)
             if (
@@ -245,7 +242,18 @@ async def replace_content(
 
 
 async def update_details(db: Session, user: User, script: Script, changes: dict) -> Script:
+    """Apply `changes`. A rename is a new deployment in Prefect (it names deployments by flow
+    and name): the old one is deleted, and if that fails the rename is undone, so that the
+    script never has two deployments (two schedules, run twice)."""
     old_name, old_deployment = script.name, script.deployment_id
+    before = {
+        "name": script.name,
+        "description": script.description,
+        "timeout_seconds": script.timeout_seconds,
+        "settings": script.settings,
+        "updated_at": script.updated_at,
+        "deployment_id": script.deployment_id,
+    }
     if "name" in changes and changes["name"] is not None:
         name = check_name(changes["name"])
         if _name_taken(db, name, except_id=script.id):
@@ -267,14 +275,36 @@ async def update_details(db: Session, user: User, script: Script, changes: dict)
     script.updated_at = utcnow()
     await sync_deployment(script)
     if script.name != old_name and old_deployment and old_deployment != script.deployment_id:
-        # Prefect names deployments by (flow, name): a rename is a new deployment. Past runs
-        # keep the script's tag, so history follows the script.
+        # Past runs keep the script's tag, so history follows the script.
         try:
             await scripts_prefect.delete_deployment(old_deployment)
-        except platform_prefect.PrefectUnavailable:
-            pass
+        except Exception as exc:
+            await _undo_rename(script, before)
+            raise ScriptError(
+                503,
+                _(
+                    "The script was not renamed: its old deployment could not be deleted in "
+                    "Prefect (%(err)s).",
+                    err=str(exc)[:200],
+                ),
+            ) from exc
     audit(db, user.id, "script.update", script.name, script_id=script.id)
     return script
+
+
+async def _undo_rename(script: Script, before: dict[str, Any]) -> None:
+    """Delete the new deployment and put the script back as it was."""
+    new_deployment = script.deployment_id
+    for key, value in before.items():
+        setattr(script, key, value)
+    try:
+        await scripts_prefect.delete_deployment(new_deployment)
+    except Exception:  # noqa: BLE001 - both exist now; say so in the log for the admin
+        log.exception(
+            "script %s: could not delete deployment %s after a failed rename; delete it in Prefect",
+            script.id,
+            new_deployment,
+        )
 
 
 async def delete_script(db: Session, user: User, script: Script) -> None:
@@ -285,9 +315,8 @@ async def delete_script(db: Session, user: User, script: Script) -> None:
             raise ScriptError(
                 503, _("Prefect is not reachable, nothing was changed: %(err)s", err=str(exc)[:200])
             ) from exc
-    from scriptflow_prefect.notifications.service import forget_script
-
-    await forget_script(script)  # its email automations go with it
+    # Its notifications go with it: the caller calls notifications.service.script_changed
+    # (notifications depends on scripts, not the other way round).
     script.deleted_at = utcnow()
     script.deployment_id = None
     audit(db, user.id, "script.delete", script.name, script_id=script.id)
@@ -321,8 +350,6 @@ def script_to_dict(
     script: Script, last_run: dict | None = None, next_run_at: datetime | None = None
 ) -> dict[str, Any]:
     v = current_version(script)
-    from scriptflow_prefect.schedules.service import schedule_to_dict
-
     return {
         "id": script.id,
         "name": script.name,

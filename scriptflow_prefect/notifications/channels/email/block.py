@@ -8,6 +8,8 @@ from prefect.blocks.abstract import NotificationBlock, NotificationError
 from prefect_email import EmailServerCredentials
 from pydantic import Field
 
+from scriptflow_prefect.notifications.channels.email import deliveries
+
 
 class ScriptFlowEmail(NotificationBlock):
     """Emails about ScriptFlow scripts, sent through an SMTP server described by prefect-email's
@@ -79,8 +81,6 @@ class ScriptFlowEmail(NotificationBlock):
     )
 
     async def notify(self, body: str, subject: str | None = None) -> None:
-        from scriptflow_prefect.notifications import deliveries
-
         request = deliveries.parse_run_request(body)
         if request is not None:
             deliveries.start_run_email(self, request)
