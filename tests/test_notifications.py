@@ -330,6 +330,125 @@ def test_it_refuses_bad_preferences_with_reasons(alice, bob):
     assert r.json()["recipients"] == ["ops@example.test"] and not r.json()["default_recipients"]
 
 
+# -- other channels: a webhook on loopback, Teams and Slack as far as loopback allows ----------
+class Hook:
+    """An HTTP server on loopback that keeps the JSON of every POST it gets."""
+
+    def __init__(self):
+        import http.server
+        import json
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received.append({"path": self.path, "json": json.loads(data or b"null")})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, text: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for r in list(self.received):
+                if text in str(r["json"]):
+                    return r
+            time.sleep(0.2)
+        raise AssertionError(f"no POST about {text!r} within {timeout} s; got {self.received}")
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook():
+    h = Hook()
+    yield h
+    h.close()
+
+
+def test_it_posts_to_a_webhook_when_a_script_fails(admin, alice, hook, prefect, mailbox):
+    url = f"http://127.0.0.1:{hook.port}/incoming?token=s3cret"
+    r = admin.put("/settings/channels/webhook", json={"url": url})
+    assert r.status_code == 200, r.text
+    assert r.json()["configured"] and r.json()["url_set"] and "s3cret" not in r.text
+    assert "s3cret" not in admin.get("/settings/channels/webhook").text  # write-only
+    try:
+        r = admin.post("/settings/channels/webhook/test", json={})
+        assert r.status_code == 200, r.text
+        assert hook.wait_for("ScriptFlow test message", timeout=20)["path"] == (
+            "/incoming?token=s3cret"
+        )
+
+        script = upload(alice, FAILING, name=unique("hooked"))
+        prefs_url = f"/scripts/{script['id']}/notifications"
+        assert alice.get(prefs_url).json()["channels"] == ["email"]  # the default
+        r = alice.put(prefs_url, json={"channels": ["email", "webhook"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["channels"] == ["email", "webhook"]
+        [automation] = automations_of(prefect, script["id"])
+        assert automation["name"] == f"ScriptFlow · {script['name']} · failure"
+        assert len(automation["actions"]) == 2
+
+        finished = run(alice, script["id"])
+        assert finished["status"] == "failed"
+        got = hook.wait_for(script["name"])["json"]
+        assert script["name"] in got["subject"] and "Failed" in got["subject"]
+        assert f"https://scriptflow.example.test/runs/{finished['id']}" in got["body"]
+        mailbox.wait_for(script["name"])  # email too: both channels
+    finally:
+        assert admin.put("/settings/channels/webhook", json={"url": ""}).status_code == 200
+    assert not admin.get("/settings/channels/webhook").json()["configured"]
+
+
+def test_it_refuses_bad_channel_settings_with_reasons(admin, alice):
+    r = admin.put("/settings/channels/teams", json={"url": "https://example.test/hook"})
+    assert r.status_code == 422 and "url" in r.json()["detail"]
+    r = admin.put("/settings/channels/slack", json={"url": "https://hooks.example.test/x"})
+    assert r.status_code == 422 and "Slack" in r.json()["detail"]
+    r = admin.put("/settings/channels/webhook", json={"url": "ftp://127.0.0.1/x"})
+    assert r.status_code == 422 and "http" in r.json()["detail"]
+    assert admin.put("/settings/channels/webhook", json={"colour": 1}).status_code == 422
+    assert admin.put("/settings/channels/pigeon", json={"url": ""}).status_code == 404
+    assert alice.put("/settings/channels/webhook", json={"url": ""}).status_code == 403
+    assert alice.get("/settings/channels/teams").status_code == 403
+
+    script = upload(alice, FINE, name=unique("channels"))
+    url = f"/scripts/{script['id']}/notifications"
+    r = alice.put(url, json={"channels": ["teams"]})
+    assert r.status_code == 422 and "Microsoft Teams" in r.json()["detail"]
+    for bad in (["pigeon"], [], "email", [1]):
+        assert alice.put(url, json={"channels": bad}).status_code == 422, bad
+    assert alice.put(url, json={"on_failure": True}).json()["channels"] == ["email"]
+
+
+def test_it_saves_a_teams_channel_as_prefects_own_block(admin, prefect):
+    # Apprise posts only to Microsoft's hosts: what runs here is the saved block, not a post.
+    url = (
+        "https://prod-01.westus.logic.azure.com:443/workflows/abc123/triggers/manual/paths/"
+        "invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=s3cret"
+    )
+    r = admin.put("/settings/channels/teams", json={"url": url})
+    assert r.status_code == 200, r.text
+    assert r.json()["host"] == "prod-01.westus.logic.azure.com" and "s3cret" not in r.text
+    try:
+        block = prefect.get(
+            "/block_types/slug/ms-teams-webhook/block_documents/name/scriptflow-teams"
+        ).json()
+        assert "s3cret" not in str(block["data"])  # a secret in Prefect too
+    finally:
+        assert admin.put("/settings/channels/teams", json={"url": None}).status_code == 200
+
+
 # -- resilience and noise ----------------------------------------------------------------------
 def test_it_retries_while_the_smtp_server_is_down(alice, mailbox, prefect):
     script = upload(alice, FAILING, name=unique("during-outage"))
@@ -516,16 +635,17 @@ def test_an_admin_sets_up_email_and_switches_a_failure_email_on(page, alice, mai
 
     page.goto(f"/scripts/{script['id']}")
     section = page.locator("#notifications")
-    checkbox = section.get_by_label("Email when a run fails, times out or crashes")
+    checkbox = section.get_by_label("Tell when a run fails, times out or crashes")
     assert not checkbox.is_checked()
     checkbox.check()
     section.get_by_role("button", name="Save notifications").click()
-    page.get_by_role("status").filter(has_text="Email notifications of").wait_for()
+    page.get_by_role("status").filter(has_text="Notifications of").wait_for()
     assert (
         page.locator("#notifications")
-        .get_by_label("Email when a run fails, times out or crashes")
+        .get_by_label("Tell when a run fails, times out or crashes")
         .is_checked()
     )
+    assert section.get_by_label("Email").is_checked()  # the default channel
     axe_check(page)
     screenshot(page, "script-notifications")
     assert [a["name"] for a in automations_of(prefect, script["id"])] == [

@@ -554,3 +554,67 @@ def test_the_preview_is_what_prefects_scheduler_inserts(prefect_server: None) ->
     day31 = instants(inserted["day31-sydney"])
     assert local("Australia/Sydney", 2027, 4, 30, 2, 30).timestamp() in day31
     assert local("Australia/Sydney", 2028, 2, 29, 2, 30).timestamp() in day31
+
+
+# -- the state of a schedule in Prefect: only "no such deployment" counts as active ----------
+class _PrefectAnswering:
+    """An HTTP server on loopback standing in for Prefect's API at the network edge: every
+    request gets `status` (404: no such deployment; 500: Prefect broke)."""
+
+    def __init__(self, status: int):
+        import http.server
+        import threading
+
+        answer = status
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                body = b'{"detail": "Deployment not found."}'
+                self.send_response(answer)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _states_with_prefect_answering(status: int):
+    import asyncio
+    import uuid
+    from types import SimpleNamespace
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    from scriptflow_prefect.schedules import service
+
+    script = SimpleNamespace(
+        id=7, schedule={"active": True}, deployment_id=str(uuid.uuid4()), name="x"
+    )
+    server = _PrefectAnswering(status)
+    try:
+        with temporary_settings({PREFECT_API_URL: server.url, PREFECT_CLIENT_MAX_RETRIES: 0}):
+            return asyncio.run(service.schedule_states([script]))
+    finally:
+        server.close()
+
+
+def test_it_counts_a_deployment_prefect_does_not_have_as_active():
+    assert _states_with_prefect_answering(404) == {7: "active"}
+
+
+def test_it_reports_a_prefect_failure_instead_of_calling_the_schedule_active():
+    from scriptflow_prefect.platform.errors import ServiceError
+
+    with pytest.raises(ServiceError) as caught:
+        _states_with_prefect_answering(500)
+    assert caught.value.status == 503 and "Prefect" in str(caught.value)
