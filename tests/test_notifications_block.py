@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -37,6 +39,33 @@ class TestEveryBlockOfThePackage(BlockStandardTestSuite):
     def test_has_a_valid_image(self, block) -> None:
         # The suite downloads the logo (no network in tests): check it is an https address.
         assert str(block._logo_url).startswith("https://")
+
+
+def test_prefect_finds_every_block_and_the_worker_through_the_entry_point():
+    # Prefect's server looks the email block up by slug when an automation fires: it knows it
+    # only if the `prefect.collections` entry point imports it. A fresh process, as the server
+    # is: this one has imported the blocks already.
+    slugs = [block.get_block_type_slug() for block in EXPORTED_BLOCKS]
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from prefect.blocks.core import Block\n"
+            "from prefect.workers.base import BaseWorker\n"
+            "for slug in sys.argv[1:]:\n"
+            "    print(Block.get_block_class_from_key(slug).__module__)\n"
+            "print(BaseWorker.get_worker_class_from_type('scriptflow').__module__)\n",
+            *slugs,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == [b.__module__ for b in EXPORTED_BLOCKS] + [
+        "scriptflow_prefect.runs.worker"
+    ]
 
 
 def test_the_digest_deployment_describes_the_flows_parameters():
