@@ -112,6 +112,9 @@ def start_stack(home: Path, extra_env: dict[str, str | None] | None = None) -> S
             "SCRIPTFLOW_PREFECT_PORT": str(prefect_port),
             "SCRIPTFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "SCRIPTFLOW_WORKER_POLL_SECONDS": "1",
+            # A process that imports Prefect before pointing it at the stack would otherwise
+            # quietly start a temporary server of its own and talk to that one.
+            "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
             **(extra_env or {}),
         }
     )

@@ -16,6 +16,7 @@ from datetime import timedelta
 from scriptflow_prefect.accounts import service as accounts
 from scriptflow_prefect.commands import prefect_server, stack, worker
 from scriptflow_prefect.platform.db import Database
+from scriptflow_prefect.platform.prefect_env import apply_client_env
 from scriptflow_prefect.platform.settings import (
     Settings,
     SettingsError,
@@ -74,11 +75,6 @@ def _read_password(from_stdin: bool, confirm: bool = True) -> str:
 
 
 def cmd_user_add(args) -> int:
-    import asyncio
-
-    from scriptflow_prefect.notifications import service as notifications
-    from scriptflow_prefect.scripts.service import ScriptError
-
     settings = _settings()
     db = _database(settings)
     password = _read_password(args.password_stdin)
@@ -89,12 +85,24 @@ def cmd_user_add(args) -> int:
             sys.exit(f"scriptflow: {exc}")
     print(f"User {args.name} added{' (admin)' if args.admin else ''}.")
     if args.email:  # their address may be a recipient: the notifications follow
-        with db.session() as s:
-            try:
-                asyncio.run(notifications.users_changed(s, settings))
-            except ScriptError as exc:
-                sys.exit(f"scriptflow: {exc}")
+        _notifications_follow_users(settings, db)
     return 0
+
+
+def _notifications_follow_users(settings: Settings, db) -> None:
+    import asyncio
+
+    # Prefect reads its settings when first imported: point it at the stack's server first,
+    # or its client starts a temporary server of its own and tells that one.
+    apply_client_env(settings)
+    from scriptflow_prefect.notifications import service as notifications
+    from scriptflow_prefect.platform.errors import ServiceError
+
+    with db.session() as s:
+        try:
+            asyncio.run(notifications.users_changed(s, settings))
+        except ServiceError as exc:
+            sys.exit(f"scriptflow: {exc}")
 
 
 def cmd_user_passwd(args) -> int:
