@@ -4,8 +4,8 @@ defaults, per-script preferences, and "bring Prefect in step" after a change els
 Prefect does the telling (ARCHITECTURE.md "Notifications"): each script has automations
 "ScriptFlow · <script> · failure|success" whose actions are the notification blocks of the
 channels it uses (channels/), and the `send_digest/daily|weekly` deployments run in
-ScriptFlow's worker. Whoever changes what those depend on calls script_changed,
-script_deleted or users_changed after its commit; they raise a ScriptError to show."""
+ScriptFlow's worker. Whoever changes what those depend on calls script_changed (a script
+created, renamed, deleted) or users_changed after its commit; they raise a ScriptError to show."""
 
 from __future__ import annotations
 

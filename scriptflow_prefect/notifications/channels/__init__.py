@@ -6,7 +6,7 @@ a new folder `channels/<kind>/` and a line in CHANNELS; pages and the API list t
 
 from __future__ import annotations
 
-from scriptflow_prefect.notifications.channels import teams, webhook
+from scriptflow_prefect.notifications.channels import slack, teams, webhook
 from scriptflow_prefect.notifications.channels.base import Channel, UrlChannel
 from scriptflow_prefect.notifications.channels.email import channel as email
 
@@ -15,8 +15,8 @@ CHANNELS: dict[str, Channel] = {
     for c in (
         email.CHANNEL,
         teams.CHANNEL,
-        webhook.SLACK,
-        webhook.WEBHOOK,
+        slack.CHANNEL,
+        webhook.CHANNEL,
     )
 }
 DEFAULT = ("email",)

@@ -1,33 +1,11 @@
-"""The Slack channel and the generic webhook channel, through Prefect's own `SlackWebhook`
-and `CustomWebhookNotificationBlock` blocks."""
+"""The generic webhook channel, through Prefect's own `CustomWebhookNotificationBlock`."""
 
 from __future__ import annotations
 
-import re
-
-from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWebhook
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
 from scriptflow_prefect.notifications.channels.base import UrlChannel
 from scriptflow_prefect.platform.i18n import N_
-
-SLACK_URL = re.compile(
-    r"^https://hooks\.slack(-gov)?\.com/services/[A-Z0-9]+/[A-Z0-9]+/[A-Z0-9]+/?$", re.I
-)
-
-
-class SlackChannel(UrlChannel):
-    kind = "slack"
-    label = N_("Slack")
-    block_name = "scriptflow-slack"
-    block_class = SlackWebhook
-
-    def make_block(self, url: str) -> SlackWebhook:
-        # Apprise posts only to Slack's own incoming-webhook addresses.
-        if not SLACK_URL.match(url):
-            raise ValueError(
-                "not a Slack incoming webhook (https://hooks.slack.com/services/T…/B…/…)"
-            )
-        return SlackWebhook(url=url)
 
 
 class WebhookChannel(UrlChannel):
@@ -54,5 +32,4 @@ class WebhookChannel(UrlChannel):
         )
 
 
-SLACK = SlackChannel()
-WEBHOOK = WebhookChannel()
+CHANNEL = WebhookChannel()
