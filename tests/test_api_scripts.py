@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+import subprocess
+import sys
+import threading
+import time
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RetryBusy, unique, upload, wait_run
+from conftest import RetryBusy, _healthy, free_port, unique, upload, wait_run
 
 SCRIPT_FIELDS = {
     "id",
@@ -471,6 +476,128 @@ def test_it_keeps_a_prefect_deployment_per_script_in_step(alice, prefect_api):
     assert d["parameters"]["version"] == 2
     assert d["parameters"]["timeout_seconds"] == 9
     assert "scriptflow" in d["tags"]
+    assert deployments_named(prefect_api, s["name"]) == []
+
+
+class RefusingProxy(ThreadingHTTPServer):
+    """Prefect's API on another loopback port: every request goes through, except a DELETE of
+    a deployment in `refuse`, answered 500 as Prefect answers when its database fails."""
+
+    daemon_threads = True
+
+    def __init__(self, target: str):
+        self.target = target
+        self.refuse: set[str] = set()
+        self.upstream = httpx.Client(timeout=60)
+        super().__init__(("127.0.0.1", 0), _Forward)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Forward(BaseHTTPRequestHandler):
+    server: RefusingProxy
+
+    def _answer(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.command == "DELETE" and self.path.rstrip("/").rsplit("/", 1)[-1] in (
+            self.server.refuse
+        ):
+            self._send(500, b'{"detail": "database is locked"}', {})
+            return
+        headers = {
+            k: v for k, v in self.headers.items() if k.lower() not in ("host", "accept-encoding")
+        }
+        r = self.server.upstream.request(
+            self.command, self.server.target + self.path, headers=headers, content=body
+        )
+        self._send(r.status_code, r.content, r.headers)
+
+    def _send(self, status: int, content: bytes, headers) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            if k.lower() not in ("content-length", "content-encoding", "transfer-encoding"):
+                self.send_header(k, v)
+        self.send_header("Content-Type", headers.get("content-type", "application/json"))
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def refusing_web(stack):
+    """A second overlay (`scriptflow web`) on the stack's home and database whose Prefect
+    client goes through a RefusingProxy: Prefect refuses what the test tells it to."""
+    proxy = RefusingProxy(stack.prefect_url)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    port = free_port()
+    auth = (stack.home / "prefect" / "auth_string").read_text().strip()
+    env = {
+        **stack.env,
+        "SCRIPTFLOW_PORT": str(port),
+        "SCRIPTFLOW_PREFECT_API_URL": proxy.url + "/api",
+        "SCRIPTFLOW_PREFECT_AUTH_STRING": auth,
+    }
+    log = stack.home / "refusing-web.out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scriptflow_prefect.commands.cli", "web"],
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while not _healthy(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("scriptflow web did not become healthy:\n" + log.read_text())
+            time.sleep(0.3)
+        with httpx.Client(
+            base_url=url + "/api/v1",
+            headers={"Authorization": f"Bearer {stack.tokens['alice']}"},
+            timeout=60,
+        ) as client:
+            yield proxy, client
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        proxy.shutdown()
+        proxy.upstream.close()
+
+
+def test_it_undoes_a_rename_when_prefect_does_not_delete_the_old_deployment(
+    alice, prefect_api, refusing_web
+):
+    proxy, through_proxy = refusing_web
+    s = upload(alice, "print(1)\n", description="before")
+    old = deployment_of(prefect_api, s)
+    proxy.refuse.add(old["id"])
+    new_name = unique("never")
+
+    r = through_proxy.patch(f"/scripts/{s['id']}", json={"name": new_name, "description": "after"})
+
+    assert "not renamed" in assert_error(r, 503)
+    kept = alice.get(f"/scripts/{s['id']}").json()
+    assert (kept["name"], kept["description"]) == (s["name"], "before")
+    # One deployment, the old one: the script cannot run twice on two schedules.
+    assert deployment_of(prefect_api, s)["id"] == old["id"]
+    assert deployments_named(prefect_api, new_name) == []
+
+    # Once Prefect deletes again, the same rename goes through.
+    proxy.refuse.clear()
+    r = through_proxy.patch(f"/scripts/{s['id']}", json={"name": new_name})
+    assert r.status_code == 200, r.text
+    assert deployment_of(prefect_api, r.json())["name"] == new_name
     assert deployments_named(prefect_api, s["name"]) == []
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import http.server
+import json
 import re
 import threading
 import time
@@ -335,9 +337,6 @@ class Hook:
     """An HTTP server on loopback that keeps the JSON of every POST it gets."""
 
     def __init__(self):
-        import http.server
-        import json
-
         received = self.received = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -645,7 +644,7 @@ def test_an_admin_sets_up_email_and_switches_a_failure_email_on(page, alice, mai
         .get_by_label("Tell when a run fails, times out or crashes")
         .is_checked()
     )
-    assert section.get_by_label("Email").is_checked()  # the default channel
+    assert section.get_by_role("checkbox", name="Email", exact=True).is_checked()  # default
     axe_check(page)
     screenshot(page, "script-notifications")
     assert [a["name"] for a in automations_of(prefect, script["id"])] == [
