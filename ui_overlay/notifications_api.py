@@ -55,19 +55,19 @@ async def test_email(request: Request, user: ApiUser, db: DbDep, body: Annotated
     return {"sent": True, "to": to, "detail": detail}
 
 
-@api.get("/settings/channels")
+@api.get("/settings/channels", response_model=list[schemas.ChannelWithKind])
 async def list_channels(user: ApiUser, db: DbDep):
     require_admin(user)
     return [{"kind": "email", **core.email_settings(db)}, *core.all_channel_settings(db)]
 
 
-@api.get("/settings/channels/{kind}")
+@api.get("/settings/channels/{kind}", response_model=schemas.ChannelSettings)
 async def get_channel(kind: str, user: ApiUser, db: DbDep):
     require_admin(user)
     return core.channel_settings(db, kind)
 
 
-@api.put("/settings/channels/{kind}")
+@api.put("/settings/channels/{kind}", response_model=schemas.ChannelSettings)
 async def put_channel(
     request: Request, kind: str, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]
 ):
@@ -80,7 +80,7 @@ async def put_channel(
     )
 
 
-@api.post("/settings/channels/{kind}/test")
+@api.post("/settings/channels/{kind}/test", response_model=schemas.ChannelTest)
 async def test_channel(
     request: Request, kind: str, user: ApiUser, db: DbDep, body: Annotated[Any, Body()] = None
 ):

@@ -171,6 +171,23 @@ class NotificationPrefs(Open):
     on_success: bool
     recipients: list[str]
     digest: Literal["none", "daily", "weekly"]
+    channels: list[str]
+
+
+class ChannelSettings(Open):
+    """A channel's settings as the Settings page shows them: addresses and passwords only as
+    `url_set` / `password_set` flags (the email channel has the fields of EmailSettings)."""
+
+    configured: bool
+
+
+class ChannelWithKind(ChannelSettings):
+    kind: str
+
+
+class ChannelTest(Open):
+    sent: bool
+    detail: str
 
 
 class Notification(Open):
