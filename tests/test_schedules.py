@@ -18,11 +18,11 @@ from scriptflow_prefect.schedules.spec import (
     ScheduleError,
     ScheduleSpec,
     annotate,
-    describe,
     next_runs,
     parse_spec,
     to_prefect_schedules,
 )
+from scriptflow_prefect.schedules.words import describe
 
 
 def spec(frequency: str = "daily", time: str = "09:00", timezone: str = "UTC", **kw: Any):

@@ -18,12 +18,5 @@ message_params
 seen_at
 author_id
 
-# Dead code in files of other owners when this list was written (issue #10 removes it):
-# delete each line together with its code.
-token_expiry  # accounts/service.py
-count_history  # history/prefect.py
-OUTCOME_EVENTS  # notifications/deliveries.py
-average_seconds  # notifications/digests.py
-read_runs  # runs/prefect.py
-find_line  # runs/service.py
-output_path  # runs/service.py
+# Read by the email templates (digest-body.*).
+average_seconds

@@ -16,7 +16,8 @@ from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform.i18n import _, get_locale
 from scriptflow_prefect.runs import service as run_core
 from scriptflow_prefect.schedules import service as core
-from scriptflow_prefect.schedules.spec import describe, parse_spec
+from scriptflow_prefect.schedules.spec import parse_spec
+from scriptflow_prefect.schedules.words import describe
 from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import ScriptError, visible_scripts_query
 

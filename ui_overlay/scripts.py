@@ -21,7 +21,8 @@ from scriptflow_prefect.platform.i18n import _, get_locale
 from scriptflow_prefect.runs import service as run_core
 from scriptflow_prefect.runs.policies import RunPolicy
 from scriptflow_prefect.schedules import service as schedule_sync
-from scriptflow_prefect.schedules.spec import describe, parse_spec
+from scriptflow_prefect.schedules.spec import parse_spec
+from scriptflow_prefect.schedules.words import describe
 from scriptflow_prefect.scripts import service as core
 from scriptflow_prefect.scripts import store
 from scriptflow_prefect.scripts.models import Script

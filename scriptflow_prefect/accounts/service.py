@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -187,7 +187,3 @@ class LoginThrottle:
     def succeeded(self, username: str, address: str) -> None:
         with self._lock:
             self._fails.pop((username.lower(), address), None)
-
-
-def token_expiry(days: int = 30) -> datetime:
-    return utcnow() + timedelta(days=days)

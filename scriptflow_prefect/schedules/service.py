@@ -20,11 +20,11 @@ from scriptflow_prefect.schedules.spec import (
     ScheduleError,
     ScheduleSpec,
     annotate,
-    describe,
     next_runs,
     parse_spec,
     to_prefect_schedules,
 )
+from scriptflow_prefect.schedules.words import describe
 
 # Scripts use schedules (scripts.service builds a deployment's schedules here), so this module
 # never imports scripts: it works on any object with the Script fields below.

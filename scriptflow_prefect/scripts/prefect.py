@@ -9,13 +9,12 @@ from prefect import get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
-from scriptflow_prefect.platform.prefect import call
+from scriptflow_prefect.platform.prefect import call, flow_parameter_schema
 from scriptflow_prefect.platform.prefect_names import ENTRYPOINT, FLOW_NAME, WORK_POOL
+from scriptflow_prefect.runs.worker import ScriptFlowWorker
 
 
 async def ensure_work_pool() -> None:
-    from scriptflow_prefect.runs.worker import ScriptFlowWorker
-
     async with get_client() as client:
         try:
             await client.read_work_pool(WORK_POOL)
@@ -48,9 +47,7 @@ async def upsert_deployment(
     paused: bool = False,
 ) -> UUID:
     """Create or update the deployment of one script; Prefect upserts on (flow, name)."""
-    from prefect.utilities.callables import parameter_schema
-
-    from scriptflow_prefect.flows.run_script import run_script
+    schema = flow_parameter_schema(ENTRYPOINT)  # read from the source: no import of flows/
 
     async def _do() -> UUID:
         async with get_client() as client:
@@ -61,7 +58,7 @@ async def upsert_deployment(
                 description=description,
                 tags=tags,
                 parameters=parameters,
-                parameter_openapi_schema=parameter_schema(run_script.fn).model_dump_for_openapi(),
+                parameter_openapi_schema=schema,
                 work_pool_name=WORK_POOL,
                 entrypoint=ENTRYPOINT,
                 schedules=schedules or [],

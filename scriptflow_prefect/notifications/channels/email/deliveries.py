@@ -28,7 +28,6 @@ SENT = "scriptflow.email.sent"
 FAILED = "scriptflow.email.failed"
 HELD = "scriptflow.email.held"
 RETRYING = "scriptflow.email.retrying"
-OUTCOME_EVENTS = (SENT, FAILED, HELD)
 ACTION_FAILED = "prefect.automation.action.failed"
 REQUEST_MARK = "scriptflow-run-email"
 TEST_RESOURCE = "scriptflow.email.test"
