@@ -1,10 +1,11 @@
-# ScriptFlow: `make up` starts the whole stack, `make test` runs every test.
+# ScriptFlow: `make up` starts the whole stack, `make test` runs every test, `make test-fast`
+# the ones that need no running stack (under a minute).
 # Both install what they need first (a virtualenv in .venv; Debian packages for the tests).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: up install system-deps test lint typecheck i18n bench clean
+.PHONY: up install system-deps test test-fast lint typecheck i18n bench clean
 
 up: install
 	$(BIN)/scriptflow up
@@ -23,6 +24,10 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/python -m pytest -q
+
+# The fast tier: no stack, no Prefect server, no browser (tests/conftest.py marks the rest).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not stack"
 
 # Formatting, lint, dead code (vulture; whitelist in tools/), then types on both OSes.
 lint: install

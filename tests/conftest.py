@@ -1,7 +1,11 @@
 """Shared fixtures: one real ScriptFlow stack (`scriptflow up`) per test session.
 
 Real parts only: Prefect's server, the in-process runner, real subprocesses; users
-admin / alice (owner) / bob (outsider) made through the real CLI."""
+admin / alice (owner) / bob (outsider) made through the real CLI.
+
+Two tiers, decided here at collection: a test that needs a running stack, a Prefect server
+or a browser (through any of its fixtures) is marked `stack`; `make test-fast` runs the
+others (`-m "not stack"`: no server starts), `make test` runs everything."""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +29,55 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_PASSWORD = "admin-pass-123"
 IN_CI = os.environ.get("CI") == "true"
+
+
+# -- tiers --------------------------------------------------------------------------------------
+
+# Fixtures that are a running stack or drive one; any fixture or test that calls one of
+# STACK_CALLS starts a server of its own (a stack on a fresh home, Prefect's test harness).
+STACK_FIXTURES = {"stack", "browser"}
+STACK_CALLS = {"start_stack", "prefect_test_harness"}
+
+
+def _calls_a_stack(func) -> bool:
+    todo = [getattr(func, "__code__", None)]
+    while todo:
+        code = todo.pop()
+        if code is None:
+            continue
+        if STACK_CALLS & set(code.co_names):
+            return True
+        todo += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return False
+
+
+def needs_stack(item: pytest.Item) -> bool:
+    if STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info else ()
+    funcs = [d.func for chain in defs for d in chain]
+    return any(_calls_a_stack(f) for f in [getattr(item, "function", None), *funcs])
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marks
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if needs_stack(item):
+            item.add_marker(pytest.mark.stack)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30, what: str = "the condition"):
+    """Poll `predicate` until it returns something true (and return that); fail after
+    `timeout` seconds saying `what` did not happen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout:g} s")
+        time.sleep(0.1)
 
 
 def free_port() -> int:
@@ -129,12 +184,17 @@ def start_stack(home: Path, extra_env: dict[str, str | None] | None = None) -> S
         stdin=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 150
-    while not _healthy(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("scriptflow up did not become healthy:\n" + log.read_text())
-        time.sleep(0.3)
+    try:
+        wait_until(
+            lambda: proc.poll() is not None or _healthy(url),
+            timeout=150,
+            what="scriptflow up answering /health",
+        )
+        if proc.poll() is not None:
+            raise AssertionError(f"scriptflow up exited with {proc.returncode}")
+    except AssertionError as exc:
+        proc.kill()
+        raise RuntimeError(f"{exc}; its output:\n" + log.read_text()) from None
     return Stack(
         home=home,
         url=url,
@@ -223,14 +283,16 @@ def wait_run(
     timeout: float = 60,
     until=("succeeded", "failed", "timed_out", "cancelled", "crashed"),
 ) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = client.get(f"/runs/{run_id}").json()
-        if run["status"] in until:
-            return run
-        if time.monotonic() > deadline:
-            raise AssertionError(f"run stayed {run['status']}: {run}")
-        time.sleep(0.2)
+    last: dict = {}
+
+    def reached() -> dict | None:
+        last.update(client.get(f"/runs/{run_id}").json())
+        return dict(last) if last["status"] in until else None
+
+    try:
+        return wait_until(reached, timeout, f"run {run_id} reaching {'/'.join(until)}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; it stayed {last.get('status')}: {last}") from None
 
 
 def output_of(client: httpx.Client, run_id: str) -> list[dict]:

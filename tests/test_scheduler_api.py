@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from conftest import upload, wait_run
+from conftest import upload, wait_run, wait_until
 
 SLEEPS = "import time\nprint('start', flush=True)\ntime.sleep(30)\n"
 
@@ -40,14 +40,6 @@ def status_of(client: httpx.Client) -> dict:
 
 def script_ids(body: dict) -> set[int]:
     return {r["script_id"] for part in ("running", "next", "late") for r in body[part]}
-
-
-def poll(what, timeout: float = 20):
-    deadline = time.monotonic() + timeout
-    while not (value := what()):
-        assert time.monotonic() < deadline, f"nothing after {timeout} s"
-        time.sleep(0.3)
-    return value
 
 
 def test_it_answers_in_its_shape_with_a_live_runner(admin) -> None:
@@ -89,8 +81,10 @@ def test_it_shows_running_and_next_runs_to_their_owner_only(alice, bob, admin) -
     assert r.status_code == 200, r.text
     due = datetime.fromisoformat(r.json()["next_runs"][0])
     # Prefect's scheduler makes the runs within ~5 s of the save.
-    upcoming = poll(
-        lambda: [r for r in status_of(alice)["next"] if r["script_id"] == scheduled["id"]]
+    upcoming = wait_until(
+        lambda: [r for r in status_of(alice)["next"] if r["script_id"] == scheduled["id"]],
+        timeout=20,
+        what="the scheduled script's next run showing in /scheduler",
     )
     assert upcoming[0]["script_name"] == scheduled["name"]
     assert datetime.fromisoformat(upcoming[0]["scheduled_at"].replace("Z", "+00:00")) == due
