@@ -17,6 +17,7 @@
   var follow = true;
   var busy = false;
   var generation = 0;     // a jump cancels what an older request would still add
+  var pollTimer = null;   // the next live read, when one is due
   var query = "";
   var matches = [];
   var matchIndex = -1;
@@ -98,8 +99,12 @@
     later.hidden = atEnd;
   }
 
+  // A jump starts a new window: what older requests would add is dropped (generation), and
+  // the next live read, if one is due, is called off: it would read from the old place and
+  // put those lines into the new window. The jump starts the live reads again where it ends.
   function reset() {
     generation += 1;
+    if (pollTimer) { clearTimeout(pollTimer); pollTimer = null; }
     box.textContent = "";
     box.removeAttribute("data-showing-empty");
   }
@@ -148,7 +153,6 @@
   }
 
   // -- live following ----------------------------------------------------------------------
-  var pollTimer = null;
   function schedulePoll(delay) {  // one poll loop at a time, whatever jumps happened
     if (pollTimer) clearTimeout(pollTimer);
     pollTimer = setTimeout(function () { pollTimer = null; poll(); }, delay);
