@@ -4,13 +4,18 @@ cursors in compressed output, first error, retention of index rows and files, su
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from scriptflow_prefect.history import index as history_index
 from scriptflow_prefect.history import output as history_output
@@ -233,3 +238,72 @@ def test_the_gzip_blocks_hold_whole_lines(tmp_path: Path):
     assert b"".join(b for _o, _l, b in blocks) == path.read_bytes()
     assert all(b.endswith(b"\n") for _o, _l, b in blocks)
     assert [line for _o, line, _b in blocks] == [0, 1, 2][: len(blocks)]
+
+
+INDEX_ONE = """
+import json, sys, time
+from datetime import datetime
+from pathlib import Path
+from scriptflow_prefect.history import index as history_index
+from scriptflow_prefect.platform.settings import Settings
+home, run_id, expected, ready, go = sys.argv[1:]
+settings = Settings(home=home)
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.001)
+done = history_index.index_run(
+    settings, run_id, script_id=1, expected=datetime.fromisoformat(expected)
+)
+print(json.dumps(done))
+"""
+
+
+@pytest.mark.parametrize("how", ["threads", "processes"])
+def test_two_indexings_of_one_run_at_once_leave_it_indexed_once(settings, tmp_path, how):
+    """A search's catch-up finds a big output the background indexer is still compressing
+    (or two processes share a home): one of them indexes it, the other stands aside."""
+    lines = [("stdout", f"row {i} " + "y" * 60) for i in range(60_000)]
+    lines.append(("stderr", "the very last words"))
+    run_id = write_run(settings, lines, index=False)
+    if how == "threads":
+        barrier = threading.Barrier(2)
+        results: list[object] = []
+
+        def index() -> None:
+            barrier.wait()
+            try:
+                results.append(history_index.index_run(settings, run_id, script_id=1, expected=NOW))
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                results.append(exc)
+
+        threads = [threading.Thread(target=index) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    else:
+        go, ready = tmp_path / "go", [tmp_path / "ready-1", tmp_path / "ready-2"]
+        args = [str(settings.home), run_id, NOW.isoformat()]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", INDEX_ONE, *args, str(r), str(go)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for r in ready
+        ]
+        wait_until(lambda: all(r.exists() for r in ready), 60, "both processes being ready")
+        go.touch()
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], [err for _out, err in outs]
+        results = [json.loads(out) for out, _err in outs]
+    assert sorted(results, key=repr) == [False, True], results
+    entry = history_index.entry(settings, run_id)
+    assert entry is not None and entry.lines == len(lines)
+    assert found(settings, "the very last words") == [run_id]
+    with history_index.source(settings, run_id) as src:
+        tail, _start = history_output.lines_before(src, src.size, 1)
+    assert [ln["text"] for ln in tail] == ["the very last words"]
+    left = sorted(p.name for p in settings.outputs_dir.iterdir())
+    assert left == [f"{run_id}.log.gz"], left  # compressed, no temporary or lock file

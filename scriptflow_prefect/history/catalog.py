@@ -4,12 +4,21 @@ row per indexed run, and the block table of its output) and one FTS5 file per da
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from scriptflow_prefect.history import output as ho
+
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import fcntl
 
 SEQ_SHIFT = 20  # FTS rowid = run seq << SEQ_SHIFT | block number
 _CATALOG = """
@@ -55,6 +64,35 @@ def plain_path(settings, run_id) -> Path:
 
 def gz_path(settings, run_id) -> Path:
     return settings.outputs_dir / f"{run_id}.log.gz"
+
+
+def lock_path(settings, run_id) -> Path:
+    return settings.outputs_dir / f"{run_id}.lock"
+
+
+@contextlib.contextmanager
+def run_lock(settings, run_id) -> Iterator[bool]:
+    """Whether this caller holds the run's indexing lock (never waits): an OS lock on
+    outputs/<run id>.lock, between threads and processes alike, that dies with its holder.
+    The file stays when indexing did not finish (retention removes it with the output)."""
+    path = lock_path(settings, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        try:
+            if sys.platform == "win32":
+                msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True  # closing the file releases the lock
+
+
+def drop_lock(settings, run_id) -> None:
+    """Once the run is indexed: a later caller that makes the file again finds it indexed."""
+    with contextlib.suppress(OSError):  # Windows: another caller has it open
+        os.unlink(lock_path(settings, run_id))
 
 
 def _connect(path: Path) -> sqlite3.Connection:

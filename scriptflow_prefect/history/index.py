@@ -44,11 +44,13 @@ from scriptflow_prefect.history.catalog import (
     day_db,
     day_of,
     day_path,
+    drop_lock,
     entry,
     gz_path,
     has_output,
     history_dir,
     plain_path,
+    run_lock,
     source,
 )
 from scriptflow_prefect.history.retention import disk_usage, forget_before
@@ -96,11 +98,25 @@ def index_run(
     settings, run_id, *, script_id: int | None, expected: datetime, compress: bool = True
 ) -> bool:
     """Index a finished run's output (and compress it if big). False if there is nothing to
-    index or it is indexed already. Safe to call twice, from two processes."""
+    index, it is indexed already, or another call (thread or process) is indexing it now.
+    Safe to call twice at once, from two processes: the run's lock decides who does it."""
     run_id = str(run_id)
-    plain = plain_path(settings, run_id)
-    if not plain.exists():
-        return False
+    with run_lock(settings, run_id) as mine:
+        if not mine:
+            return False
+        # Under the lock: whoever had it before us may have indexed and compressed it.
+        plain = plain_path(settings, run_id)
+        if not plain.exists():
+            return False
+        done = _index_locked(settings, run_id, plain, script_id, expected, compress)
+    if done:
+        drop_lock(settings, run_id)
+    return done
+
+
+def _index_locked(
+    settings, run_id: str, plain: Path, script_id: int | None, expected: datetime, compress: bool
+) -> bool:
     day = day_of(expected)
     cat = catalog(settings)
     try:
@@ -143,7 +159,9 @@ def _index_blocks(
     blocks, first_error, lines, total = [], None, 0, 0
     fts = day_db(settings, day)
     try:
-        fts.execute("BEGIN")
+        # IMMEDIATE: another run's indexing may write to the same day file; a deferred
+        # transaction that reads first then writes would fail at once ("database is locked").
+        fts.execute("BEGIN IMMEDIATE")
         rows = []
         for n, (offset, line, data) in enumerate(ho.iter_blocks(plain)):
             texts = []
