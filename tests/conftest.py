@@ -9,6 +9,8 @@ others (`-m "not stack"`: no server starts), `make test` runs everything."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import os
 import random
@@ -19,7 +21,8 @@ import sys
 import time
 import types
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +68,14 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if needs_stack(item):
             item.add_marker(pytest.mark.stack)
+
+
+def run_async(coro: Coroutine):
+    """asyncio.run(coro) on a thread of its own: Playwright's sync API keeps an event loop
+    running on the main thread once the browser tests have run in the session. The context
+    is copied: Prefect's settings (temporary_settings, the test harness) live in it."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(contextvars.copy_context().run, asyncio.run, coro).result()
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 30, what: str = "the condition"):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ast
-import asyncio
-import contextvars
 import inspect
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -12,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import run_async
 
 from scriptflow_prefect.schedules import spec as schedules
 from scriptflow_prefect.schedules.spec import (
@@ -526,14 +525,7 @@ async def _schedule_with_prefect() -> dict[str, list[datetime]]:
 
 
 def test_the_preview_is_what_prefects_scheduler_inserts(prefect_server: None) -> None:
-    # A thread of its own: Playwright's sync API may keep an event loop running in this one
-    # when the browser tests ran earlier in the session.
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool:
-        # copy_context: the harness's Prefect settings live in a context variable.
-        run = contextvars.copy_context().run
-        inserted = pool.submit(run, asyncio.run, _schedule_with_prefect()).result()
+    inserted = run_async(_schedule_with_prefect())
     for name, data in SERVER_SPECS.items():
         s = parse_spec(data)
         times = inserted[name]
@@ -589,7 +581,6 @@ class _PrefectAnswering:
 
 
 def _states_with_prefect_answering(status: int):
-    import asyncio
     import uuid
     from types import SimpleNamespace
 
@@ -603,7 +594,7 @@ def _states_with_prefect_answering(status: int):
     server = _PrefectAnswering(status)
     try:
         with temporary_settings({PREFECT_API_URL: server.url, PREFECT_CLIENT_MAX_RETRIES: 0}):
-            return asyncio.run(service.schedule_states([script]))
+            return run_async(service.schedule_states([script]))
     finally:
         server.close()
 
