@@ -276,6 +276,7 @@
 
   function jumpEnd(quiet) {
     reset();
+    var gen = generation;
     return loadWindow("tail=1").then(function (data) {
       if (!data) return;
       var r = render(data.lines, data.next);
@@ -286,6 +287,10 @@
       box.scrollTop = box.scrollHeight;
       updateLoadButtons();
       if (data.complete) finished(); else if (!quiet) schedulePoll(150);
+    }, function () {
+      // The end could not be read (the server busy, a dropped connection): the live reads
+      // go on from where they were and jump again, instead of stopping for good.
+      if (gen === generation) schedulePoll(2000);
     });
   }
 
