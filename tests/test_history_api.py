@@ -213,10 +213,16 @@ time.sleep(600)
 """
 
 
-def kill_tree(proc) -> None:
-    """The machine loses power: every process of the stack stops at once (SIGKILL)."""
+def kill_tree(proc, home) -> None:
+    """The machine loses power: every process of the stack stops at once (SIGKILL). Found
+    by its home as well: Prefect's server runs in a session of its own and was left behind
+    (alive after the test session) when only the tree was killed."""
     main = psutil.Process(proc.pid)
     procs = [main, *main.children(recursive=True)]
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if p not in procs and p.environ().get("SCRIPTFLOW_HOME") == str(home):
+                procs.append(p)
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
@@ -243,7 +249,7 @@ def test_search_covers_runs_the_index_missed(tmp_path_factory):
                 timeout=60,
                 what="the run printing its last line",
             )
-        kill_tree(first.proc)
+        kill_tree(first.proc, home)
     finally:
         if first.proc.poll() is None:
             stop_stack(first)
