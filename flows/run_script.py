@@ -15,7 +15,11 @@ from prefect.context import get_run_context
 from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Cancelled, Completed, Failed, State
 
-from scriptflow_prefect.execution.environment import ensure_script_python, scrubbed_env
+from scriptflow_prefect.execution.environment import (
+    ensure_script_python,
+    script_env,
+    scrubbed_env,
+)
 from scriptflow_prefect.execution.launchers import bat_launcher, launcher_ready
 from scriptflow_prefect.execution.models import LauncherMissing
 from scriptflow_prefect.execution.process import run_script_process
@@ -69,10 +73,19 @@ def run_script(
     script_name: str = "",
     timeout_seconds: int = 300,
     policy: dict[str, Any] | None = None,
+    arguments: list[str] | None = None,
+    environment: dict[str, str] | None = None,
+    secrets: list[str] | None = None,
+    requirements: list[str] | None = None,
+    working_folder: dict[str, Any] | None = None,
+    run_as: str | None = None,
 ) -> State:
     """Fetch the script version by hash, run it in a fresh folder, stream its output.
 
     Example: `run_script(script_id=1, version=2, sha256="…", kind="python")`.
+    `arguments`, `environment`, `secrets` (names of Prefect Secret blocks' variables),
+    `requirements`, `working_folder` and `run_as` are the script's "How it runs" settings
+    (scripts/run_config.py); a run started with other `arguments` runs with those.
     """
     settings = get_settings()
     flow_run = get_run_context().flow_run
@@ -132,7 +145,8 @@ def run_script(
                     launcher=launcher_ready(bat_launcher(settings.bat_launcher))
                     if kind == "batch"
                     else None,
-                    env=scrubbed_env(),
+                    env=script_env(scrubbed_env(), environment),
+                    arguments=arguments or [],
                 )
             except LauncherMissing as exc:
                 system.error(str(exc))

@@ -77,6 +77,11 @@ class Schedule(Open):
     next_runs: list[IsoDatetime]
 
 
+class WorkingFolder(Open):
+    mode: Literal["script", "path", "fresh"]
+    path: str | None = None
+
+
 class Script(Open):
     id: int
     name: str
@@ -93,6 +98,12 @@ class Script(Open):
     schedule: Schedule | None = None
     last_run: Run | None = None
     next_run_at: IsoDatetime | None = None
+    arguments: list[str] = []
+    environment: dict[str, str] = {}
+    secrets: list[str] = []
+    requirements: list[str] = []
+    working_folder: WorkingFolder
+    run_as: str | None = None
 
 
 class ScriptPage(Open):

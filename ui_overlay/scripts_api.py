@@ -108,6 +108,12 @@ class ScriptChanges(BaseModel):
     description: str | None = None
     timeout_seconds: int | None = None
     policy: dict | None = None  # retries, retry_delay_seconds, disable_after_failures, ...
+    # How it runs (API.md "How a script runs"); validated in scripts/run_config.py.
+    arguments: list[str] | None = None
+    environment: dict[str, str] | None = None
+    requirements: list[str] | None = None
+    working_folder: dict | None = None
+    run_as: str | None = None
 
 
 @api.patch("/scripts/{script_id}", response_model=schemas.Script)

@@ -48,6 +48,13 @@ def scrubbed_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def script_env(base: dict[str, str], variables: Mapping[str, str] | None) -> dict[str, str]:
+    """`base` (a scrubbed environment) with the script's own variables on top."""
+    env = dict(base)
+    env.update(variables or {})
+    return env
+
+
 def _is_private(name: str) -> bool:
     upper = name.upper()
     return upper.startswith(_PRIVATE_PREFIXES) or any(m in upper for m in _SECRET_MARKERS)

@@ -93,16 +93,21 @@ def _split_command(command: str) -> list[str]:
 
 
 def command(
-    script_path: Path, kind: ScriptKind, python: Path | None, launcher: list[str] | None
+    script_path: Path,
+    kind: ScriptKind,
+    python: Path | None,
+    launcher: list[str] | None,
+    arguments: Sequence[str] = (),
 ) -> list[str]:
-    """The argv that runs the script: ``python -u script.py`` or ``<launcher> script.bat``."""
+    """The argv that runs the script: ``python -u script.py ARGS`` or ``<launcher> script.bat
+    ARGS``."""
     script = script_path.absolute()
     if kind == "python":
-        return [str(python or sys.executable), "-u", str(script)]
+        return [str(python or sys.executable), "-u", str(script), *arguments]
     if kind == "batch":
         if not launcher:
             raise LauncherMissing()
-        return [*launcher, _bat_argument(script, launcher)]
+        return [*launcher, _bat_argument(script, launcher), *arguments]
     raise ValueError(f"Unknown script kind: {kind!r}")
 
 

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,6 +69,7 @@ def run_script_process(
     env: Mapping[str, str] | None = None,
     on_lines: LinesCallback | None = None,
     fallback_encoding: str | None = None,
+    arguments: Sequence[str] = (),
 ) -> ExecutionResult:
     """Run one script to its end, timeout or cancel; deliver every output line as it comes.
 
@@ -79,7 +80,7 @@ def run_script_process(
     `fallback_encoding` (default: the OEM code page on Windows, wine's ANSI one elsewhere).
     If a callback raises, the process tree is killed and the exception re-raised.
     """
-    argv = command(Path(script_path), kind, python, launcher)
+    argv = command(Path(script_path), kind, python, launcher, arguments)
     decoder = Decoder(fallback_encoding or default_fallback_encoding(kind))
     run_env = dict(scrubbed_env() if env is None else env)
     if kind == "python":

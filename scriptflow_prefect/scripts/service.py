@@ -27,7 +27,7 @@ from scriptflow_prefect.platform.models import utcnow
 from scriptflow_prefect.runs.policies import RunPolicy
 from scriptflow_prefect.schedules.service import prefect_schedules_for, schedule_to_dict
 from scriptflow_prefect.scripts import prefect as scripts_prefect
-from scriptflow_prefect.scripts import store
+from scriptflow_prefect.scripts import run_config, store
 from scriptflow_prefect.scripts.models import Script, ScriptVersion
 
 log = logging.getLogger("scriptflow.scripts")
@@ -124,6 +124,7 @@ def deployment_parameters(script: Script) -> dict[str, Any]:
         "script_name": script.name,
         "timeout_seconds": script.timeout_seconds,
         "policy": RunPolicy(**(script.settings or {}).get("policy", {})).model_dump(),
+        **run_config.flow_parameters(run_config.run_config(script.settings)),
     }
 
 
@@ -245,6 +246,8 @@ async def update_details(db: Session, user: User, script: Script, changes: dict)
     """Apply `changes`. A rename is a new deployment in Prefect (it names deployments by flow
     and name): the old one is deleted, and if that fails the rename is undone, so that the
     script never has two deployments (two schedules, run twice)."""
+    if "run_as" in changes and not user.is_admin:
+        raise ScriptError(403, _("Only an admin chooses the account a script runs as."))
     old_name, old_deployment = script.name, script.deployment_id
     before = {
         "name": script.name,
@@ -272,6 +275,8 @@ async def update_details(db: Session, user: User, script: Script, changes: dict)
                 422, _("The run policy is not valid: %(err)s", err=_first_error(exc))
             ) from None
         script.settings = {**(script.settings or {}), "policy": policy.model_dump()}
+    config = run_config.apply_changes(run_config.run_config(script.settings), changes)
+    script.settings = run_config.store_config(script.settings, config)
     script.updated_at = utcnow()
     await sync_deployment(script)
     if script.name != old_name and old_deployment and old_deployment != script.deployment_id:
@@ -364,6 +369,7 @@ def script_to_dict(
         "owner": script.owner.username,
         "timeout_seconds": script.timeout_seconds,
         "policy": RunPolicy(**(script.settings or {}).get("policy", {})).model_dump(),
+        **run_config.public_fields(run_config.run_config(script.settings)),
         "schedule": schedule_to_dict(script),
         "last_run": last_run,
         "next_run_at": next_run_at,
