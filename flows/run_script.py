@@ -8,6 +8,8 @@ Every ScriptFlow script is a deployment of this flow. Run by hand, for example::
 from __future__ import annotations
 
 import logging
+import os
+import platform
 from typing import Any, Literal
 
 from prefect import flow, get_client
@@ -20,9 +22,10 @@ from scriptflow_prefect.execution.environment import (
     script_env,
     scrubbed_env,
 )
-from scriptflow_prefect.execution.launchers import bat_launcher, launcher_ready
-from scriptflow_prefect.execution.models import LauncherMissing
+from scriptflow_prefect.execution.launchers import bat_launcher, launcher_ready, run_wine_env
+from scriptflow_prefect.execution.models import LauncherMissing, ScriptStartError, UnknownAccount
 from scriptflow_prefect.execution.process import run_script_process
+from scriptflow_prefect.execution.sandbox import Sandbox, interpreter_folders, sandbox_state
 from scriptflow_prefect.execution.workdir import fresh_workdir, remove_workdir
 from scriptflow_prefect.history import index as history_index
 from scriptflow_prefect.history.capture import PrefectLogSink
@@ -113,6 +116,24 @@ def run_script(
     script_path = script_dir / f"script{suffix}"  # never the uploaded name: it is not a path
     script_path.write_bytes(data)
 
+    account = run_as or settings.run_as
+    python = ensure_script_python(settings.script_venv_dir) if kind == "python" else None
+    launcher = launcher_ready(bat_launcher(settings.bat_launcher)) if kind == "batch" else None
+    env = script_env(scrubbed_env(), environment)
+    if launcher:
+        # the run's own wine prefix, made from the base prefix of the account it runs as
+        owner_home = os.path.expanduser(f"~{account}") if account else env.get("HOME", "")
+        env.update(run_wine_env(launcher, run_root, {**env, "HOME": owner_home}))
+    sandbox = Sandbox(
+        hidden=(settings.home, *settings.secret_files()),
+        writable=(run_root,),
+        read_only=(
+            *((settings.script_venv_dir,) if python else ()),
+            *interpreter_folders(python),
+        ),
+        enforced=sandbox_state(settings.sandbox, settings.home).enforced,
+    )
+
     settings.outputs_dir.mkdir(parents=True, exist_ok=True)
     out_path = settings.outputs_dir / f"{run_id}.log"
     cancel = watcher.register(run_id)
@@ -139,18 +160,23 @@ def run_script(
                     on_line=None,
                     on_lines=on_lines,
                     cancel=cancel,
-                    python=ensure_script_python(settings.script_venv_dir)
-                    if kind == "python"
-                    else None,
-                    launcher=launcher_ready(bat_launcher(settings.bat_launcher))
-                    if kind == "batch"
-                    else None,
-                    env=script_env(scrubbed_env(), environment),
+                    python=python,
+                    launcher=launcher,
+                    env=env,
                     arguments=arguments or [],
+                    sandbox=sandbox,
+                    run_as=account,
                 )
-            except LauncherMissing as exc:
+            except (LauncherMissing, ScriptStartError) as exc:
                 system.error(str(exc))
-                msg = RunMessage("launcher_missing")
+                if isinstance(exc, LauncherMissing):
+                    msg = RunMessage("launcher_missing")
+                elif isinstance(exc, UnknownAccount):
+                    msg = RunMessage(
+                        "unknown_account", {"account": exc.account, "worker": platform.node()}
+                    )
+                else:
+                    msg = RunMessage("start_failed", {"reason": str(exc)[:300]})
                 with get_client(sync_client=True) as client:
                     client.update_flow_run_labels(run_id, msg.label())
                 return Failed(message=msg.text)

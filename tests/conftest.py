@@ -315,3 +315,29 @@ def output_of(client: httpx.Client, run_id: str) -> list[dict]:
         cursor = body["next"]
         if body["complete"] or not body["lines"]:
             return lines
+
+
+def private_home_base() -> Path:
+    """Where stacks with the recommended layout live: a folder of their own, not under /tmp
+    (the sandbox cannot let scripts create entries directly in the folders above the home)."""
+    base = Path("/var/lib/scriptflow-tests") if os.geteuid() == 0 else Path.home() / ".sf-tests"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+@pytest.fixture(scope="session")
+def private_stack() -> Stack:
+    """A stack whose home is laid out as README's production recipe says (admin, alice)."""
+    home = private_home_base() / f"home-{os.getpid()}"
+    s = start_stack(home)
+    try:
+        r = s.cli("user", "add", "alice", "--password-stdin", input="alice-pass-123\n")
+        assert r.returncode == 0, r.stderr
+        for name in ("admin", "alice"):
+            r = s.cli("token", "create", name)
+            assert r.returncode == 0, r.stderr
+            s.tokens[name] = r.stdout.strip()
+        yield s
+    finally:
+        stop_stack(s)
+        shutil.rmtree(home, ignore_errors=True)

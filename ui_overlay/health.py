@@ -8,10 +8,27 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from scriptflow_prefect.execution.sandbox import sandbox_state
 from scriptflow_prefect.monitoring import service as monitoring
 from scriptflow_prefect.platform import prefect as platform_prefect
+from scriptflow_prefect.platform.i18n import _
 
 pages = APIRouter()
+
+
+def sandbox_component(settings) -> dict:
+    """Runs still work without a sandbox, so it does not fail /health: it warns, loudly."""
+    state = sandbox_state(settings.sandbox, settings.home)
+    warnings = list(state.warnings)
+    if not state.enforced:
+        warnings.insert(0, _("Runs are NOT sandboxed: %(why)s", why=state.detail))
+    return {
+        "ok": True,
+        "enforced": state.enforced,
+        "mechanism": state.mechanism,
+        "detail": state.detail,
+        "warnings": warnings,
+    }
 
 
 def _db_ok(request: Request) -> bool:
@@ -50,8 +67,12 @@ async def health(request: Request):
     except Exception as exc:
         runner_ok, detail = False, str(exc)
     components["runner"] = {"ok": runner_ok, "detail": detail}
+    components["sandbox"] = sandbox_component(request.app.state.settings)
     failing = [name for name, c in components.items() if not c["ok"]]
     body = {"status": "ok" if not failing else "unavailable", "components": components}
     if failing:
         body["failing"] = failing
+    warnings = components["sandbox"]["warnings"]
+    if warnings:
+        body["warnings"] = warnings
     return JSONResponse(body, status_code=503 if failing else 200)

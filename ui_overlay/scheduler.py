@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, PageUser
+from scriptflow_prefect.ui_overlay.health import sandbox_component
 from scriptflow_prefect.ui_overlay.templating import render
 from sqlalchemy.orm import Session
 
@@ -61,4 +62,7 @@ async def scheduler_page(request: Request, user: PageUser, db: DbDep):
     except platform_prefect.PrefectUnavailable:
         status = {"running": [], "next": [], "late": [], "workers": []}
         prefect_down = True
-    return render(request, "scheduler/index.html", {**status, "prefect_down": prefect_down})
+    # Admins see here, loudly, when scripts run without a sandbox on this host.
+    sandbox = sandbox_component(request.app.state.settings) if user.is_admin else None
+    context = {**status, "prefect_down": prefect_down, "sandbox": sandbox}
+    return render(request, "scheduler/index.html", context)

@@ -14,7 +14,7 @@ import sys
 from datetime import timedelta
 
 from scriptflow_prefect.accounts import service as accounts
-from scriptflow_prefect.commands import prefect_server, stack, worker
+from scriptflow_prefect.commands import prefect_server, stack, startup, worker
 from scriptflow_prefect.platform.db import Database
 from scriptflow_prefect.platform.prefect_env import apply_client_env
 from scriptflow_prefect.platform.settings import (
@@ -30,7 +30,7 @@ def _settings() -> Settings:
         settings = load_settings()
     except SettingsError as exc:
         sys.exit(f"scriptflow: bad setting: {exc}")
-    settings.ensure_dirs()
+    startup.prepare_home(settings)
     set_settings(settings)
     return settings
 
@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if argv is None:
         _limit_malloc_arenas(args)
+    startup.private_process()
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

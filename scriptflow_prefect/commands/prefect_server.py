@@ -37,7 +37,7 @@ def _server_command(settings: Settings) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "prefect",
+        "scriptflow_prefect.commands.prefect_child",  # `prefect`, auth strings out of /proc
         "server",
         "start",
         "--host",

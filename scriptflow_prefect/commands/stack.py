@@ -26,6 +26,7 @@ import uvicorn
 
 from scriptflow_prefect.accounts import service as accounts
 from scriptflow_prefect.commands.logfiles import setup_logging
+from scriptflow_prefect.commands.startup import announce_sandbox
 from scriptflow_prefect.commands.prefect_server import (
     api_healthy,
     history_retention_for_server,
@@ -205,6 +206,7 @@ def _serve_web(
 
     runner = None
     if with_runner:
+        announce_sandbox(settings)
         runner = WorkerThread(
             name=runner_name(settings.worker_name, platform.node()),
             max_runs=settings.max_concurrent_runs,

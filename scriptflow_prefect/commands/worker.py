@@ -8,6 +8,7 @@ import sys
 
 from scriptflow_prefect.commands.logfiles import setup_logging
 from scriptflow_prefect.commands.prefect_server import wait_for_api
+from scriptflow_prefect.commands.startup import announce_sandbox
 from scriptflow_prefect.platform import prefect_names
 from scriptflow_prefect.platform.prefect_env import apply_client_env
 from scriptflow_prefect.platform.settings import Settings
@@ -22,6 +23,7 @@ def run_worker_foreground(settings: Settings) -> int:
     except RuntimeError as exc:
         print(f"scriptflow: {exc}", file=sys.stderr)
         return 1
+    announce_sandbox(settings)
     # Prefect reads its settings when first imported: only now, after apply_client_env.
     from scriptflow_prefect.runs.worker import ScriptFlowWorker
     from scriptflow_prefect.scripts import prefect as scripts_prefect

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from scriptflow_prefect.execution.models import ScriptStartError
 from scriptflow_prefect.execution.workdir import remove_workdir
+from scriptflow_prefect.platform.home_modes import share_read_only
 
 if sys.platform == "win32":
     from scriptflow_prefect.execution.windows import file_lock
@@ -100,6 +101,7 @@ def ensure_script_python(venv_dir: Path) -> Path:
         venv.EnvBuilder(with_pip=False, symlinks=sys.platform != "win32").create(venv_dir)
         if not python.exists():
             raise ScriptStartError(f"Creating the script virtualenv gave no {python}")
+        share_read_only(venv_dir)  # made under umask 077; accounts scripts run as read it
         (venv_dir / _VENV_READY_MARKER).write_text(sys.version + "\n", encoding="utf-8")
     return python
 

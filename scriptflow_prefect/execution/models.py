@@ -26,6 +26,14 @@ class ScriptStartError(RuntimeError):
     """The interpreter or launcher could not be started (missing, not executable)."""
 
 
+class UnknownAccount(ScriptStartError):
+    """The account a script is to run as does not exist on this machine."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"There is no account named {name!r} on this machine")
+        self.account = name
+
+
 @dataclass
 class ExecutionResult:
     outcome: Outcome

@@ -19,6 +19,14 @@ from typing import Any
 
 import psutil
 
+from scriptflow_prefect.execution.run_as import (
+    account_env,
+    find_account,
+    give_folders,
+    switch_user,
+)
+from scriptflow_prefect.execution.sandbox import Sandbox, sandboxed
+
 # Imported on POSIX only; mypy --platform win32 skips the rest of this module.
 assert sys.platform != "win32"
 
@@ -42,9 +50,22 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def popen_arguments(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
-    """The command and Popen options: the script leads a session (and group) of its own."""
-    return argv, {"start_new_session": True}
+def popen_arguments(
+    argv: list[str], env: dict[str, str], sandbox: Sandbox | None, run_as: str | None
+) -> tuple[list[str], dict[str, Any]]:
+    """The command and Popen options: the script leads a session (and group) of its own, in
+    its sandbox, as its account (whose HOME, USER and LOGNAME go into `env`); the account is
+    given the run's folders first. Raises UnknownAccount."""
+    options: dict[str, Any] = {"start_new_session": True}
+    prefix: list[str] = []
+    if run_as:
+        account = find_account(run_as)
+        if sandbox is not None:
+            give_folders(account, sandbox.managed(), list(sandbox.read_only), list(sandbox.hidden))
+        prefix, switch = switch_user(account)
+        options.update(switch)
+        account_env(env, account)
+    return [*prefix, *sandboxed(argv, sandbox)], options
 
 
 def read_pipe(fd: int, feed: Callable[[bytes], None], stop: threading.Event) -> None:

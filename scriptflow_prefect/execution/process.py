@@ -45,6 +45,7 @@ from scriptflow_prefect.execution.models import (
     ScriptKind,
     ScriptStartError,
 )
+from scriptflow_prefect.execution.sandbox import Sandbox
 from scriptflow_prefect.execution.streams import Decoder, Sink, StreamReader, finish_readers
 from scriptflow_prefect.execution.tree import ProcessTree, process_tree
 
@@ -70,6 +71,8 @@ def run_script_process(
     on_lines: LinesCallback | None = None,
     fallback_encoding: str | None = None,
     arguments: Sequence[str] = (),
+    sandbox: Sandbox | None = None,
+    run_as: str | None = None,
 ) -> ExecutionResult:
     """Run one script to its end, timeout or cancel; deliver every output line as it comes.
 
@@ -79,6 +82,8 @@ def run_script_process(
     Output is decoded as UTF-8; for .bat output a line that is not valid UTF-8 is decoded with
     `fallback_encoding` (default: the OEM code page on Windows, wine's ANSI one elsewhere).
     If a callback raises, the process tree is killed and the exception re-raised.
+    `sandbox` holds the script and its children to its folders (sandbox.py); `run_as` is the
+    OS account it runs as (None: the worker's); an unknown one raises ScriptStartError.
     """
     argv = command(Path(script_path), kind, python, launcher, arguments)
     decoder = Decoder(fallback_encoding or default_fallback_encoding(kind))
@@ -90,7 +95,7 @@ def run_script_process(
     started = time.monotonic()
     if cancel.is_set():  # cancelled while waiting to start: nothing to run
         return ExecutionResult("cancelled", None, started_at, started_at)
-    proc = _spawn(argv, Path(workdir), run_env)
+    proc = _spawn(argv, Path(workdir), run_env, sandbox, run_as)
     tree = process_tree(proc)
     readers = [
         StreamReader(proc.stdout, "stdout", sink, decoder),
@@ -110,10 +115,16 @@ def run_script_process(
     return ExecutionResult(outcome, exit_code, started_at, datetime.now(UTC))
 
 
-def _spawn(argv: list[str], workdir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str],
+    workdir: Path,
+    env: dict[str, str],
+    sandbox: Sandbox | None,
+    run_as: str | None,
+) -> subprocess.Popen[bytes]:
     if not workdir.is_dir():
         raise ScriptStartError(f"Working directory {workdir} does not exist")
-    popen_command, options = popen_arguments(argv)
+    popen_command, options = popen_arguments(argv, env, sandbox, run_as)
     try:
         return subprocess.Popen(
             popen_command,

@@ -17,6 +17,9 @@ from ctypes import wintypes
 from pathlib import Path
 from typing import Any
 
+from scriptflow_prefect.execution.models import ScriptStartError
+from scriptflow_prefect.execution.sandbox import Sandbox
+
 # Imported on Windows only; mypy --platform linux skips the rest of this module.
 assert sys.platform == "win32"
 
@@ -50,8 +53,17 @@ def oem_codepage() -> str:
     return "cp" + str(ctypes.windll.kernel32.GetOEMCP())
 
 
-def popen_arguments(argv: list[str]) -> tuple[list[str] | str, dict[str, Any]]:
-    """The command and Popen options: no console window on a service, a group of its own."""
+def popen_arguments(
+    argv: list[str], env: dict[str, str], sandbox: Sandbox | None, run_as: str | None
+) -> tuple[list[str] | str, dict[str, Any]]:
+    """The command and Popen options: no console window on a service, a group of its own.
+
+    Windows has no Landlock: `sandbox` is not enforced here (sandbox_state says so, and
+    /health shows it). Another account needs a logon with its password (not yet here)."""
+    if run_as:
+        raise ScriptStartError(
+            f"Running a script as {run_as!r} is not available on Windows workers yet"
+        )
     flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
     command: list[str] | str = argv
     if os.path.basename(argv[0]).lower() in {"cmd", "cmd.exe"}:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SCRIPTFLOW_"
@@ -21,6 +22,7 @@ class SettingsError(RuntimeError):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    _secret_files: list[Path] = PrivateAttr(default_factory=list)
 
     home: Path = Field(default_factory=lambda: Path.home() / ".scriptflow")
     host: str = "127.0.0.1"
@@ -50,11 +52,26 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(2.0, gt=0, le=60)
     max_concurrent_runs: int = Field(50, ge=1, le=500)
     worker_name: str | None = None
+    # Every run in a sandbox (execution/sandbox.py); "off" only for debugging.
+    sandbox: Literal["on", "off"] = "on"
+    # The OS account scripts run as unless a script names its own (its `run_as`).
+    run_as: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\\@$-]{1,104}$")
 
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("sandbox", mode="before")
+    @classmethod
+    def _on_off(cls, v: object) -> object:
+        words = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}
+        return words.get(str(v).strip().lower(), str(v).strip().lower())
+
+    @field_validator("run_as", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("timezone")
     @classmethod
@@ -104,6 +121,15 @@ class Settings(BaseSettings):
     @property
     def script_venv_dir(self) -> Path:
         return self.path("script-venv")
+
+    @property
+    def envs_dir(self) -> Path:
+        """Python dependency environments of scripts (read-only to the scripts)."""
+        return self.path("envs")
+
+    def secret_files(self) -> list[Path]:
+        """Files that `SCRIPTFLOW_*_FILE` variables named at start: kept from scripts too."""
+        return list(self._secret_files)
 
     @property
     def embedded_prefect(self) -> bool:
@@ -175,6 +201,28 @@ def _kept_secret(path: Path, make) -> str:
         return path.read_text().strip()
 
 
+# Settings whose values are secrets: taken out of the environment once read.
+SECRET_VARIABLES = ("ADMIN_PASSWORD", "SECRET_KEY", "SMTP_PASSWORD", "PREFECT_AUTH_STRING")
+
+
+def secret_variable_names(environ: Mapping[str, str]) -> list[str]:
+    """The secret `SCRIPTFLOW_*` variables present in `environ`, and every `*_FILE` one."""
+    secret = {ENV_PREFIX + name for name in SECRET_VARIABLES}
+    return [
+        key
+        for key in environ
+        if key.upper() in secret or (key.upper().startswith(ENV_PREFIX) and key.endswith("_FILE"))
+    ]
+
+
+def _file_paths(environ: Mapping[str, str]) -> list[Path]:
+    return [
+        Path(value).absolute()
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and key.endswith("_FILE") and value
+    ]
+
+
 def _file_values(environ: dict[str, str]) -> dict[str, str]:
     """`SCRIPTFLOW_X_FILE=/path` supplies X from a file (Docker/systemd secrets)."""
     values = {}
@@ -194,7 +242,9 @@ def load_settings(**overrides) -> Settings:
     """Read the environment; a bad value raises SettingsError naming the variable."""
     try:
         values = {**_file_values(dict(os.environ)), **overrides}
-        return Settings(**values)
+        settings = Settings(**values)
+        settings._secret_files = _file_paths(os.environ)
+        return settings
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

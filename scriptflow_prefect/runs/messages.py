@@ -43,6 +43,10 @@ TEMPLATES: dict[str, str] = {
         "The previous run of this script was still running; skipped as the script's policy says."
     ),
     "launcher_missing": N_("Running .bat scripts needs a Windows worker or wine on this machine"),
+    "unknown_account": N_(
+        "The account %(account)s that this script runs as does not exist on the worker %(worker)s"
+    ),
+    "start_failed": N_("The script could not be started: %(reason)s"),
 }
 WHEN_PARAMS = {"when"}  # ISO-8601 times, shown in the reader's time zone
 
