@@ -92,8 +92,9 @@ def rules(hidden: list[str], writable: list[str], read_only: list[str], abi: int
     keep = {os.path.realpath(p) for p in read_only}
     found: list[tuple[str, int]] = []
     _allow_beside("/", hide, keep, all_rights(abi), found)
-    # What lies inside a hidden path is only reachable through its own rule.
-    found += [(p, READ_ONLY) for p in sorted(keep) if any(_inside(p, h) for h in hide)]
+    # Also a rule of their own: one inside a hidden path, or in a folder this account cannot
+    # list, is not reached above. Never on one holding a hidden path: that would open it.
+    found += [(p, READ_ONLY) for p in sorted(keep) if not any(_inside(h, p) for h in hide)]
     found += [(os.path.realpath(p), all_rights(abi)) for p in writable]
     return found
 
