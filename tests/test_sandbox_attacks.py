@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ADMIN_PASSWORD, need_tool, output_of, upload, wait_run
 
-ATTACKS = r'''
+ATTACKS = r"""
 import ctypes, json, os, subprocess, sys, sysconfig
 home, other_run, own_prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 ppid = os.getppid()
@@ -69,7 +69,7 @@ attempt("signal_worker", lambda: os.kill(ppid, 0))
 attempt("worker_environ", lambda: read(f"/proc/{ppid}/environ", "rb").decode(errors="replace"))
 attempt("server_environ", server_environ)
 print(json.dumps(found))
-'''
+"""
 
 LEGIT = r"""
 import json, os, subprocess, sys, urllib.request

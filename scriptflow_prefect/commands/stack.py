@@ -26,7 +26,6 @@ import uvicorn
 
 from scriptflow_prefect.accounts import service as accounts
 from scriptflow_prefect.commands.logfiles import setup_logging
-from scriptflow_prefect.commands.startup import announce_sandbox
 from scriptflow_prefect.commands.prefect_server import (
     api_healthy,
     history_retention_for_server,
@@ -34,6 +33,7 @@ from scriptflow_prefect.commands.prefect_server import (
     stop_process,
     wait_for_api,
 )
+from scriptflow_prefect.commands.startup import announce_sandbox
 from scriptflow_prefect.platform.db import Database
 from scriptflow_prefect.platform.prefect_env import apply_client_env
 from scriptflow_prefect.platform.settings import Settings

@@ -85,7 +85,9 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def rules(hidden: list[str], writable: list[str], read_only: list[str], abi: int):
+def rules(
+    hidden: list[str], writable: list[str], read_only: list[str], abi: int
+) -> list[tuple[str, int]]:
     """(path, rights) pairs: everything but `hidden` with every right, except `read_only`
     (read and execute); `writable` with every right. Paths are absolute."""
     hide = {os.path.realpath(p) for p in hidden}
@@ -99,7 +101,9 @@ def rules(hidden: list[str], writable: list[str], read_only: list[str], abi: int
     return found
 
 
-def _allow_beside(folder: str, hide: set, keep: set, rights: int, found: list) -> None:
+def _allow_beside(
+    folder: str, hide: set[str], keep: set[str], rights: int, found: list[tuple[str, int]]
+) -> None:
     """A rule for each entry of `folder` but the hidden ones; an entry holding a hidden or
     read-only path gets none: its own entries are looked at in turn."""
     try:
@@ -139,6 +143,8 @@ def restrict(found: list[tuple[str, int]], abi: int, scope_signals: bool = True)
 
 
 def _add_rule(libc: ctypes.CDLL, ruleset: int, path: str, access: int) -> None:
+    if sys.platform == "win32":
+        return
     try:
         fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:

@@ -69,7 +69,9 @@ def warm_up_launcher(
     return time.monotonic() - started
 
 
-def run_wine_env(launcher: Sequence[str], run_folder: Path, env: Mapping[str, str]) -> dict:
+def run_wine_env(
+    launcher: Sequence[str], run_folder: Path, env: Mapping[str, str]
+) -> dict[str, str]:
     """Environment for a .bat run under wine: a wine prefix of the run's own (`run_folder/wine`:
     the base prefix's drive_c and devices linked, its registry copied) and TMPDIR, where
     wine's server keeps its socket.

@@ -19,13 +19,15 @@ from typing import Any
 
 import psutil
 
-from scriptflow_prefect.execution.run_as import (
-    account_env,
-    find_account,
-    give_folders,
-    switch_user,
-)
 from scriptflow_prefect.execution.sandbox import Sandbox, sandboxed
+
+if sys.platform != "win32":
+    from scriptflow_prefect.execution.run_as import (
+        account_env,
+        find_account,
+        give_folders,
+        switch_user,
+    )
 
 # Imported on POSIX only; mypy --platform win32 skips the rest of this module.
 assert sys.platform != "win32"

@@ -69,7 +69,9 @@ def switch_user(account: RunAccount) -> tuple[list[str], dict[str, Any]]:
     return ["sudo", "-n", "-u", account.name, "--"], {}
 
 
-def give_folders(account: RunAccount, own: list[Path], reach: list[Path], within: list[Path]):
+def give_folders(
+    account: RunAccount, own: list[Path], reach: list[Path], within: list[Path]
+) -> None:
     """Let `account` use the `own` folders (whole trees), and pass through the folders above
     them and above `reach` (read by all already) up to the `within` folder holding each."""
     if account.is_current:
@@ -97,7 +99,7 @@ def _grant_tree(folder: Path, uid: int) -> None:
     # Without root: an ACL entry on what the worker made, and a default one so that what the
     # account creates inside stays removable by the worker afterwards.
     worker = os.geteuid()
-    for root, dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):
         _grant(Path(root), uid, 0o7)
         _set_default(Path(root), [(uid, 0o7), (worker, 0o7)])
         for name in files:
@@ -149,4 +151,3 @@ def _write_acl(path: Path, name: str, entries: dict[tuple[int, int], int]) -> No
             f"Could not give the run's folder {path} to its account (ACL: {exc.strerror}); "
             "the file system must support POSIX ACLs, or the worker must run as root"
         ) from exc
-

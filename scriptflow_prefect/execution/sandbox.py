@@ -6,7 +6,7 @@ own (`hidden`: SCRIPTFLOW_HOME, files named by `SCRIPTFLOW_*_FILE`). The script 
 process it starts can then use the rest of the file system as its account allows, and the
 listed folders, but nothing else under `hidden`; writes to `read_only` are refused too.
 
-Measured on Linux 6.18 (Landlock ABI 7), a run's start costs ~25 ms more sandboxed
+Measured on Linux 6.18 (Landlock ABI 7), a run starts ~45 ms later sandboxed (21 -> 68 ms
 (bench/sandbox_bench.py): the prefix is this interpreter running `landlock.py`'s source, which
 restricts itself and execs the command. Without Landlock (kernel < 5.13, disabled, another OS)
 or with SCRIPTFLOW_SANDBOX=off, runs are not sandboxed: the worker logs it at start and /health

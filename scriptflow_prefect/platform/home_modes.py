@@ -50,6 +50,8 @@ def _make_private(path: Path, changed: list[Path]) -> None:
 
 
 def _has_acl(path: Path) -> bool:
+    if sys.platform == "win32":
+        return False
     try:
         return bool(os.getxattr(path, _ACL_XATTR, follow_symlinks=False))
     except (OSError, AttributeError):
