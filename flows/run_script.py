@@ -23,6 +23,7 @@ from scriptflow_prefect.execution.environment import (
     scrubbed_env,
 )
 from scriptflow_prefect.execution.launchers import bat_launcher, launcher_ready, run_wine_env
+from scriptflow_prefect.execution.masking import Masker
 from scriptflow_prefect.execution.models import LauncherMissing, ScriptStartError, UnknownAccount
 from scriptflow_prefect.execution.process import run_script_process
 from scriptflow_prefect.execution.sandbox import Sandbox, interpreter_folders, sandbox_state
@@ -40,6 +41,7 @@ from scriptflow_prefect.runs import policies
 from scriptflow_prefect.runs.cancel_watch import watcher
 from scriptflow_prefect.runs.messages import RunMessage
 from scriptflow_prefect.runs.models import Status
+from scriptflow_prefect.scripts import secrets as script_secrets
 from scriptflow_prefect.scripts import store
 
 # Prefect's log table is for browsing; the complete output goes to the run's output file.
@@ -88,7 +90,9 @@ def run_script(
     Example: `run_script(script_id=1, version=2, sha256="…", kind="python")`.
     `arguments`, `environment`, `secrets` (names of Prefect Secret blocks' variables),
     `requirements`, `working_folder` and `run_as` are the script's "How it runs" settings
-    (scripts/run_config.py); a run started with other `arguments` runs with those.
+    (scripts/run_config.py); a run started with other `arguments` runs with those. Secret
+    values are read from Prefect at start, given to the script as environment variables and
+    printed as `***` (execution/masking.py); so is an error's text in the run's message.
     """
     settings = get_settings()
     flow_run = get_run_context().flow_run
@@ -107,6 +111,16 @@ def run_script(
         text = decision.message.text if decision.message else None
         return Cancelled(name=SKIPPED_STATE_NAME, message=text)
 
+    try:  # by name, from Prefect's Secret blocks: the parameters never hold a value
+        secret_values = script_secrets.load_values(script_id, secrets or [])
+    except script_secrets.SecretsMissing as exc:
+        msg = RunMessage("secrets_missing", {"names": ", ".join(exc.names)})
+        system.error(msg.text)
+        with get_client(sync_client=True) as client:
+            client.update_flow_run_labels(run_id, msg.label())
+        return Failed(message=msg.text)
+    mask = Masker(secret_values.values())
+
     data = store.get_sync(sha256)  # raises on a hash mismatch: never run altered bytes
     run_root = fresh_workdir(settings.work_dir, str(run_id))
     script_dir, cwd = run_root / "script", run_root / "cwd"
@@ -119,7 +133,7 @@ def run_script(
     account = run_as or settings.run_as
     python = ensure_script_python(settings.script_venv_dir) if kind == "python" else None
     launcher = launcher_ready(bat_launcher(settings.bat_launcher)) if kind == "batch" else None
-    env = script_env(scrubbed_env(), environment)
+    env = script_env(scrubbed_env(), {**(environment or {}), **secret_values})
     if launcher:
         # the run's own wine prefix, made from the base prefix of the account it runs as
         owner_home = os.path.expanduser(f"~{account}") if account else env.get("HOME", "")
@@ -143,7 +157,9 @@ def run_script(
 
             def on_lines(ts, stream, texts):
                 # The file gets every line in one write per chunk (the fast path); Prefect's
-                # log table gets the first PREFECT_LOG_LINE_LIMIT lines of the run.
+                # log table gets the first PREFECT_LOG_LINE_LIMIT lines of the run. Secret
+                # values are masked first, for both and for all that reads them.
+                texts = mask.lines(texts)
                 out.write_lines(ts, stream, texts)
                 room = PREFECT_LOG_LINE_LIMIT - counter["lines"]
                 counter["lines"] += len(texts)
@@ -168,7 +184,8 @@ def run_script(
                     run_as=account,
                 )
             except (LauncherMissing, ScriptStartError) as exc:
-                system.error(str(exc))
+                reason = mask.text(str(exc))
+                system.error(reason)
                 if isinstance(exc, LauncherMissing):
                     msg = RunMessage("launcher_missing")
                 elif isinstance(exc, UnknownAccount):
@@ -176,10 +193,15 @@ def run_script(
                         "unknown_account", {"account": exc.account, "worker": platform.node()}
                     )
                 else:
-                    msg = RunMessage("start_failed", {"reason": str(exc)[:300]})
+                    msg = RunMessage("start_failed", {"reason": reason[:300]})
                 with get_client(sync_client=True) as client:
                     client.update_flow_run_labels(run_id, msg.label())
                 return Failed(message=msg.text)
+            except Exception as exc:
+                if not mask:
+                    raise
+                # Prefect shows an exception's text as the run's message and logs it
+                raise RuntimeError(mask.text(f"{type(exc).__name__}: {exc}")) from None
     finally:
         watcher.unregister(run_id)
         remove_workdir(run_root)

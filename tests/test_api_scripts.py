@@ -481,13 +481,15 @@ def test_it_keeps_a_prefect_deployment_per_script_in_step(alice, prefect_api):
 
 class RefusingProxy(ThreadingHTTPServer):
     """Prefect's API on another loopback port: every request goes through, except a DELETE of
-    a deployment in `refuse`, answered 500 as Prefect answers when its database fails."""
+    a deployment in `refuse` and a POST to a path in `refuse_posts` (e.g. "/api/deployments/"),
+    answered 500 as Prefect answers when its database fails."""
 
     daemon_threads = True
 
     def __init__(self, target: str):
         self.target = target
         self.refuse: set[str] = set()
+        self.refuse_posts: set[str] = set()
         self.upstream = httpx.Client(timeout=60)
         super().__init__(("127.0.0.1", 0), _Forward)
 
@@ -501,9 +503,11 @@ class _Forward(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.command == "DELETE" and self.path.rstrip("/").rsplit("/", 1)[-1] in (
-            self.server.refuse
-        ):
+        refused = (
+            self.command == "DELETE"
+            and self.path.rstrip("/").rsplit("/", 1)[-1] in self.server.refuse
+        ) or (self.command == "POST" and self.path.split("?")[0] in self.server.refuse_posts)
+        if refused:
             self._send(500, b'{"detail": "database is locked"}', {})
             return
         headers = {

@@ -9,6 +9,7 @@ from zoneinfo import available_timezones
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse
+from scriptflow_prefect.ui_overlay import how_it_runs
 from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, PageUser, visible_script
 from scriptflow_prefect.ui_overlay.schedules import schedule_from_form
 from scriptflow_prefect.ui_overlay.scripts_api import SORTS, read_upload, refuse_huge_body
@@ -25,7 +26,9 @@ from scriptflow_prefect.schedules.spec import parse_spec
 from scriptflow_prefect.schedules.words import describe
 from scriptflow_prefect.scripts import service as core
 from scriptflow_prefect.scripts import store
+from scriptflow_prefect.scripts.command_line import join_arguments, split_arguments
 from scriptflow_prefect.scripts.models import Script
+from scriptflow_prefect.scripts.run_config import run_config
 
 pages = APIRouter()
 PER_PAGE = 20
@@ -176,6 +179,7 @@ async def detail(
             "shown": shown,
             "lines": content.splitlines() or [""],
             "runs": recent,
+            "arguments_line": join_arguments(run_config(script.settings).arguments),
         },
     )
 
@@ -216,6 +220,7 @@ async def edit_form(request: Request, script_id: int, user: PageUser, db: DbDep)
                 "description": script.description,
                 "timeout_seconds": script.timeout_seconds,
             },
+            **how_it_runs.section_context(script),
         },
     )
 
@@ -234,6 +239,7 @@ async def edit(
     script = visible_script(db, user, script_id)
     raw = await request.form()
     form = {"name": name, "description": description, "timeout_seconds": timeout_seconds}
+    run_errors: dict[str, str] = {}
     try:
         try:
             timeout = int(timeout_seconds)
@@ -248,6 +254,9 @@ async def edit(
         # One deployment update for both changes: validate the details first.
         core.check_timeout(timeout)
         core.check_name(name)
+        run_changes, run_errors = how_it_runs.changes_from_form(raw, script)
+        if run_errors:
+            raise core.ScriptError(422, _("Some settings of how it runs need a change."))
         data = content.replace("\r\n", "\n").encode("utf-8")
         if script.kind == "batch":
             data = data.replace(b"\n", b"\r\n")  # cmd.exe expects CRLF
@@ -263,6 +272,7 @@ async def edit(
                 "description": description,
                 "timeout_seconds": timeout,
                 "policy": _policy_from_form(raw),
+                **run_changes,
             },
         )
     except core.ScriptError as exc:
@@ -276,6 +286,7 @@ async def edit(
                 "error": str(exc),
                 "form": form,
                 "policy": _policy(script),
+                **how_it_runs.section_context(script, raw, run_errors),
             },
             status_code=exc.status,
         )
@@ -311,8 +322,17 @@ async def delete(request: Request, script_id: int, user: PageUser, db: DbDep):
 
 @pages.post("/scripts/{script_id}/run", dependencies=[Csrf])
 async def run_now(request: Request, script_id: int, user: PageUser, db: DbDep):
+    """Run now; with an `arguments` field (one line, Windows' rules), with those this once."""
     script = visible_script(db, user, script_id)
-    run = await run_core.start_run(script, request.app.state.runner)
+    line = (await request.form()).get("arguments")
+    arguments = None if line is None else split_arguments(str(line))
+    try:
+        run = await run_core.start_run(script, request.app.state.runner, arguments=arguments)
+    except core.ScriptError as exc:
+        if exc.status != 422:
+            raise
+        flash(request, str(exc), "error")
+        return RedirectResponse(f"/scripts/{script.id}#run-with", status_code=303)
     if request.headers.get("accept", "").startswith("application/json"):
         return JSONResponse({"id": run.id, "url": f"/runs/{run.id}"}, status_code=202)
     return RedirectResponse(f"/runs/{run.id}", status_code=303)

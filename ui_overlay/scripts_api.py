@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Body, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
 from scriptflow_prefect.ui_overlay import schemas
@@ -111,6 +111,8 @@ class ScriptChanges(BaseModel):
     # How it runs (API.md "How a script runs"); validated in scripts/run_config.py.
     arguments: list[str] | None = None
     environment: dict[str, str] | None = None
+    # Write-only values: {"NAME": "value"} sets one, {"NAME": null} removes it.
+    secrets: dict[str, str | None] | None = None
     requirements: list[str] | None = None
     working_folder: dict | None = None
     run_as: str | None = None
@@ -195,7 +197,20 @@ async def get_version_content(script_id: int, version: int, user: ApiUser, db: D
     return Response(await store.get(row.sha256), media_type="text/plain; charset=utf-8")
 
 
+class RunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    arguments: list[str] | None = None  # this run only; validated as the script's own
+
+
 @api.post("/scripts/{script_id}/runs", status_code=202, response_model=Run)
-async def run_script_now(script_id: int, request: Request, user: ApiUser, db: DbDep):
+async def run_script_now(
+    script_id: int,
+    request: Request,
+    user: ApiUser,
+    db: DbDep,
+    body: Annotated[RunRequest | None, Body()] = None,
+):
+    """Run the script once now; `{"arguments": [...]}` runs it with other arguments."""
     script = visible_script(db, user, script_id)
-    return await run_core.start_run(script, request.app.state.runner)
+    arguments = body.arguments if body else None
+    return await run_core.start_run(script, request.app.state.runner, arguments=arguments)

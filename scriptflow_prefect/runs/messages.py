@@ -47,6 +47,10 @@ TEMPLATES: dict[str, str] = {
         "The account %(account)s that this script runs as does not exist on the worker %(worker)s"
     ),
     "start_failed": N_("The script could not be started: %(reason)s"),
+    "secrets_missing": N_(
+        "Not started: the value of the secret variable(s) %(names)s could not be read from "
+        "Prefect; set them again on the script's page."
+    ),
 }
 WHEN_PARAMS = {"when"}  # ISO-8601 times, shown in the reader's time zone
 

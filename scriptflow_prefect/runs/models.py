@@ -124,6 +124,9 @@ class Run(BaseModel):
     duration_seconds: float | None = None
     exit_code: int | None = None
     script_version: int | None = None
+    arguments: list[str] | None = Field(
+        None, description="The arguments it ran with (None: a run from before they existed)"
+    )
     message: str | None = None
     message_code: str | None = None
     message_params: dict[str, Any] | None = None
@@ -158,10 +161,18 @@ class Run(BaseModel):
             duration_seconds=duration,
             exit_code=int(exit_code) if exit_code not in (None, "") else None,
             script_version=params.get("version"),
+            arguments=_texts(params.get("arguments")),
             message=text,
             message_code=coded.code if coded else None,
             message_params=coded.params if coded else None,
         )
+
+
+def _texts(value: Any) -> list[str] | None:
+    # A power user may start a run in Prefect with any JSON as a parameter.
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    return None
 
 
 def run_to_dict(flow_run: FlowRun, script_names: dict[int, str] | None = None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import Any
 from uuid import UUID, uuid4
 
 from prefect import get_client
@@ -20,13 +21,19 @@ from scriptflow_prefect.runs.messages import RunMessage
 from scriptflow_prefect.runs.models import Trigger
 
 
-async def create_manual_run(deployment_id: str | UUID) -> FlowRun:
+async def create_manual_run(
+    deployment_id: str | UUID, parameters: dict[str, Any] | None = None
+) -> FlowRun:
+    """A manual run; `parameters` override the deployment's for this run only."""
     once = str(uuid4())  # a retried create that did reach the server makes no second run
 
     async def _do():
         client = await shared_client()
         return await client.create_flow_run_from_deployment(
-            UUID(str(deployment_id)), tags=[Trigger.MANUAL.tag], idempotency_key=once
+            UUID(str(deployment_id)),
+            parameters=parameters or None,
+            tags=[Trigger.MANUAL.tag],
+            idempotency_key=once,
         )
 
     # Quick retries for up to a minute: fifty "Run now" at once left 14 requests waiting

@@ -25,6 +25,7 @@ from scriptflow_prefect.runs import prefect as runs_prefect
 from scriptflow_prefect.runs.filters import RunQuery
 from scriptflow_prefect.runs.models import FAILURES, Run
 from scriptflow_prefect.scripts.models import Script
+from scriptflow_prefect.scripts.run_config import check_arguments
 from scriptflow_prefect.scripts.service import ScriptError, visible_script_ids
 
 
@@ -56,11 +57,14 @@ def run_of(db: Session, flow_run: FlowRun) -> Run:
     return runs_of(db, [flow_run])[0]
 
 
-async def start_run(script: Script, runner=None) -> Run:
+async def start_run(script: Script, runner=None, *, arguments: list[str] | None = None) -> Run:
+    """Start a manual run; with `arguments`, this run only gets those instead of the
+    script's own (a flow-run parameter: Prefect merges it over the deployment's)."""
     if not script.deployment_id:
         raise ScriptError(409, _("This script has no deployment in Prefect; save it again."))
+    overrides = {} if arguments is None else {"arguments": check_arguments(arguments)}
     try:
-        flow_run = await runs_prefect.create_manual_run(script.deployment_id)
+        flow_run = await runs_prefect.create_manual_run(script.deployment_id, overrides)
     except platform_prefect.PrefectUnavailable as exc:
         raise ScriptError(503, _("Prefect is not reachable: %(err)s", err=str(exc)[:200])) from exc
     if runner is not None:  # same process: start it now rather than at the next poll

@@ -1,4 +1,5 @@
-"""Scripts' deployments in Prefect: the work pool, the run_script flow, deployments."""
+"""Scripts' deployments in Prefect: the work pool, the run_script flow, deployments; the
+Prefect Secret blocks that hold scripts' secret variables."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ from typing import Any
 from uuid import UUID
 
 from prefect import get_client
+from prefect.blocks.system import Secret
 from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
 from scriptflow_prefect.platform.prefect import call, flow_parameter_schema
 from scriptflow_prefect.platform.prefect_names import ENTRYPOINT, FLOW_NAME, WORK_POOL
 from scriptflow_prefect.runs.worker import ScriptFlowWorker
+
+SECRET_TYPE = Secret.get_block_type_slug()
 
 
 async def ensure_work_pool() -> None:
@@ -89,3 +93,75 @@ async def read_deployment(deployment_id: str | UUID):
                 return None
 
     return await call(_do())
+
+
+async def save_secret(name: str, value: str) -> None:
+    """Create or overwrite the Secret block `name`."""
+    await call(Secret(value=value).asave(name, overwrite=True))
+
+
+async def read_secret(name: str) -> str | None:
+    """The value of the Secret block `name`; None if there is none."""
+
+    async def _do():
+        async with get_client() as client:
+            try:
+                doc = await client.read_block_document_by_name(name, SECRET_TYPE)
+            except ObjectNotFound:
+                return None
+            return _value_of(doc)
+
+    return await call(_do())
+
+
+async def secret_names(prefix: str) -> list[str]:
+    """Names of the Secret blocks whose name starts with `prefix` (values not read)."""
+
+    async def _do():
+        async with get_client() as client:
+            response = await client.request(
+                "POST",
+                "/block_documents/filter",
+                json={
+                    "block_documents": {"name": {"like_": prefix}},
+                    "block_types": {"slug": {"any_": [SECRET_TYPE]}},
+                    "include_secrets": False,
+                },
+            )
+            response.raise_for_status()
+            return [d["name"] for d in response.json() if d["name"].startswith(prefix)]
+
+    return await call(_do())
+
+
+async def delete_secret(name: str) -> None:
+    async def _do():
+        async with get_client() as client:
+            try:
+                doc = await client.read_block_document_by_name(
+                    name, SECRET_TYPE, include_secrets=False
+                )
+                await client.delete_block_document(doc.id)
+            except ObjectNotFound:
+                pass
+
+    await call(_do())
+
+
+def read_secrets_sync(names: list[str]) -> dict[str, str | None]:
+    """Values of these Secret blocks (None for one that does not exist), from a flow run's
+    thread (a sync client: the flow is sync)."""
+    found: dict[str, str | None] = {}
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                found[name] = _value_of(client.read_block_document_by_name(name, SECRET_TYPE))
+            except ObjectNotFound:
+                found[name] = None
+    return found
+
+
+def _value_of(doc) -> str:
+    # Not Secret.get(): it parses JSON, so a password "123" would come back as the number 123.
+    value = doc.data.get("value")
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)

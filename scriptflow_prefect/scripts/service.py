@@ -27,7 +27,7 @@ from scriptflow_prefect.platform.models import utcnow
 from scriptflow_prefect.runs.policies import RunPolicy
 from scriptflow_prefect.schedules.service import prefect_schedules_for, schedule_to_dict
 from scriptflow_prefect.scripts import prefect as scripts_prefect
-from scriptflow_prefect.scripts import run_config, store
+from scriptflow_prefect.scripts import run_config, secrets, store
 from scriptflow_prefect.scripts.models import Script, ScriptVersion
 
 log = logging.getLogger("scriptflow.scripts")
@@ -276,15 +276,23 @@ async def update_details(db: Session, user: User, script: Script, changes: dict)
             ) from None
         script.settings = {**(script.settings or {}), "policy": policy.model_dump()}
     config = run_config.apply_changes(run_config.run_config(script.settings), changes)
+    secret_changes = secrets.check_changes(changes.get("secrets"), config)
+    config.secrets = secrets.names_after(config.secrets, secret_changes)
     script.settings = run_config.store_config(script.settings, config)
     script.updated_at = utcnow()
-    await sync_deployment(script)
+    written = await secrets.write_values(script.id, secret_changes)  # 503: nothing changed
+    try:
+        await sync_deployment(script)
+    except Exception:
+        await written.undo()
+        raise
     if script.name != old_name and old_deployment and old_deployment != script.deployment_id:
         # Past runs keep the script's tag, so history follows the script.
         try:
             await scripts_prefect.delete_deployment(old_deployment)
         except Exception as exc:
             await _undo_rename(script, before)
+            await written.undo()
             raise ScriptError(
                 503,
                 _(
@@ -293,7 +301,10 @@ async def update_details(db: Session, user: User, script: Script, changes: dict)
                     err=str(exc)[:200],
                 ),
             ) from exc
-    audit(db, user.id, "script.update", script.name, script_id=script.id)
+    if secret_changes:
+        await secrets.sweep(script.id, config.secrets)
+    detail = secrets.audit_detail(secret_changes)
+    audit(db, user.id, "script.update", script.name, script_id=script.id, **detail)
     return script
 
 
@@ -313,6 +324,8 @@ async def _undo_rename(script: Script, before: dict[str, Any]) -> None:
 
 
 async def delete_script(db: Session, user: User, script: Script) -> None:
+    # First: if Prefect fails here the script stays (a retried delete finishes the job).
+    await secrets.delete_all(script.id)
     if script.deployment_id:
         try:
             await scripts_prefect.delete_deployment(script.deployment_id)
