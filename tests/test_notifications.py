@@ -235,6 +235,24 @@ def test_it_emails_the_owner_when_a_script_fails(alice, mailbox, prefect):
     ]
 
 
+def test_a_secret_the_failing_script_printed_is_masked_in_the_email(alice, mailbox, prefect):
+    secret = "Hunter2-mail-6610"
+    source = (
+        "import os, sys\n"
+        "print('connecting with', os.environ['DB_PASS'])\n"
+        "print('login refused for ' + os.environ['DB_PASS'], file=sys.stderr)\n"
+        "sys.exit(2)\n"
+    )
+    script = upload(alice, source, name=unique("masked-mail"))
+    r = alice.patch(f"/scripts/{script['id']}", json={"secrets": {"DB_PASS": secret}})
+    assert r.status_code == 200, r.text
+    assert run(alice, script["id"])["status"] == "failed"
+    msg = mailbox.wait_for(script["name"], timeout=60)
+    text, html = body(msg), body(msg, "html")
+    assert "  connecting with ***" in text and "! login refused for ***" in text
+    assert secret not in text and secret not in html and secret not in str(msg["Subject"])
+
+
 def test_the_automation_of_a_script_is_visible_in_prefect(alice, prefect):
     script = upload(alice, FINE, name=unique("visible"))
     deadline = time.monotonic() + 15

@@ -7,14 +7,12 @@ import json
 
 import httpx
 import pytest
+import test_api_scripts
 from conftest import output_of, upload, wait_run
-from test_api_scripts import (  # noqa: F401 - fixtures used by name
-    RefusingProxy,
-    assert_error,
-    deployment_of,
-    prefect_api,
-    refusing_web,
-)
+from test_api_scripts import assert_error, deployment_of
+
+# A second overlay whose Prefect client goes through a proxy that refuses what a test says.
+refusing_web = test_api_scripts.refusing_web
 
 SECRET = "Tr0ub4dor-7731-zq"
 PRINTS_IT = """\
@@ -25,6 +23,13 @@ print("embedded:" + str(key) + ":end")
 print("on stderr", key, file=sys.stderr)
 print("length", len(key or ""))
 """
+
+
+@pytest.fixture(scope="module")
+def prefect_api(stack):
+    """Prefect's own API, as a power user reaches it."""
+    with stack.prefect() as client:
+        yield client
 
 
 def blocks_named(prefect_api: httpx.Client, prefix: str) -> dict[str, dict]:
@@ -183,9 +188,7 @@ def test_a_secret_change_prefect_refuses_changes_nothing(alice, prefect_api, ref
     assert "new-value-2" not in detail
     assert alice.get(f"/scripts/{script['id']}").json()["secrets"] == ["API_KEY"]
     blocks = blocks_named(prefect_api, prefix)
-    assert {k: v["data"]["value"] for k, v in blocks.items()} == {
-        prefix + "api-key": "old-value-1"
-    }
+    assert {k: v["data"]["value"] for k, v in blocks.items()} == {prefix + "api-key": "old-value-1"}
     assert deployment_of(prefect_api, script)["parameters"]["secrets"] == ["API_KEY"]
 
 

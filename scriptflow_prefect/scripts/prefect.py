@@ -10,6 +10,7 @@ from prefect import get_client
 from prefect.blocks.system import Secret
 from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from pydantic import SecretStr
 
 from scriptflow_prefect.platform.prefect import call, flow_parameter_schema
 from scriptflow_prefect.platform.prefect_names import ENTRYPOINT, FLOW_NAME, WORK_POOL
@@ -97,7 +98,7 @@ async def read_deployment(deployment_id: str | UUID):
 
 async def save_secret(name: str, value: str) -> None:
     """Create or overwrite the Secret block `name`."""
-    await call(Secret(value=value).asave(name, overwrite=True))
+    await call(Secret(value=SecretStr(value)).asave(name, overwrite=True))
 
 
 async def read_secret(name: str) -> str | None:
