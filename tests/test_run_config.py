@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import output_of, upload, wait_run
 
 from scriptflow_prefect.platform.errors import ServiceError
 from scriptflow_prefect.scripts import run_config
-from tests.conftest import output_of, upload, wait_run
 
 
 def test_defaults_for_a_script_saved_before_the_settings_existed():
