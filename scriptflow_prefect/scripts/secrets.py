@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 from prefect.exceptions import PrefectHTTPStatusError
 
+from scriptflow_prefect.execution.masking import Masker
 from scriptflow_prefect.platform.errors import ServiceError
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.prefect import PrefectUnavailable
@@ -136,11 +137,14 @@ class Written:
                     await scripts_prefect.delete_secret(block)
                 else:
                     await scripts_prefect.save_secret(block, old)
-            except PrefectUnavailable:
-                log.exception(
-                    "script %s: could not put back secret %s after a failed change",
+            except PrefectUnavailable as exc:
+                # no exception text: an HTTP error may quote the value that was sent
+                log.error(
+                    "script %s: could not put back secret %s after a failed change (%s); "
+                    "set it again",
                     self.script_id,
                     name,
+                    type(exc.__cause__ or exc).__name__,
                 )
 
 
@@ -157,9 +161,11 @@ async def write_values(script_id: int, changes: dict[str, str | None]) -> Writte
             await scripts_prefect.save_secret(block, value)
     except PrefectUnavailable as exc:
         await written.undo()
+        # masked before it is cut: an HTTP error's text may quote what was sent
+        reason = Masker(v for v in changes.values() if v).text(str(exc))[:200]
         raise ServiceError(
-            503, _("Prefect is not reachable, nothing was changed: %(err)s", err=str(exc)[:200])
-        ) from exc
+            503, _("Prefect is not reachable, nothing was changed: %(err)s", err=reason)
+        ) from None
     return written
 
 
