@@ -16,6 +16,7 @@ from scriptflow_prefect.ui_overlay import (
     how_it_runs,
     notifications,
     notifications_api,
+    openapi,
     runs,
     runs_api,
     scheduler,
@@ -35,6 +36,7 @@ from scriptflow_prefect.accounts.service import LoginThrottle
 from scriptflow_prefect.platform import i18n
 from scriptflow_prefect.platform.db import Database
 from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.prefect import PrefectUnavailable
 from scriptflow_prefect.platform.settings import Settings
 from scriptflow_prefect.scripts.service import ScriptError
 
@@ -75,14 +77,24 @@ class SecurityHeadersMiddleware:
         ),
     ]
 
+    # Pages and API answers hold what only their user may see: no copy in a browser's or a
+    # proxy's cache (the back button after signing out, a shared computer). Static files
+    # are the same for everyone and may be cached.
+    NO_STORE = (b"cache-control", b"no-store")
+
     def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cacheable = scope["type"] == "http" and scope["path"].startswith("/static/")
+
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + self.HEADERS
+                headers = list(message.get("headers", [])) + self.HEADERS
+                if not cacheable:
+                    headers = [h for h in headers if h[0].lower() != b"cache-control"]
+                    headers.append(self.NO_STORE)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
@@ -101,14 +113,44 @@ def _detail_of(exc: RequestValidationError) -> str:
     return " ".join(parts) or _("The request is not valid.")
 
 
+def _not_found(request: Request, exc: RequestValidationError) -> str | None:
+    """An id in the path that is no id at all (any shape, any size) names nothing: the reason
+    for a 404, or None when the path is fine (the error is in the query or the body)."""
+    for err in exc.errors():
+        loc = err.get("loc", ())
+        if len(loc) >= 2 and loc[0] == "path":
+            name = str(loc[1])
+            value = str(request.path_params.get(name, ""))[:64]
+            if name == "script_id":
+                return _("There is no script with id %(id)s.", id=value)
+            if name == "run_id":
+                return _("There is no run with id %(id)s.", id=value)
+            if name == "version":
+                return _("This script has no version %(n)s.", n=value)
+            if name == "token_id":
+                return _("There is no such token.")
+            if name == "user_id":
+                return _("There is no such user.")
+            return _("There is nothing at this address.")
+    return None
+
+
 def _api_errors(api: FastAPI) -> None:
     @api.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
+        missing = _not_found(request, exc)
+        if missing:
+            return JSONResponse({"detail": missing}, status_code=404)
         return JSONResponse({"detail": _detail_of(exc)}, status_code=422)
 
     @api.exception_handler(ScriptError)
     async def _rule(request: Request, exc: ScriptError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @api.exception_handler(PrefectUnavailable)
+    async def _prefect_down(request: Request, exc: PrefectUnavailable):
+        detail = _("Prefect is not reachable: %(err)s", err=str(exc)[:200])
+        return JSONResponse({"detail": detail}, status_code=503)
 
     @api.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
@@ -145,6 +187,9 @@ def _page_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
+        missing = _not_found(request, exc)
+        if missing:
+            return await _http(request, HTTPException(404, missing))
         return render(
             request,
             "errors/error.html",
@@ -199,6 +244,7 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
     ):
         if hasattr(module, "pages"):
             app.include_router(module.pages)
+    openapi.document(api)
     app.mount("/api/v1", api)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 from scriptflow_prefect.ui_overlay import schemas
-from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, client_address, csrf_token
+from scriptflow_prefect.ui_overlay.addresses import client_address
+from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, csrf_token
 from scriptflow_prefect.ui_overlay.templating import render
 
 from scriptflow_prefect.accounts import service as accounts
@@ -50,6 +51,17 @@ async def login(
 ):
     throttle = request.app.state.throttle
     address = client_address(request)
+    if len(username) > accounts.USERNAME_MAX:  # no user has such a name; nothing to count
+        return render(
+            request,
+            "auth/login.html",
+            {
+                "next": _safe_next(next),
+                "username": "",
+                "error": _("A user name has at most %(n)s characters.", n=accounts.USERNAME_MAX),
+            },
+            status_code=422,
+        )
     wait = _too_many(request, username)
     if wait:
         return render(
@@ -77,22 +89,32 @@ async def login(
             status_code=401,
         )
     throttle.succeeded(username, address)
-    # A new session on login: nothing from before signing in carries over (session fixation).
-    request.session.clear()
-    request.session.update(uid=user.id, epoch=user.session_epoch)
-    csrf_token(request)
+    sign_in(request, db, user)
     audit(db, user.id, "login", user.username)
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
+def sign_in(request: Request, db, user) -> None:
+    """A new session, on the server and in the cookie: nothing from before carries over
+    (session fixation)."""
+    request.session.clear()
+    sid = accounts.start_session(db, user)
+    request.session.update(sid=sid, uid=user.id, epoch=user.session_epoch)
+    csrf_token(request)
+
+
 @pages.post("/logout", dependencies=[Csrf])
-async def logout(request: Request):
+async def logout(request: Request, db: DbDep):
+    """Ends the session on the server too: a copy of the cookie no longer signs anyone in."""
+    sid = request.session.get("sid")
+    if isinstance(sid, str):
+        accounts.end_session(db, sid)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
 
 class TokenRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
+    username: str = Field(min_length=1, max_length=accounts.USERNAME_MAX)
     password: str = Field(min_length=1, max_length=1024)
 
 

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from scriptflow_prefect.accounts import service as accounts
@@ -15,6 +16,12 @@ from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.platform import i18n
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.scripts.models import Script
+
+# Ids are SQL INTEGER columns (32-bit on PostgreSQL): a larger one cannot exist, and handing
+# it to the database is an overflow error (a 500), not "not found".
+MAX_ID = 2**31 - 1
+# A path id of any other size or shape fails validation, which the apps answer with 404.
+DbId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class LoginRequired(Exception):
@@ -48,19 +55,33 @@ def _use_user_language(request: Request, user: User) -> None:
 
 
 async def page_user(request: Request, db: DbDep) -> User:
-    uid = request.session.get("uid")
-    user = db.get(User, uid) if uid else None
-    if user is None or not user.is_active or request.session.get("epoch") != user.session_epoch:
-        request.session.pop("uid", None)
+    """The signed-in user of a page. The cookie alone is not enough: its session must still
+    exist on the server (signing out deletes it), for the user it names."""
+    sid, uid = request.session.get("sid"), request.session.get("uid")
+    user = accounts.session_user(db, sid) if isinstance(sid, str) else None
+    if (
+        user is None
+        or user.id != uid
+        or not user.is_active
+        or request.session.get("epoch") != user.session_epoch
+    ):
+        request.session.clear()
         raise LoginRequired()
     _use_user_language(request, user)
     return user
 
 
-async def api_user(request: Request, db: DbDep) -> User:
-    header = request.headers.get("authorization", "")
-    scheme, _sep, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+# Documents the scheme in the OpenAPI; the answers without a usable token are our own (401).
+_bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer sf_…`")
+
+
+async def api_user(
+    request: Request,
+    db: DbDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> User:
+    token = credentials.credentials if credentials else ""
+    if not token.strip():
         raise HTTPException(
             401,
             _("Send an API token: Authorization: Bearer <token>."),
@@ -112,7 +133,7 @@ Csrf = Depends(check_csrf)
 
 def visible_script(db: Session, user: User, script_id: int, *, deleted: bool = False) -> Script:
     """The script if this user may see it; 404 otherwise (others' scripts do not exist)."""
-    script = db.get(Script, script_id)
+    script = db.get(Script, script_id) if 1 <= script_id <= MAX_ID else None
     if (
         script is None
         or (script.deleted_at is not None and not deleted)
@@ -120,7 +141,3 @@ def visible_script(db: Session, user: User, script_id: int, *, deleted: bool = F
     ):
         raise HTTPException(404, _("There is no script with id %(id)s.", id=script_id))
     return script
-
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "?"

@@ -28,7 +28,7 @@ from scriptflow_prefect.runs import service as core
 from scriptflow_prefect.runs.cancel_watch import cancel_local
 from scriptflow_prefect.runs.models import FINAL, Status, Trigger
 from scriptflow_prefect.scripts.models import Script
-from scriptflow_prefect.scripts.service import visible_scripts_query
+from scriptflow_prefect.scripts.service import visible_script_ids, visible_scripts_query
 
 pages = APIRouter()
 PER_PAGE = 25
@@ -350,9 +350,10 @@ async def acknowledge(
 # -- retention (an include of the settings page) ----------------------------------------------
 
 
-def _retention_context(request: Request, db) -> dict:
-    report = history.retention_report(db, request.app.state.settings)
-    last = report["last_clean"]
+def _retention_context(request: Request, db, user) -> dict:
+    """An administrator sees the server's figures; anyone else those of their own scripts."""
+    report = history.retention_report(db, request.app.state.settings, visible_script_ids(db, user))
+    last = report.get("last_clean")
     return {
         "retention": report,
         "min_days": history.MIN_DAYS,
@@ -363,12 +364,12 @@ def _retention_context(request: Request, db) -> dict:
 
 @pages.get("/settings/retention")
 async def retention_page(request: Request, user: PageUser, db: DbDep):
-    return render(request, "runs/retention.html", _retention_context(request, db))
+    return render(request, "runs/retention.html", _retention_context(request, db, user))
 
 
 @pages.get("/settings/retention.html")
 async def retention_fragment(request: Request, user: PageUser, db: DbDep):
-    return render(request, "runs/_retention_body.html", _retention_context(request, db))
+    return render(request, "runs/_retention_body.html", _retention_context(request, db, user))
 
 
 @pages.post("/settings/retention", dependencies=[Csrf])
@@ -380,7 +381,7 @@ async def save_retention(
         value = int(days.strip())
         history.set_retention_days(db, value)
     except ValueError:
-        ctx = _retention_context(request, db)
+        ctx = _retention_context(request, db, user)
         ctx["error"] = _(
             "Keep history for a whole number of days from %(min)s to %(max)s.",
             min=history.MIN_DAYS,

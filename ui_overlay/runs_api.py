@@ -15,6 +15,7 @@ from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
 
 from scriptflow_prefect.history import service as history
+from scriptflow_prefect.platform.control_chars import neutralise
 from scriptflow_prefect.platform.db import audit
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.runs import output
@@ -210,7 +211,7 @@ async def get_output_text(request: Request, run_id: str, user: ApiUser, db: DbDe
         cursor = None
         while True:
             lines, cursor, complete = await output.read_output(settings, flow_run, cursor, 200)
-            yield "".join(f"{ln['ts']} {ln['stream']} {ln['text']}\n" for ln in lines)
+            yield neutralise("".join(f"{ln['ts']} {ln['stream']} {ln['text']}\n" for ln in lines))
             if complete or not lines:
                 return
 

@@ -26,6 +26,13 @@ class Open(BaseModel):
         return data
 
 
+class Error(BaseModel):
+    """Every error of /api/v1: one reason a person can act on."""
+
+    model_config = ConfigDict(extra="forbid")
+    detail: str
+
+
 # -- runs -------------------------------------------------------------------------------------
 
 

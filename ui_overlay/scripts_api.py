@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, File, Form, HTTPException, Query, Request, 
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
 from scriptflow_prefect.ui_overlay import schemas
-from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
+from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, DbId, visible_script
 from sqlalchemy import func, select
 
 from scriptflow_prefect.notifications import service as notifications
@@ -185,7 +185,7 @@ async def list_versions(script_id: int, user: ApiUser, db: DbDep):
 
 
 @api.get("/scripts/{script_id}/versions/{version}/content", response_class=PlainTextResponse)
-async def get_version_content(script_id: int, version: int, user: ApiUser, db: DbDep):
+async def get_version_content(script_id: int, version: DbId, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
     row = db.scalar(
         select(ScriptVersion).where(

@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
-from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, PageUser, require_admin
+from scriptflow_prefect.ui_overlay.auth import sign_in
+from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, DbId, PageUser, require_admin
 from scriptflow_prefect.ui_overlay.templating import flash, render
 from sqlalchemy import select
 
@@ -98,9 +99,11 @@ async def change_password(
         accounts.set_password(user, new)
     except accounts.AccountError as exc:
         return _page(request, db, user, error=_(exc.msgid, **exc.params), status_code=422)
-    request.session["epoch"] = user.session_epoch  # stay signed in here, nowhere else
+    sign_in(request, db, user)  # stay signed in here, nowhere else
     audit(db, user.id, "password.change", user.username)
-    flash(request, _("Password changed. Other sessions were signed out."))
+    flash(
+        request, _("Password changed. Other sessions were signed out and your API tokens revoked.")
+    )
     return RedirectResponse("/settings", status_code=303)
 
 
@@ -114,7 +117,7 @@ async def create_token(
 
 
 @pages.post("/settings/tokens/{token_id}/revoke", dependencies=[Csrf])
-async def revoke_token(request: Request, token_id: int, user: PageUser, db: DbDep):
+async def revoke_token(request: Request, token_id: DbId, user: PageUser, db: DbDep):
     if not accounts.revoke_token(db, user, token_id):
         raise HTTPException(404, _("There is no such token."))
     flash(request, _("Token revoked."))
@@ -145,7 +148,7 @@ async def add_user(
 
 
 @pages.post("/settings/users/{user_id}/active", dependencies=[Csrf])
-async def toggle_active(request: Request, user_id: int, user: PageUser, db: DbDep):
+async def toggle_active(request: Request, user_id: DbId, user: PageUser, db: DbDep):
     require_admin(user)
     target = db.get(User, user_id)
     if target is None:
@@ -154,6 +157,7 @@ async def toggle_active(request: Request, user_id: int, user: PageUser, db: DbDe
         return _page(request, db, user, error=_("You cannot disable yourself."), status_code=422)
     target.is_active = not target.is_active
     target.session_epoch += 1
+    accounts.end_sessions(db, target)
     audit(db, user.id, "user.active" if target.is_active else "user.disable", target.username)
     flash(
         request,

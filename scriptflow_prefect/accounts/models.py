@@ -41,3 +41,17 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship()
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie carries the session's random id; this row is what makes
+    it valid, so signing out (or a password change) ends it on the server, not just in the
+    browser that sent it."""
+
+    __tablename__ = "web_sessions"
+
+    # sha256 of the id in the cookie: a copy of this table signs nobody in.
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -137,7 +137,10 @@ def _uvicorn_server(settings: Settings, app):
         port=settings.port,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        # The client's address behind a proxy is read by the overlay itself, only from the
+        # proxies in SCRIPTFLOW_TRUSTED_PROXIES (ui_overlay/addresses.py).
         proxy_headers=False,
+        server_header=False,  # no `server: uvicorn`: what runs here is nobody else's business
     )
     return Server(config)
 

@@ -53,7 +53,7 @@ from scriptflow_prefect.history.catalog import (
     run_lock,
     source,
 )
-from scriptflow_prefect.history.retention import disk_usage, forget_before
+from scriptflow_prefect.history.retention import disk_usage, disk_usage_of, forget_before
 from scriptflow_prefect.history.search import (
     LINE_TOKEN,
     Phrase,
@@ -69,6 +69,7 @@ __all__ = [
     "day_of",
     "day_path",
     "disk_usage",
+    "disk_usage_of",
     "entry",
     "forget_before",
     "gz_path",

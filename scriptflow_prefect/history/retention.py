@@ -130,3 +130,29 @@ def disk_usage(settings) -> dict:
                 with contextlib.suppress(OSError):
                     out["work_bytes"] += os.lstat(os.path.join(root, f)).st_size
     return out
+
+
+def disk_usage_of(settings, script_ids: list[int]) -> dict:
+    """The run history of these scripts only (what a user who is not an administrator may
+    see of it): their indexed runs, the bytes of their stored outputs, the oldest."""
+    out: dict[str, Any] = {"outputs_bytes": 0, "runs_indexed": 0, "oldest": None}
+    if not script_ids or not (history_dir(settings) / "catalog.db").exists():
+        return out
+    cat = catalog(settings)
+    try:
+        for i in range(0, len(script_ids), 500):
+            part = script_ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            n, stored, oldest = cat.execute(
+                "SELECT count(*), coalesce(sum(stored_bytes), 0), min(expected) FROM runs "
+                f"WHERE state = 'indexed' AND script_id IN ({marks})",
+                part,
+            ).fetchone()
+            out["runs_indexed"] += n
+            out["outputs_bytes"] += stored
+            if oldest is not None:
+                when = datetime.fromtimestamp(oldest, UTC)
+                out["oldest"] = min(out["oldest"] or when, when)
+    finally:
+        cat.close()
+    return out

@@ -225,8 +225,18 @@ def _remove_old_dirs(root, cutoff: datetime) -> int:
     return n
 
 
-def retention_report(db: Session, settings) -> dict[str, Any]:
-    """What the Settings page shows: the period, what is kept and how much disk it takes."""
+def retention_report(db: Session, settings, script_ids: list[int] | None = None) -> dict[str, Any]:
+    """What the Settings page shows: the period, what is kept and how much disk it takes.
+    With `script_ids` (a user who is not an administrator: their scripts), the figures of
+    those scripts' runs only; the server's totals and the last clean-up are left out."""
+    days = retention_days(db, settings)
+    common = {
+        "days": days,
+        "default_days": settings.retention_days,
+        "kept_since": datetime.now(UTC) - timedelta(days=days),
+    }
+    if script_ids is not None:
+        return {**common, "own": True, "usage": history_index.disk_usage_of(settings, script_ids)}
     usage = history_index.disk_usage(settings)
     prefect_db = settings.prefect_home / "prefect.db"
     usage["prefect_bytes"] = (
@@ -239,14 +249,7 @@ def retention_report(db: Session, settings) -> dict[str, Any]:
         else None
     )
     last = db.get(AppSetting, LAST_CLEAN_KEY)
-    days = retention_days(db, settings)
-    return {
-        "days": days,
-        "default_days": settings.retention_days,
-        "usage": usage,
-        "last_clean": last.value if last else None,
-        "kept_since": datetime.now(UTC) - timedelta(days=days),
-    }
+    return {**common, "own": False, "usage": usage, "last_clean": last.value if last else None}
 
 
 # -- per-script summary ----------------------------------------------------------------------

@@ -6,6 +6,7 @@ Prefect at SCRIPTFLOW_HOME and at the right API before Prefect is imported."""
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 from scriptflow_prefect.platform.settings import Settings
 
@@ -56,8 +57,29 @@ def server_env(settings: Settings) -> dict[str, str]:
         "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": f"{settings.retention_days * 86400}",
         # Email history lives in Prefect's events (7 days by default): keep it as long as runs.
         "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": f"P{settings.retention_days}D",  # ISO 8601
+        # Prefect answers CORS `*` by default: any web page a user opens could call the API
+        # from their browser. Nothing needs that: the overlay calls Prefect from the server,
+        # the Prefect UI is served by Prefect itself (same origin). Only ScriptFlow's own.
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": ",".join(cors_origins(settings)),
     }
     return env
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def cors_origins(settings: Settings) -> list[str]:
+    """The overlay's origin (and its public one), and the Prefect UI's own origin under both
+    names of the loopback address, which browsers treat as two origins."""
+    origins = [_origin(settings.overlay_url), _origin(settings.ui_url)]
+    if settings.public_url:
+        origins.append(_origin(settings.public_url))
+    ui = urlsplit(settings.ui_url)
+    if ui.hostname == "127.0.0.1":
+        origins.append(f"{ui.scheme}://localhost" + (f":{ui.port}" if ui.port else ""))
+    return list(dict.fromkeys(origins))
 
 
 def apply_client_env(settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -48,6 +49,8 @@ class Settings(BaseSettings):
     retention_days: int = Field(30, ge=1, le=3650)
     # Set behind an HTTPS proxy so the session cookie is marked Secure.
     secure_cookies: bool = False
+    # Reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For is believed.
+    trusted_proxies: str | None = None
     # How often a worker asks Prefect for new runs; an in-process "Run now" does not wait for it.
     worker_poll_seconds: float = Field(2.0, gt=0, le=60)
     max_concurrent_runs: int = Field(50, ge=1, le=500)
@@ -87,6 +90,17 @@ class Settings(BaseSettings):
     def _http_url(cls, v: str | None) -> str | None:
         if v and not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return v or None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: str | None) -> str | None:
+        for part in (v or "").split(","):
+            if part.strip():
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"{part.strip()!r} is not an IP address or CIDR") from None
         return v or None
 
     @field_validator("language", mode="before")
@@ -156,6 +170,11 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.path('scriptflow.db')}"
+
+    @cached_property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        parts = (p.strip() for p in (self.trusted_proxies or "").split(","))
+        return tuple(ipaddress.ip_network(p, strict=False) for p in parts if p)
 
     @cached_property
     def session_secret(self) -> str:

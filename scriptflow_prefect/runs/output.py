@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import FlowRun
 
 from scriptflow_prefect.history import index as history_index
 from scriptflow_prefect.history import output as ho
+from scriptflow_prefect.platform.control_chars import neutralise
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.settings import Settings
 from scriptflow_prefect.runs import prefect as runs_prefect
@@ -160,9 +161,11 @@ async def first_error(settings: Settings, flow_run) -> int | None:
 
 
 def output_text(settings: Settings, run_id):
-    """The whole stored output as "<ts> <stream> <text>" lines (a generator for streaming)."""
+    """The whole stored output as "<ts> <stream> <text>" lines (a generator for streaming),
+    control characters written as escapes (platform/control_chars.py)."""
     with history_index.source(settings, run_id) as src:
-        yield from ho.iter_text(src)
+        for chunk in ho.iter_text(src):
+            yield neutralise(chunk)
 
 
 async def _read_prefect_logs(flow_run, after: str | None, limit: int, final: bool):

@@ -109,6 +109,15 @@ def _name_taken(db: Session, name: str, except_id: int | None = None) -> bool:
     return db.scalar(q) is not None
 
 
+def name_taken_message(name: str) -> str:
+    """Names are unique on the server (a script's name is its Prefect deployment's name), so
+    a name can be taken by a script its user may not see. The answer is the same whoever has
+    it and says nothing about that script: not its owner, not even the spelling it has."""
+    return _(
+        "Script names are unique on this server and %(name)s is taken; choose another.", name=name
+    )
+
+
 def current_version(script: Script) -> ScriptVersion:
     return next(v for v in script.versions if v.version == script.current_version)
 
@@ -179,7 +188,7 @@ async def create_script(
     check_content(kind, data)
     name = check_name(name if name else PurePosixPath(filename).stem)
     if _name_taken(db, name):
-        raise ScriptError(409, _("A script named %(name)s already exists.", name=name))
+        raise ScriptError(409, name_taken_message(name))
     try:
         digest = await store.put(data)
     except Exception as exc:
@@ -260,7 +269,7 @@ async def update_details(db: Session, user: User, script: Script, changes: dict)
     if "name" in changes and changes["name"] is not None:
         name = check_name(changes["name"])
         if _name_taken(db, name, except_id=script.id):
-            raise ScriptError(409, _("A script named %(name)s already exists.", name=name))
+            raise ScriptError(409, name_taken_message(name))
         script.name = name
     if "description" in changes and changes["description"] is not None:
         script.description = str(changes["description"]).strip()[:5000]

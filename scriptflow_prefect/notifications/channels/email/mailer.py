@@ -21,6 +21,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from scriptflow_prefect.platform import i18n
+from scriptflow_prefect.platform.control_chars import neutralise
 from scriptflow_prefect.runs.words import run_message, status_label, trigger_label
 
 SECURITIES = ("none", "starttls", "ssl")
@@ -98,7 +99,13 @@ def render(kind: str, context: dict[str, Any], *, language: str, zone: str) -> R
     finally:
         i18n._zone.reset(ztoken)
         i18n._current.reset(token)
-    return Rendered(" ".join(subject.split())[:250], text.strip() + "\n", html)
+    # The run's output and names are the script author's text: no terminal or bidi controls
+    # in the mail (platform/control_chars.py); Jinja's escaping leaves them as they are.
+    return Rendered(
+        neutralise(" ".join(subject.split()))[:250],
+        neutralise(text.strip()) + "\n",
+        neutralise(html),
+    )
 
 
 def build_message(*, sender: str, to: str, rendered: Rendered) -> EmailMessage:

@@ -1,0 +1,95 @@
+"""/api/v1/openapi.json as the API answers: the bearer scheme, every error status a route
+returns with the error body `{"detail": str}`, and the bodies that routes check themselves.
+
+What each route says on its own: its particular errors (`responses=errors(403, 503)` on the
+decorator) and, for a body it validates with reasons of its own (a schedule, email
+settings), the model of what it accepts (`openapi_extra=body(Model)`). What every route of a
+kind answers is added here: 401 where a token is needed, 404 where the path names something,
+422 where there are parameters or a body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from scriptflow_prefect.ui_overlay.schemas import Error
+
+WHY = {
+    400: "The request cannot be done as sent: the reason says what to change.",
+    401: "No API token, or one that is unknown, expired or revoked.",
+    403: "Only an administrator can do this.",
+    404: "Nothing with this id (of any size or shape), or nothing this user may see.",
+    409: "The request conflicts with the current state: the reason says which.",
+    413: "The upload is larger than the 10 MB limit.",
+    422: "A parameter or the body is not valid: the reason says which and why.",
+    429: "Too many failed attempts: try again after Retry-After seconds.",
+    502: "The other end (SMTP server, chat service) refused the message.",
+    503: "Prefect is not reachable (or busy); nothing was changed.",
+}
+_REF = "#/components/schemas/"
+_bodies: dict[str, type[BaseModel]] = {}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route that answers these error statuses."""
+    return {code: {"model": Error, "description": WHY[code]} for code in codes}
+
+
+def body(model: type[BaseModel], media_type: str = "application/json") -> dict[str, Any]:
+    """The `openapi_extra=` of a route that reads its body itself but accepts `model`."""
+    _bodies[model.__name__] = model
+    schema = {"$ref": _REF + model.__name__}
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
+
+
+def _error(code: int) -> dict[str, Any]:
+    return {
+        "description": WHY[code],
+        "content": {"application/json": {"schema": {"$ref": _REF + "Error"}}},
+    }
+
+
+def _add_model(schemas: dict[str, Any], model: type[BaseModel]) -> None:
+    schema = model.model_json_schema(ref_template=_REF + "{model}")
+    schemas.update(schema.pop("$defs", {}))
+    schemas[model.__name__] = schema
+
+
+def document(api: FastAPI) -> None:
+    """Make `api.openapi()` the document described above."""
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema:
+            return api.openapi_schema
+        doc = get_openapi(
+            title=api.title,
+            version=api.version,
+            description=api.description,
+            routes=api.routes,
+        )
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        # FastAPI's list-of-errors shape is not what this API answers (app.py: one reason).
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        _add_model(schemas, Error)
+        for model in _bodies.values():
+            _add_model(schemas, model)
+        for operations in doc["paths"].values():
+            for op in operations.values():
+                responses = op.setdefault("responses", {})
+                codes = set()
+                if op.get("security"):
+                    codes.add(401)
+                params = op.get("parameters", [])
+                if any(p.get("in") == "path" for p in params):
+                    codes.add(404)
+                if params or op.get("requestBody"):
+                    codes.add(422)
+                for code in codes:
+                    responses[str(code)] = _error(code)
+        api.openapi_schema = doc
+        return doc
+
+    api.openapi = openapi  # type: ignore[method-assign]
