@@ -188,6 +188,7 @@ async def save_channel(
     clear: Annotated[str, Form()] = "",
 ):
     require_admin(user)
+    core.channel_settings(db, kind)  # 404 for a kind that is not a channel
     back = f"/settings#channel-{kind}"
     if not url.strip() and not clear:
         flash(request, _("Give the address, or tick the box to switch the channel off."), "error")
@@ -213,6 +214,7 @@ async def save_channel(
 @pages.post("/settings/channels/{kind}/test", dependencies=[Csrf])
 async def test_channel(request: Request, kind: str, user: PageUser, db: DbDep):
     require_admin(user)
+    core.channel_settings(db, kind)  # 404 for a kind that is not a channel
     settings = request.app.state.settings
     try:
         message = await core.send_test(
