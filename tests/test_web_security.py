@@ -11,10 +11,10 @@ import string
 import httpx
 import pytest
 from conftest import ADMIN_PASSWORD, unique, upload, wait_run, wait_until
+from scriptflow_prefect.ui_overlay.app import create_app
 from starlette.routing import Mount
 
 from scriptflow_prefect.platform.settings import load_settings
-from scriptflow_prefect.ui_overlay.app import create_app
 
 BAD_IDS = ["99999999999999999999999", "9223372036854775808", "2147483648", "-1", "0", "abc", "1e3"]
 
@@ -203,7 +203,7 @@ def test_output_txt_shows_control_characters_as_escapes(stack, alice):
         assert not bad and "\u202e" not in text and "\u2069" not in text
 
 
-# -- what a user who is not an administrator sees ---------------------------------------------------
+# -- what a user who is not an administrator sees --------------------------------------------
 
 
 def test_the_retention_figures_of_a_non_admin_are_their_own(stack, admin):

@@ -14,6 +14,8 @@ import httpx
 import pytest
 import uvicorn
 from conftest import wait_until
+from scriptflow_prefect.ui_overlay.addresses import real_client
+from scriptflow_prefect.ui_overlay.app import create_app
 
 from scriptflow_prefect.accounts import service as accounts
 from scriptflow_prefect.accounts.service import LoginThrottle
@@ -22,8 +24,6 @@ from scriptflow_prefect.platform.control_chars import neutralise
 from scriptflow_prefect.platform.db import Database
 from scriptflow_prefect.platform.prefect_env import server_env
 from scriptflow_prefect.platform.settings import SettingsError, load_settings
-from scriptflow_prefect.ui_overlay.addresses import real_client
-from scriptflow_prefect.ui_overlay.app import create_app
 
 NASTY = "a\x1b]0;owned\x07b\x1b[2Jc\rd\x9be\u202ef\u2066g\x00h\x7fi"
 
