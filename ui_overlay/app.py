@@ -28,6 +28,7 @@ from scriptflow_prefect.ui_overlay import (
 )
 from scriptflow_prefect.ui_overlay.deps import LoginRequired
 from scriptflow_prefect.ui_overlay.templating import render
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -152,12 +153,17 @@ def _api_errors(api: FastAPI) -> None:
         detail = _("Prefect is not reachable: %(err)s", err=str(exc)[:200])
         return JSONResponse({"detail": detail}, status_code=503)
 
-    @api.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException):
+    @api.exception_handler(StarletteHTTPException)  # FastAPI's and the router's own (404, 405)
+    async def _http(request: Request, exc: StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return JSONResponse(
-            {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            root = request.scope.get("root_path", "")
+            path = request.url.path.removeprefix(root) if root else request.url.path
+            allow = openapi.allowed_methods(api, path)
+            headers = {**(headers or {}), "Allow": ", ".join(allow)}
+            detail = _("This address answers %(methods)s only.", methods=", ".join(allow))
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
 
 def _page_errors(app: FastAPI) -> None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.addresses import client_address
 from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, csrf_token
+from scriptflow_prefect.ui_overlay.openapi import errors
 from scriptflow_prefect.ui_overlay.templating import render
 
 from scriptflow_prefect.accounts import service as accounts
@@ -118,7 +119,17 @@ class TokenRequest(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
-@api.post("/auth/token", response_model=schemas.Token)
+@api.post(
+    "/auth/token",
+    response_model=schemas.Token,
+    responses={
+        **errors(401),
+        429: {
+            **errors(429)[429],
+            "headers": {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}},
+        },
+    },
+)
 async def create_api_token(request: Request, body: TokenRequest, db: DbDep):
     """Trade a user name and password for an API token (valid 30 days)."""
     wait = _too_many(request, body.username)

@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
 from scriptflow_prefect.ui_overlay import schemas
+from scriptflow_prefect.ui_overlay.bodies import (
+    ChannelSettingsBody,
+    EmailSettingsBody,
+    NotificationDefaultsBody,
+    NotificationPrefsBody,
+    TestMessageBody,
+)
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, require_admin, visible_script
+from scriptflow_prefect.ui_overlay.openapi import body, errors
 
 from scriptflow_prefect.notifications import history as history_core
 from scriptflow_prefect.notifications import service as core
@@ -28,13 +36,18 @@ def body_object(body: Any, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
-@api.get("/settings/email", response_model=schemas.EmailSettings)
+@api.get("/settings/email", response_model=schemas.EmailSettings, responses=errors(403))
 async def get_email_settings(user: ApiUser, db: DbDep):
     require_admin(user)
     return core.email_settings(db)
 
 
-@api.put("/settings/email", response_model=schemas.EmailSettings)
+@api.put(
+    "/settings/email",
+    response_model=schemas.EmailSettings,
+    responses=errors(403, 503),
+    openapi_extra=body(EmailSettingsBody),
+)
 async def put_email_settings(
     request: Request, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]
 ):
@@ -44,7 +57,12 @@ async def put_email_settings(
     )
 
 
-@api.post("/settings/email/test", response_model=schemas.TestEmail)
+@api.post(
+    "/settings/email/test",
+    response_model=schemas.TestEmail,
+    responses=errors(403, 409, 502, 503),
+    openapi_extra=body(TestMessageBody),
+)
 async def test_email(request: Request, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]):
     require_admin(user)
     to = body_object(body, {"to"}).get("to") or user.email
@@ -55,19 +73,24 @@ async def test_email(request: Request, user: ApiUser, db: DbDep, body: Annotated
     return {"sent": True, "to": to, "detail": detail}
 
 
-@api.get("/settings/channels", response_model=list[schemas.ChannelWithKind])
+@api.get("/settings/channels", response_model=list[schemas.ChannelWithKind], responses=errors(403))
 async def list_channels(user: ApiUser, db: DbDep):
     require_admin(user)
     return [{"kind": "email", **core.email_settings(db)}, *core.all_channel_settings(db)]
 
 
-@api.get("/settings/channels/{kind}", response_model=schemas.ChannelSettings)
+@api.get("/settings/channels/{kind}", response_model=schemas.ChannelSettings, responses=errors(403))
 async def get_channel(kind: str, user: ApiUser, db: DbDep):
     require_admin(user)
     return core.channel_settings(db, kind)
 
 
-@api.put("/settings/channels/{kind}", response_model=schemas.ChannelSettings)
+@api.put(
+    "/settings/channels/{kind}",
+    response_model=schemas.ChannelSettings,
+    responses=errors(403, 503),
+    openapi_extra=body(ChannelSettingsBody),
+)
 async def put_channel(
     request: Request, kind: str, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]
 ):
@@ -80,7 +103,12 @@ async def put_channel(
     )
 
 
-@api.post("/settings/channels/{kind}/test", response_model=schemas.ChannelTest)
+@api.post(
+    "/settings/channels/{kind}/test",
+    response_model=schemas.ChannelTest,
+    responses=errors(403, 409, 502, 503),
+    openapi_extra=body(TestMessageBody),
+)
 async def test_channel(
     request: Request, kind: str, user: ApiUser, db: DbDep, body: Annotated[Any, Body()] = None
 ):
@@ -100,13 +128,20 @@ async def test_channel(
     return {"sent": True, "detail": detail}
 
 
-@api.get("/settings/notifications", response_model=schemas.NotificationDefaults)
+@api.get(
+    "/settings/notifications", response_model=schemas.NotificationDefaults, responses=errors(403)
+)
 async def get_defaults(user: ApiUser, db: DbDep):
     require_admin(user)
     return core.defaults(db)
 
 
-@api.put("/settings/notifications", response_model=schemas.NotificationDefaults)
+@api.put(
+    "/settings/notifications",
+    response_model=schemas.NotificationDefaults,
+    responses=errors(403, 503),
+    openapi_extra=body(NotificationDefaultsBody),
+)
 async def put_defaults(request: Request, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]):
     require_admin(user)
     return await core.save_defaults(
@@ -119,7 +154,12 @@ async def get_prefs(script_id: int, user: ApiUser, db: DbDep):
     return core.prefs_to_dict(db, visible_script(db, user, script_id))
 
 
-@api.put("/scripts/{script_id}/notifications", response_model=schemas.NotificationPrefs)
+@api.put(
+    "/scripts/{script_id}/notifications",
+    response_model=schemas.NotificationPrefs,
+    responses=errors(409, 503),
+    openapi_extra=body(NotificationPrefsBody),
+)
 async def put_prefs(
     request: Request, script_id: int, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]
 ):
@@ -129,7 +169,7 @@ async def put_prefs(
     )
 
 
-@api.get("/notifications", response_model=schemas.NotificationPage)
+@api.get("/notifications", response_model=schemas.NotificationPage, responses=errors(404, 503))
 async def list_notifications(
     user: ApiUser,
     db: DbDep,

@@ -9,6 +9,7 @@ kind answers is added here: 401 where a token is needed, 404 where the path name
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -29,6 +30,17 @@ WHY = {
     503: "Prefect is not reachable (or busy); nothing was changed.",
 }
 _REF = "#/components/schemas/"
+# What a client can follow from an answer (OpenAPI links): the new script's id and version
+# to every operation on it, the new run's id to every operation on the run.
+_LINKS = (
+    (
+        "post",
+        "/scripts",
+        "201",
+        {"script_id": "$response.body#/id", "version": "$response.body#/version"},
+    ),
+    ("post", "/scripts/{script_id}/runs", "202", {"run_id": "$response.body#/id"}),
+)
 _bodies: dict[str, type[BaseModel]] = {}
 
 
@@ -42,6 +54,27 @@ def body(model: type[BaseModel], media_type: str = "application/json") -> dict[s
     _bodies[model.__name__] = model
     schema = {"$ref": _REF + model.__name__}
     return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
+
+
+def text_answer(media_type: str) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` part of a route that answers 200 with text (a download)."""
+    return {
+        200: {"description": "The text", "content": {media_type: {"schema": {"type": "string"}}}}
+    }
+
+
+def content_body() -> dict[str, Any]:
+    """PUT .../content: the file's bytes as the body, or a multipart form with `file`."""
+    raw = {"schema": {"type": "string", "format": "binary"}}
+    form = {
+        "schema": {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"}},
+            "required": ["file"],
+        }
+    }
+    content = {"application/octet-stream": raw, "text/plain": raw, "multipart/form-data": form}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def _error(code: int) -> dict[str, Any]:
@@ -82,14 +115,47 @@ def document(api: FastAPI) -> None:
                 codes = set()
                 if op.get("security"):
                     codes.add(401)
-                params = op.get("parameters", [])
-                if any(p.get("in") == "path" for p in params):
-                    codes.add(404)
-                if params or op.get("requestBody"):
+                where = {p.get("in") for p in op.get("parameters", [])}
+                if "path" in where:
+                    codes.add(404)  # app.py: a path id that is no id is "not found" too
+                if where - {"path"} or op.get("requestBody"):
                     codes.add(422)
+                if op.get("requestBody"):
+                    codes.add(400)  # a body that cannot be read (not JSON, not a form)
+                elif "422" in responses and 422 not in codes:
+                    del responses["422"]  # FastAPI's guess for a path-only route: it is 404
                 for code in codes:
                     responses[str(code)] = _error(code)
+        _add_links(doc["paths"])
         api.openapi_schema = doc
         return doc
 
     api.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_links(paths: dict[str, Any]) -> None:
+    for method, path, status, values in _LINKS:
+        answer = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if answer is None:
+            continue
+        links = answer.setdefault("links", {})
+        for target, operations in paths.items():
+            needs = set(re.findall(r"{([^}]+)}", target))
+            if not needs or not needs <= set(values):
+                continue
+            for op in operations.values():
+                links[op["operationId"]] = {
+                    "operationId": op["operationId"],
+                    "parameters": {name: values[name] for name in sorted(needs)},
+                }
+
+
+def allowed_methods(api: FastAPI, path: str) -> list[str]:
+    """The methods the API answers at `path` (relative to the API's root), for a 405's Allow:
+    each method is a route of its own, so the router alone names only one of them."""
+    allowed: set[str] = set()
+    for template, operations in api.openapi()["paths"].items():
+        pattern = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            allowed |= {m.upper() for m in operations}
+    return sorted(allowed)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BeforeValidator
 from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
+from scriptflow_prefect.ui_overlay.openapi import errors, text_answer
 
 from scriptflow_prefect.history import service as history
 from scriptflow_prefect.platform.control_chars import neutralise
@@ -54,12 +57,22 @@ class RunFilters:
         }
 
 
+def _iso_only(value):
+    # Pydantic would take a bare number as seconds since 1970: the API promises ISO 8601.
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+(\.\d*)?\s*", value):
+        raise ValueError("not an ISO 8601 date and time such as 2026-01-31T08:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
+
+
 def run_filters(
     script_id: Annotated[int | None, Query(ge=1, description="Runs of this script only")] = None,
     status: Status | None = None,
     trigger: Trigger | None = None,
-    since: Annotated[datetime | None, Query(description="Expected start at or after")] = None,
-    until: Annotated[datetime | None, Query(description="Expected start at or before")] = None,
+    since: Annotated[IsoTime | None, Query(description="Expected start at or after")] = None,
+    until: Annotated[IsoTime | None, Query(description="Expected start at or before")] = None,
     q: Annotated[
         str | None,
         Query(
@@ -71,9 +84,8 @@ def run_filters(
         ),
     ] = None,
 ) -> RunFilters:
+    # A `since` after `until` is a window with no runs in it (an empty page, not an error).
     since, until = aware(since, "since"), aware(until, "until")
-    if since and until and since > until:
-        raise HTTPException(422, _("since must be before until."))
     if q is not None and not q.strip():
         q = None
     if q:
@@ -108,7 +120,7 @@ def csv_response(rows, filename: str) -> StreamingResponse:
     )
 
 
-@api.get("/runs", response_model=schemas.RunPage)
+@api.get("/runs", response_model=schemas.RunPage, responses=errors(503))
 async def list_runs(
     request: Request,
     user: ApiUser,
@@ -130,7 +142,7 @@ async def list_runs(
     return {"items": items, "total": total}
 
 
-@api.get("/runs.csv", response_class=StreamingResponse)
+@api.get("/runs.csv", response_class=Response, responses={**text_answer("text/csv"), **errors(503)})
 async def list_runs_csv(request: Request, user: ApiUser, db: DbDep, filters: Filters):
     """Every run matching the same filters as GET /runs, as CSV (one header row)."""
     return csv_response(
@@ -139,13 +151,13 @@ async def list_runs_csv(request: Request, user: ApiUser, db: DbDep, filters: Fil
     )
 
 
-@api.get("/runs/{run_id}", response_model=Run)
+@api.get("/runs/{run_id}", response_model=Run, responses=errors(503))
 async def get_run(run_id: str, user: ApiUser, db: DbDep):
     flow_run = await core.visible_run(db, user, run_id)
     return core.run_of(db, flow_run)
 
 
-@api.post("/runs/{run_id}/cancel", status_code=202, response_model=Run)
+@api.post("/runs/{run_id}/cancel", status_code=202, response_model=Run, responses=errors(409, 503))
 async def cancel_run(run_id: str, user: ApiUser, db: DbDep):
     """Stop the run; 409 if it has already ended."""
     flow_run = await core.visible_run(db, user, run_id)
@@ -155,7 +167,7 @@ async def cancel_run(run_id: str, user: ApiUser, db: DbDep):
     return core.run_of(db, await core.reread(flow_run))
 
 
-@api.get("/runs/{run_id}/output", response_model=schemas.OutputPage)
+@api.get("/runs/{run_id}/output", response_model=schemas.OutputPage, responses=errors(400, 503))
 async def get_output(
     request: Request,
     run_id: str,
@@ -171,7 +183,9 @@ async def get_output(
     return {"lines": lines, "next": nxt, "complete": complete}
 
 
-@api.get("/runs/{run_id}/output/search", response_model=schemas.OutputMatches)
+@api.get(
+    "/runs/{run_id}/output/search", response_model=schemas.OutputMatches, responses=errors(503)
+)
 async def search_output(
     request: Request,
     run_id: str,
@@ -195,7 +209,11 @@ def _str_or_none(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-@api.get("/runs/{run_id}/output.txt", response_class=StreamingResponse)
+@api.get(
+    "/runs/{run_id}/output.txt",
+    response_class=Response,
+    responses={**text_answer("text/plain"), **errors(503)},
+)
 async def get_output_text(request: Request, run_id: str, user: ApiUser, db: DbDep):
     flow_run = await core.visible_run(db, user, run_id)
     settings = request.app.state.settings
@@ -220,7 +238,12 @@ async def get_output_text(request: Request, run_id: str, user: ApiUser, db: DbDe
     )
 
 
-@api.get("/scripts/{script_id}/summary", tags=["runs"], response_model=schemas.RunSummary)
+@api.get(
+    "/scripts/{script_id}/summary",
+    tags=["runs"],
+    response_model=schemas.RunSummary,
+    responses=errors(503),
+)
 async def script_summary(script_id: int, user: ApiUser, db: DbDep):
     """Success rate over 7 and 30 days, average and p95 duration, one outcome per day for
     30 days, and the failed scheduled runs nobody acknowledged yet."""
@@ -228,7 +251,7 @@ async def script_summary(script_id: int, user: ApiUser, db: DbDep):
     return await history.script_summary(db, script)
 
 
-@api.post("/runs/{run_id}/acknowledge", status_code=204)
+@api.post("/runs/{run_id}/acknowledge", status_code=204, responses=errors(409, 503))
 async def acknowledge_run(run_id: str, user: ApiUser, db: DbDep):
     """Mark a failed scheduled run as seen: the script page stops flagging it."""
     flow_run = await core.visible_run(db, user, run_id)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, PageUser
 from scriptflow_prefect.ui_overlay.health import sandbox_component
+from scriptflow_prefect.ui_overlay.openapi import errors
 from scriptflow_prefect.ui_overlay.templating import render
 from sqlalchemy.orm import Session
 
@@ -47,7 +48,7 @@ async def scheduler_status(db: Session, user: User) -> dict[str, Any]:
     }
 
 
-@api.get("/scheduler", response_model=schemas.Scheduler)
+@api.get("/scheduler", response_model=schemas.Scheduler, responses=errors(503))
 async def get_scheduler(user: ApiUser, db: DbDep):
     try:
         return await scheduler_status(db, user)

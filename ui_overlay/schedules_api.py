@@ -7,7 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException
 from fastapi.responses import Response
 from scriptflow_prefect.ui_overlay import schemas
+from scriptflow_prefect.ui_overlay.bodies import PreviewBody, ScheduleBody
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
+from scriptflow_prefect.ui_overlay.openapi import body, errors
 
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.schedules import service as core
@@ -23,7 +25,12 @@ def _body_object(body: Any) -> dict:
     return body
 
 
-@api.put("/scripts/{script_id}/schedule", response_model=schemas.Schedule)
+@api.put(
+    "/scripts/{script_id}/schedule",
+    response_model=schemas.Schedule,
+    responses=errors(503),
+    openapi_extra=body(ScheduleBody),
+)
 async def put_schedule(script_id: int, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]):
     script = visible_script(db, user, script_id)
     await core.set_schedule(db, user, script, _body_object(body))
@@ -38,7 +45,7 @@ async def get_schedule(script_id: int, user: ApiUser, db: DbDep):
     return core.schedule_to_dict(script)
 
 
-@api.delete("/scripts/{script_id}/schedule", status_code=204)
+@api.delete("/scripts/{script_id}/schedule", status_code=204, responses=errors(503))
 async def delete_schedule(script_id: int, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
     if not script.schedule:
@@ -47,12 +54,14 @@ async def delete_schedule(script_id: int, user: ApiUser, db: DbDep):
     return Response(status_code=204)
 
 
-@api.post("/schedules/preview", response_model=schemas.SchedulePreview)
+@api.post(
+    "/schedules/preview", response_model=schemas.SchedulePreview, openapi_extra=body(PreviewBody)
+)
 async def preview(user: ApiUser, body: Annotated[Any, Body()]):
     return core.preview(_body_object(body))
 
 
-@api.get("/schedules", response_model=schemas.ScriptSchedules)
+@api.get("/schedules", response_model=schemas.ScriptSchedules, responses=errors(503))
 async def list_schedules(user: ApiUser, db: DbDep):
     scripts = [
         s for s in db.scalars(visible_scripts_query(user).order_by(Script.name)) if s.schedule

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Body, File, Form, HTTPException, Query, Request, 
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
 from scriptflow_prefect.ui_overlay import schemas
+from scriptflow_prefect.ui_overlay.bodies import PolicyChanges, ScriptName, Timeout
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, DbId, visible_script
+from scriptflow_prefect.ui_overlay.openapi import content_body, errors
 from sqlalchemy import func, select
 
 from scriptflow_prefect.notifications import service as notifications
@@ -49,7 +51,7 @@ async def script_dicts(scripts: list[Script]) -> list[dict]:
     return [core.script_to_dict(s, last.get(s.id)) for s in scripts]
 
 
-@api.get("/scripts", response_model=schemas.ScriptPage)
+@api.get("/scripts", response_model=schemas.ScriptPage, responses=errors(503))
 async def list_scripts(
     user: ApiUser,
     db: DbDep,
@@ -78,7 +80,12 @@ async def _notifications_follow(request: Request, db, script: Script) -> None:
     await notifications.script_changed(db, request.app.state.settings, script)
 
 
-@api.post("/scripts", status_code=201, response_model=schemas.Script)
+@api.post(
+    "/scripts",
+    status_code=201,
+    response_model=schemas.Script,
+    responses=errors(400, 409, 413, 503),
+)
 async def upload_script(
     request: Request,
     user: ApiUser,
@@ -96,7 +103,7 @@ async def upload_script(
     return core.script_to_dict(script)
 
 
-@api.get("/scripts/{script_id}", response_model=schemas.Script)
+@api.get("/scripts/{script_id}", response_model=schemas.Script, responses=errors(503))
 async def get_script(script_id: int, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
     return (await script_dicts([script]))[0]
@@ -104,10 +111,10 @@ async def get_script(script_id: int, user: ApiUser, db: DbDep):
 
 class ScriptChanges(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = None
+    name: ScriptName | None = None
     description: str | None = None
-    timeout_seconds: int | None = None
-    policy: dict | None = None  # retries, retry_delay_seconds, disable_after_failures, ...
+    timeout_seconds: Timeout | None = None
+    policy: PolicyChanges | None = None
     # How it runs (API.md "How a script runs"); validated in scripts/run_config.py.
     arguments: list[str] | None = None
     environment: dict[str, str] | None = None
@@ -118,7 +125,7 @@ class ScriptChanges(BaseModel):
     run_as: str | None = None
 
 
-@api.patch("/scripts/{script_id}", response_model=schemas.Script)
+@api.patch("/scripts/{script_id}", response_model=schemas.Script, responses=errors(409, 503))
 async def patch_script(
     request: Request, script_id: int, changes: ScriptChanges, user: ApiUser, db: DbDep
 ):
@@ -128,7 +135,7 @@ async def patch_script(
     return (await script_dicts([script]))[0]
 
 
-@api.delete("/scripts/{script_id}", status_code=204)
+@api.delete("/scripts/{script_id}", status_code=204, responses=errors(503))
 async def delete_script(request: Request, script_id: int, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
     await core.delete_script(db, user, script)
@@ -136,14 +143,19 @@ async def delete_script(request: Request, script_id: int, user: ApiUser, db: DbD
     return Response(status_code=204)
 
 
-@api.get("/scripts/{script_id}/content", response_class=PlainTextResponse)
+@api.get("/scripts/{script_id}/content", response_class=PlainTextResponse, responses=errors(503))
 async def get_content(script_id: int, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
     data = await store.get(core.current_version(script).sha256)
     return Response(data, media_type="text/plain; charset=utf-8")
 
 
-@api.put("/scripts/{script_id}/content", response_model=schemas.Script)
+@api.put(
+    "/scripts/{script_id}/content",
+    response_model=schemas.Script,
+    responses=errors(400, 413, 503),
+    openapi_extra=content_body(),
+)
 async def put_content(script_id: int, request: Request, user: ApiUser, db: DbDep):
     """Raw body, or multipart with a `file` field."""
     script = visible_script(db, user, script_id)
@@ -184,7 +196,11 @@ async def list_versions(script_id: int, user: ApiUser, db: DbDep):
     }
 
 
-@api.get("/scripts/{script_id}/versions/{version}/content", response_class=PlainTextResponse)
+@api.get(
+    "/scripts/{script_id}/versions/{version}/content",
+    response_class=PlainTextResponse,
+    responses=errors(503),
+)
 async def get_version_content(script_id: int, version: DbId, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
     row = db.scalar(
@@ -202,7 +218,9 @@ class RunRequest(BaseModel):
     arguments: list[str] | None = None  # this run only; validated as the script's own
 
 
-@api.post("/scripts/{script_id}/runs", status_code=202, response_model=Run)
+@api.post(
+    "/scripts/{script_id}/runs", status_code=202, response_model=Run, responses=errors(409, 503)
+)
 async def run_script_now(
     script_id: int,
     request: Request,

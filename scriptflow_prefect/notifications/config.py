@@ -26,10 +26,10 @@ DEFAULTS: dict[str, Any] = {
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
-def fail(problems: list[str]) -> None:
-    """422 with every problem at once."""
+def fail(problems: list[str], status: int = 422) -> None:
+    """422 (or `status`) with every problem at once."""
     if problems:
-        raise ScriptError(422, " ".join(problems))
+        raise ScriptError(status, " ".join(problems))
 
 
 def unavailable(exc: Exception) -> ScriptError:

@@ -77,7 +77,9 @@ def prefs_to_dict(db: Session, script: Script) -> dict[str, Any]:
     }
 
 
-def _check_channels(db: Session, value: Any, problems: list[str]) -> list[str]:
+def _check_channels(
+    db: Session, value: Any, problems: list[str], conflicts: list[str]
+) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         problems.append(
             _("channels must be a list of one or more of %(kinds)s.", kinds=", ".join(CHANNELS))
@@ -94,7 +96,7 @@ def _check_channels(db: Session, value: Any, problems: list[str]) -> list[str]:
                 )
             )
         elif kind != "email" and not CHANNELS[kind].is_configured(db):
-            problems.append(
+            conflicts.append(
                 _(
                     "%(channel)s is not set up: an admin saves its address in Settings first.",
                     channel=CHANNELS[kind].label_text(),
@@ -109,7 +111,9 @@ def check_prefs(db: Session, script: Script, data: dict[str, Any]) -> dict[str, 
     current = effective_prefs(db, script)
     new = {k: data.get(k, current[k]) for k in ("on_failure", "on_success", "digest")}
     problems = config.check_flags(new)
-    channels = _check_channels(db, data.get("channels", current["channels"]), problems)
+    # What the server lacks rather than what the request got wrong: 409, after the 422s.
+    conflicts: list[str] = []
+    channels = _check_channels(db, data.get("channels", current["channels"]), problems, conflicts)
     recipients = data.get("recipients", current["recipients"])
     clean: list[str] = []
     if recipients is None:
@@ -128,8 +132,9 @@ def check_prefs(db: Session, script: Script, data: dict[str, Any]) -> dict[str, 
         "email" in channels and (new["on_failure"] is True or new["on_success"] is True)
     ) or new["digest"] in ("daily", "weekly")
     if not problems and wants_mail and not clean and not script.owner.email:
-        problems.append(_("Add a recipient: the script's owner has no email address."))
+        conflicts.append(_("Add a recipient: the script's owner has no email address."))
     config.fail(problems)
+    config.fail(conflicts, status=409)
     return {**new, "recipients": clean, "channels": channels}
 
 

@@ -79,7 +79,8 @@ def preview(data: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             raise InvalidSchedule(_("after must be an ISO-8601 date and time.")) from None
     fields = {k: v for k, v in data.items() if k not in ("after", "next_runs")}
-    spec = spec_of({**fields, "active": True})
+    # `active` is checked like the rest, but a preview shows the runs of the schedule on.
+    spec = spec_of(fields).model_copy(update={"active": True})
     runs = next_runs(spec, after)
     return {
         "next_runs": runs,

@@ -167,6 +167,8 @@ class ScheduleSpec(BaseModel):
     def _day_of_month(cls, v: Any) -> Any:
         if v is None or v == "last":
             return v
+        if isinstance(v, float) and v.is_integer():  # JSON's 5.0 is the whole number 5
+            v = int(v)
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 31:
             raise ScheduleError(
                 "day_of_month",

@@ -37,6 +37,9 @@ MAX_TIMEOUT = 7 * 24 * 3600
 KINDS = {".py": "python", ".bat": "batch", ".cmd": "batch"}
 # Prefect refuses these in deployment names; a script's name is its deployment's name.
 _BANNED_IN_NAME = set("/%&><")
+# Controls, format characters (bidi overrides, zero-width) and lone surrogates: a name is
+# shown everywhere and must look like what it is (the OpenAPI document lists them too).
+NAME_CONTROLS = ("Cc", "Cf", "Cs")
 
 
 ScriptError = ServiceError  # its name in scripts and the overlay
@@ -80,7 +83,7 @@ def check_name(name: str) -> str:
         raise ScriptError(422, _("Give the script a name."))
     if len(name) > 100:
         raise ScriptError(422, _("A script name has at most 100 characters."))
-    if any(c in _BANNED_IN_NAME or unicodedata.category(c)[0] == "C" for c in name):
+    if any(c in _BANNED_IN_NAME or unicodedata.category(c) in NAME_CONTROLS for c in name):
         raise ScriptError(422, _("A script name cannot contain / %% & < > or control characters."))
     return name
 
