@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import need_tool, start_stack, stop_stack, upload, wait_run
 
-EXAMPLES = 4  # per operation and phase: about a minute per user on two cores
+EXAMPLES = 4  # per operation and phase: 1.5-2.5 min per user on two shared cores
 SEED = 1  # the same cases each run: a failure here is reproducible with the printed command
 # An upload's file name must end in .py or .bat and its bytes be a script: OpenAPI cannot say
 # that of a multipart file, so a made-up one is refused with 400 (and a reason).
@@ -106,6 +106,5 @@ def test_the_api_answers_as_its_openapi_document_says(contract_stack, user, tmp_
         "--no-color",
     ]
     r = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    summary = r.stdout[-30000:]
-    assert r.returncode == 0, summary
-    assert "passed" in summary and " failed" not in summary.split("SUMMARY")[-1], summary
+    # Exit 0: no failure of any check (warnings, e.g. alice's 403 on admin routes, are fine).
+    assert r.returncode == 0, r.stdout[-30000:]
