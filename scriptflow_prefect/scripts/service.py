@@ -113,9 +113,7 @@ def _name_taken(db: Session, name: str, except_id: int | None = None) -> bool:
 
 
 def name_taken_message(name: str) -> str:
-    """Names are unique on the server (a script's name is its Prefect deployment's name), so
-    a name can be taken by a script its user may not see. The answer is the same whoever has
-    it and says nothing about that script: not its owner, not even the spelling it has."""
+    # Unique server-wide (a name is its deployment's): the same answer whoever has it.
     return _(
         "Script names are unique on this server and %(name)s is taken; choose another.", name=name
     )
