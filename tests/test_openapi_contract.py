@@ -23,6 +23,10 @@ SEED = 1  # the same cases each run: a failure here is reproducible with the pri
 # An upload's file name must end in .py or .bat and its bytes be a script: OpenAPI cannot say
 # that of a multipart file, so a made-up one is refused with 400 (and a reason).
 FILE_CHECKED = ["2xx", "400", "401", "403", "404", "409", "429"]
+# A script's settings have rules across fields and a grammar no pattern holds: a requirement is
+# PEP 508, a secret's name differs from its variables' names and from its other secrets' names
+# in more than letter case. A body breaking those is refused with 422 and a reason.
+CROSS_CHECKED = ["2xx", "401", "403", "404", "409", "422", "429"]
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +66,11 @@ values = [{version}]
 include-path = "/scripts"
 include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = {FILE_CHECKED!r}
+
+[[operations]]
+include-path = "/scripts/{{script_id}}"
+include-method = "PATCH"
+checks.positive_data_acceptance.expected-statuses = {CROSS_CHECKED!r}
 
 [[operations]]
 include-path = "/scripts/{{script_id}}/content"

@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 from scriptflow_prefect.notifications.channels import CHANNELS
 from scriptflow_prefect.notifications.channels.email.mailer import EMAIL_RE
 from scriptflow_prefect.schedules.spec import Day
+from scriptflow_prefect.scripts import run_config
 from scriptflow_prefect.scripts.service import MAX_TIMEOUT, NAME_CONTROLS
 
 TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -216,3 +217,37 @@ class TestMessageBody(BaseModel):
 
 class ChannelSettingsBody(RootModel[ChannelBody | EmailSettingsBody]):
     """PUT /settings/channels/{kind}: `{"url"}`, or the email settings for kind `email`."""
+
+
+# How a script runs (scripts/run_config.py): what its checks accept, as far as a schema can say.
+_RESERVED = "(?![Ss][Cc][Rr][Ii][Pp][Tt][Ff][Ll][Oo][Ww]_|[Pp][Rr][Ee][Ff][Ee][Cc][Tt]_)"
+# Documented, not enforced here (look-ahead is beyond pydantic's regex engine): run_config
+# answers with a reason a person can act on.
+VariableName = Annotated[
+    str, Field(json_schema_extra={"pattern": f"^{_RESERVED}[A-Za-z_][A-Za-z0-9_]{{0,127}}$"})
+]
+_NO_NUL = {"pattern": "^[^\\u0000]*$"}
+Argument = Annotated[
+    str, Field(max_length=run_config.MAX_ARGUMENT_CHARS, json_schema_extra=_NO_NUL)
+]
+Arguments = Annotated[list[Argument], Field(max_length=run_config.MAX_ARGUMENTS)]
+VariableValue = Annotated[
+    str, Field(max_length=run_config.MAX_VALUE_CHARS, json_schema_extra=_NO_NUL)
+]
+Environment = Annotated[
+    dict[VariableName, VariableValue], Field(max_length=run_config.MAX_VARIABLES)
+]
+SecretChanges = Annotated[
+    dict[VariableName, VariableValue | None], Field(max_length=run_config.MAX_VARIABLES)
+]
+# PEP 508 is more than a pattern can say; a requirement it refuses gets 422 with the reason.
+Requirements = Annotated[list[str], Field(max_length=run_config.MAX_REQUIREMENTS)]
+Account = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\\@$-]{1,104}$")]
+
+
+class WorkingFolderBody(BaseModel):
+    """`script` (the default), `path` (an absolute folder: /srv/x or D:\\x) or `fresh`."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["script", "path", "fresh"] = "script"
+    path: Annotated[str, Field(max_length=1024)] | None = None

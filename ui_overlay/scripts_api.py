@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
-from scriptflow_prefect.ui_overlay import schemas
+from scriptflow_prefect.ui_overlay import bodies, schemas
 from scriptflow_prefect.ui_overlay.bodies import PolicyChanges, ScriptName, Timeout
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, DbId, visible_script
 from scriptflow_prefect.ui_overlay.openapi import content_body, errors
@@ -116,13 +116,13 @@ class ScriptChanges(BaseModel):
     timeout_seconds: Timeout | None = None
     policy: PolicyChanges | None = None
     # How it runs (API.md "How a script runs"); validated in scripts/run_config.py.
-    arguments: list[str] | None = None
-    environment: dict[str, str] | None = None
+    arguments: bodies.Arguments | None = None
+    environment: bodies.Environment | None = None
     # Write-only values: {"NAME": "value"} sets one, {"NAME": null} removes it.
-    secrets: dict[str, str | None] | None = None
-    requirements: list[str] | None = None
-    working_folder: dict | None = None
-    run_as: str | None = None
+    secrets: bodies.SecretChanges | None = None
+    requirements: bodies.Requirements | None = None
+    working_folder: bodies.WorkingFolderBody | None = None
+    run_as: bodies.Account | None = None
 
 
 @api.patch("/scripts/{script_id}", response_model=schemas.Script, responses=errors(409, 503))
@@ -215,7 +215,7 @@ async def get_version_content(script_id: int, version: DbId, user: ApiUser, db: 
 
 class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    arguments: list[str] | None = None  # this run only; validated as the script's own
+    arguments: bodies.Arguments | None = None  # this run only; validated as the script's own
 
 
 @api.post(
