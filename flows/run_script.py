@@ -22,14 +22,20 @@ from scriptflow_prefect.execution.environment import (
     script_env,
     scrubbed_env,
 )
-from scriptflow_prefect.execution.launchers import bat_launcher, launcher_ready, run_wine_env
+from scriptflow_prefect.execution.launchers import bat_setup, run_bat_variables, run_wine_env
 from scriptflow_prefect.execution.masking import Masker
-from scriptflow_prefect.execution.models import LauncherMissing, ScriptStartError, UnknownAccount
+from scriptflow_prefect.execution.models import (
+    CommandsUnavailable,
+    LauncherMissing,
+    ScriptStartError,
+    UnknownAccount,
+)
 from scriptflow_prefect.execution.process import run_script_process
 from scriptflow_prefect.execution.sandbox import Sandbox, interpreter_folders, sandbox_state
 from scriptflow_prefect.execution.workdir import fresh_workdir, remove_workdir
 from scriptflow_prefect.history import index as history_index
 from scriptflow_prefect.history.capture import PrefectLogSink
+from scriptflow_prefect.history.current_line import CurrentLineFile, current_path
 from scriptflow_prefect.history.output_log import OutputLogWriter
 from scriptflow_prefect.platform.prefect_names import (
     EXIT_CODE_LABEL,
@@ -39,6 +45,7 @@ from scriptflow_prefect.platform.prefect_names import (
 from scriptflow_prefect.platform.settings import get_settings
 from scriptflow_prefect.runs import policies
 from scriptflow_prefect.runs.cancel_watch import watcher
+from scriptflow_prefect.runs.input_wait import InputWait
 from scriptflow_prefect.runs.messages import RunMessage
 from scriptflow_prefect.runs.models import Status
 from scriptflow_prefect.scripts import secrets as script_secrets
@@ -132,12 +139,13 @@ def run_script(
 
     account = run_as or settings.run_as
     python = ensure_script_python(settings.script_venv_dir) if kind == "python" else None
-    launcher = launcher_ready(bat_launcher(settings.bat_launcher)) if kind == "batch" else None
+    launcher = bat_setup(settings.bat_launcher, settings.language) if kind == "batch" else None
     env = script_env(scrubbed_env(), {**(environment or {}), **secret_values})
     if launcher:
         # the run's own wine prefix, made from the base prefix of the account it runs as
         owner_home = os.path.expanduser(f"~{account}") if account else env.get("HOME", "")
         env.update(run_wine_env(launcher, run_root, {**env, "HOME": owner_home}))
+        env.update(run_bat_variables(launcher, run_root, settings.language))  # locale, DATE
     sandbox = Sandbox(
         hidden=(settings.home, *settings.secret_files()),
         writable=(run_root,),
@@ -150,10 +158,14 @@ def run_script(
 
     settings.outputs_dir.mkdir(parents=True, exist_ok=True)
     out_path = settings.outputs_dir / f"{run_id}.log"
+    waited = InputWait(kind, data.decode("utf-8", "replace") if kind == "batch" else "")
     cancel = watcher.register(run_id)
     prefect_log = PrefectLogSink(run_id)  # the same records as `loggers`, ~50x cheaper
     try:
-        with OutputLogWriter(out_path) as out:
+        with (
+            OutputLogWriter(out_path) as out,
+            CurrentLineFile(current_path(settings.outputs_dir, run_id)) as current,
+        ):
 
             def on_lines(ts, stream, texts):
                 # The file gets every line in one write per chunk (the fast path); Prefect's
@@ -161,11 +173,16 @@ def run_script(
                 # values are masked first, for both and for all that reads them.
                 texts = mask.lines(texts)
                 out.write_lines(ts, stream, texts)
+                waited.lines(stream, texts)
                 room = PREFECT_LOG_LINE_LIMIT - counter["lines"]
                 counter["lines"] += len(texts)
                 prefect_log.send(ts, stream, texts[: max(room, 0)])
                 if 0 <= room < len(texts):
                     system.info("… more output is kept in ScriptFlow's output file for this run")
+
+            def on_current(stream, text):
+                # The line being written (a progress bar), masked as finished lines are.
+                current.update(stream, None if text is None else mask.text(text))
 
             try:
                 result = run_script_process(
@@ -182,7 +199,15 @@ def run_script(
                     arguments=arguments or [],
                     sandbox=sandbox,
                     run_as=account,
+                    on_current=on_current,
+                    private_dir=run_root,
                 )
+            except CommandsUnavailable as exc:
+                msg = RunMessage("commands_unavailable", {"commands": ", ".join(exc.commands)})
+                system.error(msg.text)
+                with get_client(sync_client=True) as client:
+                    client.update_flow_run_labels(run_id, msg.label())
+                return Failed(message=msg.text)
             except (LauncherMissing, ScriptStartError) as exc:
                 reason = mask.text(str(exc))
                 system.error(reason)
@@ -215,6 +240,8 @@ def run_script(
         message = RunMessage("timed_out", {"seconds": timeout_seconds})
     elif outcome == Status.CANCELLED:
         message = RunMessage("cancelled")
+    elif outcome == Status.FAILED and waited.seen:
+        message = RunMessage("waits_for_input", {"code": result.exit_code})
     else:
         message = RunMessage("exit_code", {"code": result.exit_code})
     labels = message.label()

@@ -9,6 +9,7 @@ import venv
 from collections.abc import Mapping
 from pathlib import Path
 
+from scriptflow_prefect.execution import output_hook
 from scriptflow_prefect.execution.models import ScriptStartError
 from scriptflow_prefect.execution.workdir import remove_workdir
 from scriptflow_prefect.platform.home_modes import share_read_only
@@ -96,18 +97,36 @@ def ensure_script_python(venv_dir: Path) -> Path:
     with _venv_lock, file_lock(venv_dir.with_name(venv_dir.name + ".lock")):
         if _venv_ready(venv_dir, python):
             return python
+        if (venv_dir / _VENV_READY_MARKER).is_file() and python.exists():
+            # Built by an older ScriptFlow (no hook, or another version of it): renew it.
+            output_hook.install(site_packages(venv_dir))
+            share_read_only(venv_dir)
+            return python
         if venv_dir.exists():
             remove_workdir(venv_dir)
         venv.EnvBuilder(with_pip=False, symlinks=sys.platform != "win32").create(venv_dir)
         if not python.exists():
             raise ScriptStartError(f"Creating the script virtualenv gave no {python}")
+        output_hook.install(site_packages(venv_dir))
         share_read_only(venv_dir)  # made under umask 077; accounts scripts run as read it
         (venv_dir / _VENV_READY_MARKER).write_text(sys.version + "\n", encoding="utf-8")
     return python
 
 
+def site_packages(venv_dir: Path) -> Path:
+    """The site-packages folder of a virtualenv made with this Python's version."""
+    if sys.platform == "win32":
+        return Path(venv_dir) / "Lib" / "site-packages"
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return Path(venv_dir) / "lib" / version / "site-packages"
+
+
 def _venv_ready(venv_dir: Path, python: Path) -> bool:
-    return (venv_dir / _VENV_READY_MARKER).is_file() and python.exists()
+    return (
+        (venv_dir / _VENV_READY_MARKER).is_file()
+        and python.exists()
+        and output_hook.installed(site_packages(venv_dir))
+    )
 
 
 def activate_venv(env: dict[str, str], python: Path) -> None:

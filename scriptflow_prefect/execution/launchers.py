@@ -1,4 +1,10 @@
-"""How a script becomes a command line: the interpreter for Python, cmd.exe or wine for .bat."""
+"""How a script becomes a command line: the interpreter for Python, cmd.exe or wine for .bat.
+
+A .bat under wine (wine.py) runs with a UTF-8 locale, rewritten as UTF-8 when it is in a legacy
+code page (bat_text.py), through a wrapper that keeps its whole exit code (bat_exit_code.py),
+and is not started at all when it uses commands wine lacks (bat_commands.py). On Windows,
+cmd.exe runs it as it is, and its output is read in the code page the console really has: the
+one its last `chcp` names, else the OEM one."""
 
 from __future__ import annotations
 
@@ -13,21 +19,27 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from scriptflow_prefect.execution import bat_text, wine
+from scriptflow_prefect.execution.bat_commands import unavailable_commands
+from scriptflow_prefect.execution.bat_exit_code import wrapped_command
 from scriptflow_prefect.execution.environment import scrubbed_env
-from scriptflow_prefect.execution.models import LauncherMissing, ScriptKind, ScriptStartError
+from scriptflow_prefect.execution.models import (
+    CommandsUnavailable,
+    LauncherMissing,
+    ScriptKind,
+    ScriptStartError,
+)
 
 WINDOWS_BAT_LAUNCHER = ["cmd.exe", "/d", "/c"]
 WINE_BAT_LAUNCHER = ["wine", "cmd", "/c"]
-# wine's cmd reads a .bat in the OEM code page and writes to a pipe in the ANSI one; in the
-# English/C locale of a Linux server that ANSI code page is 1252 (measured with wine 8).
-WINE_OUTPUT_CODEPAGE = "cp1252"
 
 if sys.platform == "win32":
-    from scriptflow_prefect.execution.windows import oem_codepage
+    from scriptflow_prefect.execution.windows import console_codepage
 else:
 
-    def oem_codepage() -> str:
-        return WINE_OUTPUT_CODEPAGE
+    def console_codepage(named: int | None) -> str:
+        """A launcher other than wine on Linux: its output is taken to be cp1252."""
+        return bat_text.DEFAULT_LEGACY
 
 
 _warmed: set[tuple[str, ...]] = set()
@@ -101,7 +113,11 @@ def run_wine_env(
 
 
 def _is_wine(launcher: Sequence[str]) -> bool:
-    return os.path.basename(launcher[0]).lower().startswith("wine")
+    return wine.is_wine(launcher)
+
+
+def _wine_here(launcher: Sequence[str] | None) -> bool:
+    return sys.platform != "win32" and wine.is_wine(launcher)
 
 
 def _quiet_run(argv: list[str], env: dict[str, str], timeout: float) -> None:
@@ -119,15 +135,37 @@ def _quiet_run(argv: list[str], env: dict[str, str], timeout: float) -> None:
         raise ScriptStartError(f"Could not start {argv[0]!r}: {exc}") from exc
 
 
-def launcher_ready(launcher: list[str] | None) -> list[str] | None:
+def launcher_ready(launcher: list[str] | None, language: str = "en") -> list[str] | None:
     """Warm the launcher up once per process (wine builds its prefix, printing set-up noise
-    that must not become a script's output); return it unchanged."""
+    that must not become a script's output); under wine, also give the base prefix the
+    locale and regional formats of `language` and the chcp stand-in (wine.py). Returns it."""
     if launcher:
+        key = (*launcher, language)
         with _warm_lock:
-            if tuple(launcher) not in _warmed:
-                warm_up_launcher(launcher)
-                _warmed.add(tuple(launcher))
+            if key not in _warmed:
+                if _wine_here(launcher):
+                    env = scrubbed_env() | wine.locale_variables()
+                    warm_up_launcher(launcher, env)
+                    wine.prepare_base_prefix(launcher[0], env, language)
+                else:
+                    warm_up_launcher(launcher)
+                _warmed.add(key)
     return launcher
+
+
+def bat_setup(configured: str | None, language: str) -> list[str] | None:
+    """The launcher that runs .bat files here (None: none), warmed up once per process."""
+    return launcher_ready(bat_launcher(configured), language)
+
+
+def run_bat_variables(
+    launcher: Sequence[str] | None, run_folder: Path, language: str
+) -> dict[str, str]:
+    """What a .bat run under wine adds to its environment (wine.run_variables); nothing for
+    cmd.exe."""
+    if not _wine_here(launcher):
+        return {}
+    return wine.run_variables(run_folder, language)
 
 
 def _split_command(command: str) -> list[str]:
@@ -160,14 +198,34 @@ def command(
 
 
 def _bat_argument(script: Path, launcher: Sequence[str]) -> str:
-    if _is_wine(launcher) and sys.platform != "win32":
+    if _wine_here(launcher):
         # wine maps / to Z:, and a Windows-style path gives the batch a usual %0 and %~dp0.
-        return "Z:" + str(script).replace("/", "\\")
+        return wine.windows_path(script)
     return str(script)
 
 
-def default_fallback_encoding(kind: ScriptKind) -> str | None:
-    """How to read a .bat's output line that is not UTF-8 (Python's is always UTF-8)."""
-    if kind == "python":
-        return None  # PYTHONIOENCODING=utf-8; undecodable bytes become U+FFFD
-    return oem_codepage()
+def start_batch(
+    script_path: Path, launcher: list[str] | None, arguments: Sequence[str], folder: Path
+) -> tuple[list[str], str, Path | None]:
+    """How a .bat starts here: its argv, the encoding of output lines that are not UTF-8,
+    and the file where wine's wrapper leaves the whole exit code (None: the process's own).
+
+    Under wine, raises CommandsUnavailable before anything runs, and rewrites a legacy code
+    page file as UTF-8 in place (what wine's cmd reads). `folder`: the run's own files."""
+    if not launcher:
+        raise LauncherMissing()
+    script = Path(script_path).absolute()
+    data = script.read_bytes()
+    encoding = bat_text.bat_encoding(data)
+    legacy = bat_text.DEFAULT_LEGACY if encoding == bat_text.UTF8 else encoding
+    if not _wine_here(launcher):
+        argv = command(script, "batch", None, launcher, arguments)
+        return argv, console_codepage(bat_text.chcp_codepage(data)), None
+    missing = unavailable_commands(data.decode(encoding, "replace"))
+    if missing:
+        raise CommandsUnavailable(missing)
+    converted = bat_text.utf8_text(data)
+    if converted is not None:
+        script.write_bytes(converted)
+    argv, exit_file = wrapped_command(launcher, script, arguments, folder)
+    return argv, legacy, exit_file

@@ -11,6 +11,7 @@ Outcome = Literal["succeeded", "failed", "timed_out", "cancelled"]
 ScriptKind = Literal["python", "batch"]
 LineCallback = Callable[[datetime, str, str], None]
 LinesCallback = Callable[[datetime, str, Sequence[str]], None]
+CurrentCallback = Callable[[str, "str | None"], None]
 
 
 class LauncherMissing(RuntimeError):
@@ -19,6 +20,18 @@ class LauncherMissing(RuntimeError):
     def __init__(self, message: str = "") -> None:
         super().__init__(
             message or "Running .bat scripts needs a Windows worker or wine on this machine"
+        )
+
+
+class CommandsUnavailable(RuntimeError):
+    """A .bat uses commands this worker's cmd lacks or only stubs (wine): it is not started,
+    so that it cannot end "succeeded" because a stub did nothing."""
+
+    def __init__(self, commands: Sequence[str]) -> None:
+        self.commands = list(commands)
+        super().__init__(
+            f"{', '.join(self.commands)}: not available on this Linux worker (wine); "
+            "run this script on a Windows worker"
         )
 
 

@@ -1,10 +1,11 @@
 """The Windows half of execution: Job Objects, blocking pipe reads, msvcrt locks, cmd quoting.
 
 Imported on Windows only. Its names match `posix.py`: `ProcessTree`, `file_lock`,
-`read_pipe`, `popen_arguments`; and `oem_codepage` for .bat output."""
+`read_pipe`, `popen_arguments`; and `console_codepage` for .bat output."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ctypes
 import msvcrt
@@ -48,8 +49,15 @@ def file_lock(path: Path) -> Iterator[None]:
             msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
 
 
-def oem_codepage() -> str:
-    """The console's OEM code page, in which cmd.exe writes a .bat's output to a pipe."""
+def console_codepage(named: int | None) -> str:
+    """The code page cmd.exe writes a .bat's output to a pipe in: the console's, which starts
+    as the OEM one and which the last `chcp N` of the file (`named`) sets. 65001 is UTF-8,
+    which the decoder tries first anyway: lines before that chcp are still OEM."""
+    if named is not None and named != 65001:
+        try:
+            return codecs.lookup(f"cp{named}").name
+        except LookupError:
+            pass
     return "cp" + str(ctypes.windll.kernel32.GetOEMCP())
 
 

@@ -51,6 +51,14 @@ TEMPLATES: dict[str, str] = {
         "Not started: the value of the secret variable(s) %(names)s could not be read from "
         "Prefect; set them again on the script's page."
     ),
+    "commands_unavailable": N_(
+        "Not started: %(commands)s not available on this Linux worker (wine); run this script "
+        "on a Windows worker"
+    ),
+    "waits_for_input": N_(
+        "Exit code %(code)s: this script waits for keyboard input, and a run has none; "
+        "remove input()/pause"
+    ),
 }
 WHEN_PARAMS = {"when"}  # ISO-8601 times, shown in the reader's time zone
 

@@ -24,7 +24,7 @@ from prefect.workers.base import (
     BaseWorkerResult,
 )
 
-from scriptflow_prefect.execution.launchers import bat_launcher, launcher_ready
+from scriptflow_prefect.execution.launchers import bat_setup
 from scriptflow_prefect.platform import prefect_names
 from scriptflow_prefect.platform.settings import get_settings
 from scriptflow_prefect.runs.cancel_watch import watcher
@@ -55,8 +55,9 @@ def flow_for(name: str):
 
 def _warm_up_bat_launcher() -> None:
     """wine's first start in a new prefix takes seconds: pay it before the first .bat run."""
+    settings = get_settings()
     try:
-        launcher_ready(bat_launcher(get_settings().bat_launcher))
+        bat_setup(settings.bat_launcher, settings.language)
     except Exception as exc:  # a missing launcher is reported by the run that needs it
         log.debug("bat launcher warm-up failed: %s", exc)
 
