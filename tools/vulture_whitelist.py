@@ -20,3 +20,6 @@ author_id
 
 # Read by the email templates (digest-body.*).
 average_seconds
+# io.RawIOBase methods the io machinery calls (execution/output_hook_module.py).
+writable
+isatty

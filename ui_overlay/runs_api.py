@@ -177,10 +177,10 @@ async def get_output(
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ):
     flow_run = await core.visible_run(db, user, run_id)
-    lines, nxt, complete = await output.read_output(
-        request.app.state.settings, flow_run, after, limit
-    )
-    return {"lines": lines, "next": nxt, "complete": complete}
+    settings = request.app.state.settings
+    lines, nxt, complete = await output.read_output(settings, flow_run, after, limit)
+    current = None if complete else output.current_line(settings, flow_run)
+    return {"lines": lines, "next": nxt, "complete": complete, "current": current}
 
 
 @api.get(

@@ -47,10 +47,16 @@ class OutputLine(Open):
     text: str
 
 
+class CurrentLine(Open):
+    stream: Literal["stdout", "stderr"]
+    text: str
+
+
 class OutputPage(Open):
     lines: list[OutputLine]
     next: str
     complete: bool
+    current: CurrentLine | None = None  # the line being written (a progress bar), live runs
 
 
 class OutputMatches(Open):
@@ -111,6 +117,7 @@ class Script(Open):
     requirements: list[str] = []
     working_folder: WorkingFolder
     run_as: str | None = None
+    warnings: list[str] = []
 
 
 class ScriptPage(Open):

@@ -24,8 +24,8 @@ from scriptflow_prefect.runs.policies import RunPolicy
 from scriptflow_prefect.schedules import service as schedule_sync
 from scriptflow_prefect.schedules.spec import parse_spec
 from scriptflow_prefect.schedules.words import describe
+from scriptflow_prefect.scripts import content_checks, store
 from scriptflow_prefect.scripts import service as core
-from scriptflow_prefect.scripts import store
 from scriptflow_prefect.scripts.command_line import join_arguments, split_arguments
 from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.run_config import run_config
@@ -159,7 +159,7 @@ async def detail(
         shown = next((v for v in script.versions if v.version == version), None)
         if shown is None:
             raise HTTPException(404, _("This script has no version %(n)s.", n=version))
-    content = (await store.get(shown.sha256)).decode("utf-8", errors="replace")
+    content, _encoding = content_checks.text_of(script.kind, await store.get(shown.sha256))
     try:
         recent, _total = await run_core.list_runs(db, user, script_id=script.id, per_page=10)
     except platform_prefect.PrefectUnavailable:
@@ -206,7 +206,9 @@ def _policy_from_form(form) -> dict:
 @pages.get("/scripts/{script_id}/edit")
 async def edit_form(request: Request, script_id: int, user: PageUser, db: DbDep):
     script = visible_script(db, user, script_id)
-    content = (await store.get(core.current_version(script).sha256)).decode("utf-8", "replace")
+    content, _encoding = content_checks.text_of(
+        script.kind, await store.get(core.current_version(script).sha256)
+    )
     return render(
         request,
         "scripts/edit.html",
@@ -257,10 +259,12 @@ async def edit(
         run_changes, run_errors = how_it_runs.changes_from_form(raw, script)
         if run_errors:
             raise core.ScriptError(422, _("Some settings of how it runs need a change."))
-        data = content.replace("\r\n", "\n").encode("utf-8")
+        old = await store.get(core.current_version(script).sha256)
+        # Saved in the encoding the script was in (a .py: the one its text declares).
+        _text, encoding = content_checks.text_of(script.kind, old)
+        data = content_checks.bytes_of(script.kind, content.replace("\r\n", "\n"), encoding)
         if script.kind == "batch":
             data = data.replace(b"\n", b"\r\n")  # cmd.exe expects CRLF
-        old = await store.get(core.current_version(script).sha256)
         if data != old:
             await core.replace_content(db, user, script, data)
         await core.update_details(

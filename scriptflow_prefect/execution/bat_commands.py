@@ -138,36 +138,34 @@ def _splits(separator: str, current: str) -> bool:
 def _command_of(segment: str) -> str | None:
     """The command this segment runs (its name and arguments), None for echo text."""
     rest = segment.lstrip("@").strip()
-    while True:
+    while rest:
         lowered = rest.lower()
-        if lowered.startswith("echo") and (len(rest) == 4 or not rest[4].isalnum()):
+        if re.match(r"(echo|rem)(\W|$)", lowered):
             return None  # the rest is text
-        if re.match(r"rem(\s|$)", lowered):
-            return None
-        if lowered.startswith("if ") or lowered.startswith("if/"):
-            match = _IF_CONDITION.match(rest)
-            if not match:
-                return None
-            rest = rest[match.end() :]
-            continue
-        if lowered.startswith("for ") or lowered.startswith("for/"):
-            at = re.search(r"\sdo\s", rest, re.IGNORECASE)
-            if not at:
-                return None
-            rest = rest[at.end() :].strip()
-            continue
-        for prefix in ("else ", "call ", "do "):
-            if lowered.startswith(prefix):
-                rest = rest[len(prefix) :].strip()
-                break
-        else:
-            if lowered.startswith("start "):
-                rest = rest[6:].strip()
-                while (option := _START_OPTION.match(rest)) is not None:
-                    rest = rest[option.end() :]
-                continue
-            break
-    return rest or None
+        after = _after_prefix(rest, lowered)
+        if after is None or after == rest:
+            return after
+        rest = after
+    return None
+
+
+def _after_prefix(rest: str, lowered: str) -> str | None:
+    """What follows a leading if-condition, `for ... do`, else, call, do or start (with its
+    title and options); `rest` itself when it has none; None for an unreadable if/for."""
+    if re.match(r"if[\s/]", lowered):
+        match = _IF_CONDITION.match(rest)
+        return rest[match.end() :] if match else None
+    if re.match(r"for[\s/]", lowered):
+        at = re.search(r"\sdo\s", rest, re.IGNORECASE)
+        return rest[at.end() :].strip() if at else None
+    for prefix in ("else ", "call ", "do "):
+        if lowered.startswith(prefix):
+            return rest[len(prefix) :].strip()
+    if lowered.startswith("start "):
+        rest = rest[6:].strip()
+        while (option := _START_OPTION.match(rest)) is not None:
+            rest = rest[option.end() :]
+    return rest
 
 
 def _lacking(command: str) -> str | None:

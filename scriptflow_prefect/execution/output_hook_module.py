@@ -97,8 +97,10 @@ def _install() -> None:
     err_raw.last = out_raw.last
     out, err = _writer(out_raw, old_out), _writer(err_raw, old_err)
     out_raw.partner, err_raw.partner = err, out
-    sys.stdout = sys.__stdout__ = out
-    sys.stderr = sys.__stderr__ = err
+    sys.stdout, sys.stderr = out, err
+    # `sys.stdout = sys.__stdout__` (undoing a redirection) keeps the order too.
+    setattr(sys, "__stdout__", out)  # noqa: B010 - mypy: a Final name
+    setattr(sys, "__stderr__", err)  # noqa: B010
 
 
 _install()

@@ -128,7 +128,9 @@ REGIONAL_FORMATS: dict[str, dict[str, str]] = {
 
 
 def is_wine(launcher: Sequence[str] | None) -> bool:
-    return bool(launcher) and os.path.basename(launcher[0]).lower().startswith("wine")
+    if not launcher:
+        return False
+    return os.path.basename(launcher[0]).lower().startswith("wine")
 
 
 def windows_path(path: Path) -> str:

@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import FlowRun
 
 from scriptflow_prefect.history import index as history_index
 from scriptflow_prefect.history import output as ho
+from scriptflow_prefect.history.current_line import current_path, read_current
 from scriptflow_prefect.platform.control_chars import neutralise
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.settings import Settings
@@ -158,6 +159,14 @@ async def first_error(settings: Settings, flow_run) -> int | None:
         return await asyncio.to_thread(_with_source, settings, flow_run.id, ho.first_error)
     except FileNotFoundError:
         return None
+
+
+def current_line(settings: Settings, flow_run) -> dict | None:
+    """The line a live run is writing now ({"stream", "text"}: a progress bar), None when it
+    has none or has ended (its final state is then the last stored line)."""
+    if status_of(flow_run.state) in FINAL:
+        return None
+    return read_current(current_path(settings.outputs_dir, flow_run.id))
 
 
 def output_text(settings: Settings, run_id):

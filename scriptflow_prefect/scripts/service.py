@@ -26,8 +26,8 @@ from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.models import utcnow
 from scriptflow_prefect.runs.policies import RunPolicy
 from scriptflow_prefect.schedules.service import prefect_schedules_for, schedule_to_dict
+from scriptflow_prefect.scripts import content_checks, run_config, secrets, store
 from scriptflow_prefect.scripts import prefect as scripts_prefect
-from scriptflow_prefect.scripts import run_config, secrets, store
 from scriptflow_prefect.scripts.models import Script, ScriptVersion
 
 log = logging.getLogger("scriptflow.scripts")
@@ -69,12 +69,9 @@ def check_content(kind: str, data: bytes) -> None:
     if b"\x00" in data:
         raise ScriptError(400, _("The file looks binary, not like a script."))
     if kind == "python":
-        try:
-            data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise ScriptError(
-                400, _("A Python script must be UTF-8 text; byte %(pos)s is not.", pos=exc.start)
-            ) from None
+        problem = content_checks.python_text_problem(data)
+        if problem:
+            raise ScriptError(400, problem)
 
 
 def check_name(name: str) -> str:
@@ -205,6 +202,7 @@ async def create_script(
         current_version=1,
         timeout_seconds=DEFAULT_TIMEOUT,
         schedule=schedule,
+        settings=content_checks.with_compatibility(None, kind, data, 1),
     )
     script.versions.append(
         ScriptVersion(version=1, sha256=digest, size=len(data), author_id=owner.id)
@@ -237,15 +235,16 @@ async def replace_content(
     script.versions.append(
         ScriptVersion(version=number, sha256=digest, size=len(data), author_id=user.id)
     )
-    previous = (script.current_version, script.updated_at)
+    previous = (script.current_version, script.updated_at, script.settings)
     script.current_version = number
     script.updated_at = utcnow()
+    script.settings = content_checks.with_compatibility(script.settings, script.kind, data, number)
     db.commit()  # no write transaction open while Prefect is called; undone below on failure
     try:
         await sync_deployment(script)
     except Exception:
         script.versions.remove(next(v for v in script.versions if v.version == number))
-        script.current_version, script.updated_at = previous
+        script.current_version, script.updated_at, script.settings = previous
         db.commit()
         raise
     audit(db, user.id, "script.version", script.name, script_id=script.id, version=number)
@@ -393,6 +392,7 @@ def script_to_dict(
         "timeout_seconds": script.timeout_seconds,
         "policy": RunPolicy(**(script.settings or {}).get("policy", {})).model_dump(),
         **run_config.public_fields(run_config.run_config(script.settings)),
+        "warnings": content_checks.warnings(script.settings, script.current_version),
         "schedule": schedule_to_dict(script),
         "last_run": last_run,
         "next_run_at": next_run_at,

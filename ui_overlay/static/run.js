@@ -32,6 +32,7 @@
   var findQ = document.getElementById("find-q");
   var findNext = document.getElementById("find-next");
   var findPrev = document.getElementById("find-prev");
+  var liveLine = null;    // the line the script is writing now (a progress bar), kept last
 
   function msg(name, values) {
     var text = box.getAttribute("data-msg-" + name) || "";
@@ -102,6 +103,24 @@
   // A jump starts a new window: what older requests would add is dropped (generation), and
   // the next live read, if one is due, is called off: it would read from the old place and
   // put those lines into the new window. The jump starts the live reads again where it ends.
+  // The line in progress, shown below the finished ones and rewritten in place as a terminal
+  // does with "\r"; it becomes an ordinary line once the script ends it with a newline.
+  function showLive(cur) {
+    if (!cur || !atEnd || done) {
+      if (liveLine && liveLine.parentNode) liveLine.parentNode.removeChild(liveLine);
+      return;
+    }
+    if (!liveLine) {
+      liveLine = document.createElement("span");
+      liveLine.id = "output-live";
+      liveLine.setAttribute("aria-hidden", "true");  // changes too often to be read out
+    }
+    liveLine.className = "line live " + cur.stream;
+    if (liveLine.textContent !== cur.text) liveLine.textContent = cur.text;
+    clearEmpty();
+    box.appendChild(liveLine);
+  }
+
   function reset() {
     generation += 1;
     if (pollTimer) { clearTimeout(pollTimer); pollTimer = null; }
@@ -139,6 +158,7 @@
 
   function finished() {
     done = true;
+    showLive(null);
     if (cancelForm && !cancelForm.hidden) {
       // Focus on the vanishing Cancel button would fall back to the page's start.
       var hadFocus = cancelForm.contains(document.activeElement);
@@ -181,13 +201,15 @@
         return;
       }
       var r = render(data.lines, data.next);
+      if (liveLine && liveLine.parentNode) box.removeChild(liveLine);
       if (r.count) {
         clearEmpty();
         box.appendChild(r.frag);
         trimTop();
-        if (follow) box.scrollTop = box.scrollHeight;
       }
       cursor = data.next;
+      showLive(data.complete ? null : data.current);
+      if (follow && (r.count || data.current)) box.scrollTop = box.scrollHeight;
       updateLoadButtons();
       if (data.complete) { finished(); return; }
       schedulePoll(data.lines.length ? 150 : 400);
