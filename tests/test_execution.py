@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -21,10 +22,11 @@ from scriptflow_prefect.execution.environment import (
     scrubbed_env,
     venv_python,
 )
-from scriptflow_prefect.execution.launchers import WINE_BAT_LAUNCHER, bat_launcher, warm_up_launcher
+from scriptflow_prefect.execution.launchers import WINE_BAT_LAUNCHER, bat_launcher, launcher_ready
 from scriptflow_prefect.execution.models import ExecutionResult, LauncherMissing, ScriptStartError
 from scriptflow_prefect.execution.posix import KILL_GRACE_SECONDS
 from scriptflow_prefect.execution.process import run_script_process
+from scriptflow_prefect.execution.wine import date_variable, wine_variables
 from scriptflow_prefect.execution.workdir import fresh_workdir, remove_workdir
 from scriptflow_prefect.history.output import lines_after, open_source
 from scriptflow_prefect.history.output_log import OutputLogWriter
@@ -137,12 +139,13 @@ def test_it_delivers_a_final_line_without_newline(runner: Runner) -> None:
     assert runner.stream("stderr") == ["only"]
 
 
-def test_it_strips_one_carriage_return_per_line_and_keeps_inner_ones(runner: Runner) -> None:
+def test_it_keeps_what_a_terminal_shows_of_a_line_with_carriage_returns(runner: Runner) -> None:
     runner.run(
-        "import sys\nsys.stdout.buffer.write(b'dos\\r\\nprogress 1\\rprogress 2\\r\\r\\nend\\r')\n"
+        "import sys\nsys.stdout.buffer.write("
+        "b'dos\\r\\nprogress 1\\rprogress 2\\r\\r\\nabcdef\\rxy\\nend\\r')\n"
     )
 
-    assert runner.stream("stdout") == ["dos", "progress 1\rprogress 2\r", "end"]
+    assert runner.stream("stdout") == ["dos", "progress 2", "xycdef", "end"]
 
 
 def test_it_keeps_tabs_and_unicode(runner: Runner) -> None:
@@ -439,10 +442,10 @@ def wine_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         if os.environ.get("CI") == "true":
             pytest.fail("wine is missing on CI: .bat support is not tested")
         pytest.skip("wine is not installed")
-    env = scrubbed_env() | {"WINEPREFIX": str(tmp_path_factory.mktemp("wine") / "prefix")}
+    home = tmp_path_factory.mktemp("wine-home")
     # Builds the prefix once (several seconds) so that tests time only themselves.
-    warm_up_launcher(WINE_BAT_LAUNCHER, env)
-    return env
+    launcher_ready(WINE_BAT_LAUNCHER, wine_variables(home), "en", home)
+    return scrubbed_env() | wine_variables(home) | date_variable("en")
 
 
 def run_bat(
@@ -505,10 +508,8 @@ def test_it_runs_a_bat_file_whose_path_has_spaces(tmp_path: Path, wine_env: dict
 
 
 @pytest.mark.wine
-def test_it_decodes_the_code_page_that_wine_writes(
-    tmp_path: Path, wine_env: dict[str, str]
-) -> None:
-    # cmd reads a .bat in the OEM code page (0x82 is é in cp437) and wine writes cp1252.
+def test_it_reads_a_bat_in_a_legacy_oem_code_page(tmp_path: Path, wine_env: dict[str, str]) -> None:
+    # 0x82 is é in cp850 (and cp437); in cp1252 it is a low quote: the file is cp850.
     _, lines = run_bat(tmp_path, b"@echo off\r\necho caf\x82\r\n", wine_env)
 
     assert lines == [("stdout", "café")]
@@ -552,3 +553,14 @@ def live_processes_matching(fragment: str) -> list[psutil.Process]:
         if fragment in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
             found.append(process)
     return found
+
+
+@pytest.mark.wine
+def test_an_english_worker_keeps_wines_us_date_and_time(
+    tmp_path: Path, wine_env: dict[str, str]
+) -> None:
+    _, lines = run_bat(tmp_path, b"@echo off\r\necho %DATE%\r\necho %TIME%\r\n", wine_env)
+
+    day, clock = (text for _, text in lines)
+    assert re.fullmatch(r"\d{1,2}/\d{1,2}/\d{4}", day), day  # M/d/yyyy
+    assert re.fullmatch(r"\d{1,2}:\d\d [AP]M", clock), clock  # h:mm AM

@@ -233,7 +233,8 @@ class StreamReader(PipeReader):
 
 class RecordReader(PipeReader):
     """Reads the ordered channel of a Python script: (stream, bytes) records, emitted as lines
-    in the order they were written, stdout and stderr interleaved as the script wrote them."""
+    in the order they were written, stdout and stderr interleaved as the script wrote them; a
+    partial line ends when the other stream writes."""
 
     def __init__(self, pipe: IO[bytes] | None, sink: Sink, decode: Decoder) -> None:
         super().__init__(pipe, "scriptflow-ordered-reader", sink)
@@ -242,6 +243,7 @@ class RecordReader(PipeReader):
             STDERR_RECORD: ("stderr", LineSplitter(decode)),
         }
         self._rest = b""
+        self._last = STDOUT_RECORD
         self._shown: dict[str, str | None] = {"stdout": None, "stderr": None}
 
     def _feed(self, data: bytes) -> None:
@@ -264,6 +266,14 @@ class RecordReader(PipeReader):
             at = end
         self._rest = buffer[at:]
         for kind, parts in runs:
+            if kind != self._last:
+                # A line the other stream left unfinished ("Your name: ") was written first:
+                # it ends where this stream starts, as it would in a log.
+                other, pending = self._streams[self._last]
+                lines = pending.flush()
+                if lines:
+                    self._sink.emit(ts, other, lines)
+                self._last = kind
             stream, splitter = self._streams[kind]
             lines = splitter.feed(b"".join(parts))
             if lines:
