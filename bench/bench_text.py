@@ -1,0 +1,170 @@
+"""What faithful text costs, each figure beside its baseline from the same run (medians):
+
+- .bat start under wine: `wine cmd /c job.bat` (the old way, 8-bit exit code) against the
+  wrapper that keeps the whole exit code (one more cmd process), a one-line script, prefix warm;
+- Python start: the script's virtualenv with the ordered-output hook against the same Python
+  with the hook's variable unset (the hook does nothing then), `print("hi")`;
+- ordering: 1,000 alternating stdout/stderr lines through run_script_process, out-of-order
+  count with the ordered channel and with two plain pipes;
+- throughput: 1,000,000 lines through run_script_process, ordered channel against plain pipes.
+
+Usage: python bench/bench_text.py [runs]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from scriptflow_prefect.execution import process
+from scriptflow_prefect.execution.bat_exit_code import wrapped_command
+from scriptflow_prefect.execution.environment import ensure_script_python, scrubbed_env
+from scriptflow_prefect.execution.launchers import WINE_BAT_LAUNCHER, bat_setup
+from scriptflow_prefect.execution.output_hook import ORDERED_FD_VARIABLE
+from scriptflow_prefect.execution.process import run_script_process
+from scriptflow_prefect.execution.wine import windows_path
+from scriptflow_prefect.execution.workdir import fresh_workdir
+
+
+def median(action: Callable[[], object], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def interleaved(a: Callable[[], object], b: Callable[[], object], runs: int) -> tuple[float, float]:
+    """Medians of a and b run turn about, so that a busy moment hits both alike."""
+    ta, tb = [], []
+    for _ in range(runs):
+        ta.append(median(a, 1))
+        tb.append(median(b, 1))
+    return statistics.median(ta), statistics.median(tb)
+
+
+def bench_wine(root: Path, runs: int) -> None:
+    if shutil.which("wine") is None:
+        print("wine: not installed, skipped")
+        return
+    launcher, variables = bat_setup(None, root / "home", "pt_BR")
+    assert launcher == WINE_BAT_LAUNCHER
+    env = scrubbed_env() | variables
+    script = root / "job.bat"
+    script.write_bytes(b"@echo off\r\necho hello\r\n")
+    folder = root / "private"
+    folder.mkdir()
+    wrapped, _exit_file = wrapped_command(launcher, script, [], folder)
+
+    def start(argv: list[str]) -> Callable[[], object]:
+        # Output to a file: wine's services keep an inherited pipe open for seconds.
+        def go() -> None:
+            with open(root / "out.txt", "wb") as out:
+                subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, check=False)
+
+        return go
+
+    direct, wrapper = interleaved(start([*launcher, windows_path(script)]), start(wrapped), runs)
+    print(
+        f"wine .bat start: direct {direct * 1000:.0f} ms, through the exit-code wrapper "
+        f"{wrapper * 1000:.0f} ms (+{(wrapper - direct) * 1000:.0f} ms)"
+    )
+
+
+def bench_python(root: Path, runs: int) -> None:
+    python = ensure_script_python(root / "venv")
+    env = scrubbed_env()
+
+    def start(with_hook: bool) -> Callable[[], object]:
+        def go() -> None:
+            variables = dict(env)
+            if with_hook:
+                # An inherited pipe, as the runner gives it: the hook installs itself.
+                read_end, write_end = os.pipe()
+                variables[ORDERED_FD_VARIABLE] = str(write_end)
+                subprocess.run(
+                    [str(python), "-c", "print('hi')"],
+                    env=variables,
+                    pass_fds=(write_end,),
+                    stdout=subprocess.DEVNULL,
+                    check=True,
+                )
+                os.close(write_end)
+                os.close(read_end)
+            else:
+                subprocess.run(
+                    [str(python), "-c", "print('hi')"],
+                    env=variables,
+                    stdout=subprocess.DEVNULL,
+                    check=True,
+                )
+
+        return go
+
+    plain, hooked = interleaved(start(False), start(True), runs)
+    print(
+        f"python start: without the hook {plain * 1000:.1f} ms, with it "
+        f"{hooked * 1000:.1f} ms (+{(hooked - plain) * 1000:.1f} ms)"
+    )
+
+    source = root / "alternate.py"
+    source.write_text(
+        "import sys\nfor i in range(1000):\n    print(f'out {i}')\n"
+        "    print(f'err {i}', file=sys.stderr)\n"
+    )
+    expected = [s for i in range(1000) for s in (("stdout", f"out {i}"), ("stderr", f"err {i}"))]
+    many = root / "many.py"
+    many.write_text(
+        "for i in range(1_000_000):\n    print(f'line {i} some typical log output text')\n"
+    )
+    ordered_channel = process._ordered_channel
+    for label, channel in (("ordered channel", ordered_channel), ("two plain pipes", None)):
+        process._ordered_channel = channel or (lambda kind, env: None)  # type: ignore[assignment]
+        lines: list[tuple[str, str]] = []
+        run_script_process(
+            source,
+            "python",
+            fresh_workdir(root, "run"),
+            timeout=60,
+            on_line=lambda ts, stream, text, lines=lines: lines.append((stream, text)),
+            cancel=threading.Event(),
+            python=python,
+        )
+        wrong = sum(1 for got, want in zip(lines, expected, strict=True) if got != want)
+        count = [0]
+
+        def flood(count: list[int] = count) -> None:
+            run_script_process(
+                many,
+                "python",
+                fresh_workdir(root, "run"),
+                timeout=600,
+                on_line=None,
+                on_lines=lambda ts, stream, texts: count.__setitem__(0, count[0] + len(texts)),
+                cancel=threading.Event(),
+                python=python,
+            )
+
+        seconds = median(flood, 1)
+        print(f"{label}: {wrong} of 2000 lines out of order; 1,000,000 lines in {seconds:.1f} s")
+    process._ordered_channel = ordered_channel
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_python(Path(tmp), runs)
+        bench_wine(Path(tmp), runs)
+
+
+if __name__ == "__main__":
+    main()
