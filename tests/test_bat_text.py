@@ -25,6 +25,7 @@ from scriptflow_prefect.execution.models import CommandsUnavailable, ExecutionRe
 from scriptflow_prefect.execution.process import run_script_process
 from scriptflow_prefect.execution.wine import REGIONAL_FORMATS, date_variable
 from scriptflow_prefect.execution.workdir import fresh_workdir
+from scriptflow_prefect.runs.input_wait import InputWait
 
 WORDS = "concluída não ação"
 
@@ -252,3 +253,20 @@ def test_it_refuses_to_start_a_script_using_a_command_wine_only_stubs(
     assert caught.value.commands == ["robocopy"]
     assert "run this script on a Windows worker" in str(caught.value)
     assert not marker.exists()
+
+
+def test_a_failed_run_that_waited_for_the_keyboard_is_recognised() -> None:
+    python = InputWait("python", "")
+    python.lines("stdout", ["Your name: "])
+    assert not python.seen
+    python.lines(
+        "stderr", ["Traceback (most recent call last):", "EOFError: EOF when reading a line"]
+    )
+    assert python.seen
+
+    pause = InputWait("batch", "@echo off\r\npause\r\nexit /b 1\r\n")
+    assert not pause.seen
+    pause.lines("stdout", ["Press any key to continue... "])
+    assert pause.seen
+
+    assert InputWait("batch", "@echo off\r\nset /p NAME=Name: \r\n").seen
