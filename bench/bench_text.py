@@ -27,10 +27,15 @@ from pathlib import Path
 from scriptflow_prefect.execution import process
 from scriptflow_prefect.execution.bat_exit_code import wrapped_command
 from scriptflow_prefect.execution.environment import ensure_script_python, scrubbed_env
-from scriptflow_prefect.execution.launchers import WINE_BAT_LAUNCHER, bat_setup
+from scriptflow_prefect.execution.launchers import WINE_BAT_LAUNCHER, warm_up_launcher
 from scriptflow_prefect.execution.output_hook import ORDERED_FD_VARIABLE
 from scriptflow_prefect.execution.process import run_script_process
-from scriptflow_prefect.execution.wine import windows_path
+from scriptflow_prefect.execution.wine import (
+    locale_variables,
+    prepare_base_prefix,
+    run_variables,
+    windows_path,
+)
 from scriptflow_prefect.execution.workdir import fresh_workdir
 
 
@@ -56,9 +61,11 @@ def bench_wine(root: Path, runs: int) -> None:
     if shutil.which("wine") is None:
         print("wine: not installed, skipped")
         return
-    launcher, variables = bat_setup(None, root / "home", "pt_BR")
-    assert launcher == WINE_BAT_LAUNCHER
-    env = scrubbed_env() | variables
+    launcher = WINE_BAT_LAUNCHER
+    env = scrubbed_env() | {"WINEPREFIX": str(root / "prefix")} | locale_variables()
+    warm_up_launcher(launcher, env)
+    prepare_base_prefix("wine", env, "pt_BR")
+    env |= run_variables(root, "pt_BR")
     script = root / "job.bat"
     script.write_bytes(b"@echo off\r\necho hello\r\n")
     folder = root / "private"

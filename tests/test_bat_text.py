@@ -20,10 +20,16 @@ from scriptflow_prefect.execution.bat_commands import (
 from scriptflow_prefect.execution.bat_exit_code import _escaped
 from scriptflow_prefect.execution.bat_text import bat_encoding, utf8_text
 from scriptflow_prefect.execution.environment import scrubbed_env
-from scriptflow_prefect.execution.launchers import WINE_BAT_LAUNCHER, bat_setup
+from scriptflow_prefect.execution.launchers import WINE_BAT_LAUNCHER, warm_up_launcher
 from scriptflow_prefect.execution.models import CommandsUnavailable, ExecutionResult
 from scriptflow_prefect.execution.process import run_script_process
-from scriptflow_prefect.execution.wine import REGIONAL_FORMATS, date_variable
+from scriptflow_prefect.execution.wine import (
+    REGIONAL_FORMATS,
+    date_variable,
+    locale_variables,
+    prepare_base_prefix,
+    run_variables,
+)
 from scriptflow_prefect.execution.workdir import fresh_workdir
 from scriptflow_prefect.runs.input_wait import InputWait
 
@@ -113,10 +119,11 @@ def pt_wine(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], dict[s
         if os.environ.get("CI") == "true":
             pytest.fail("wine is missing on CI: .bat support is not tested")
         pytest.skip("wine is not installed")
-    home = tmp_path_factory.mktemp("wine-pt")
-    launcher, variables = bat_setup(None, home, "pt_BR")
-    assert launcher == WINE_BAT_LAUNCHER
-    return launcher, scrubbed_env() | variables
+    root = tmp_path_factory.mktemp("wine-pt")
+    env = scrubbed_env() | {"WINEPREFIX": str(root / "prefix")} | locale_variables()
+    warm_up_launcher(WINE_BAT_LAUNCHER, env)
+    prepare_base_prefix("wine", env, "pt_BR")
+    return WINE_BAT_LAUNCHER, env | run_variables(root, "pt_BR")
 
 
 def run(

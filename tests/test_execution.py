@@ -22,11 +22,11 @@ from scriptflow_prefect.execution.environment import (
     scrubbed_env,
     venv_python,
 )
-from scriptflow_prefect.execution.launchers import WINE_BAT_LAUNCHER, bat_launcher, launcher_ready
+from scriptflow_prefect.execution.launchers import WINE_BAT_LAUNCHER, bat_launcher, warm_up_launcher
 from scriptflow_prefect.execution.models import ExecutionResult, LauncherMissing, ScriptStartError
 from scriptflow_prefect.execution.posix import KILL_GRACE_SECONDS
 from scriptflow_prefect.execution.process import run_script_process
-from scriptflow_prefect.execution.wine import date_variable, wine_variables
+from scriptflow_prefect.execution.wine import locale_variables, prepare_base_prefix, run_variables
 from scriptflow_prefect.execution.workdir import fresh_workdir, remove_workdir
 from scriptflow_prefect.history.output import lines_after, open_source
 from scriptflow_prefect.history.output_log import OutputLogWriter
@@ -442,10 +442,12 @@ def wine_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         if os.environ.get("CI") == "true":
             pytest.fail("wine is missing on CI: .bat support is not tested")
         pytest.skip("wine is not installed")
-    home = tmp_path_factory.mktemp("wine-home")
+    root = tmp_path_factory.mktemp("wine")
+    env = scrubbed_env() | {"WINEPREFIX": str(root / "prefix")} | locale_variables()
     # Builds the prefix once (several seconds) so that tests time only themselves.
-    launcher_ready(WINE_BAT_LAUNCHER, wine_variables(home), "en", home)
-    return scrubbed_env() | wine_variables(home) | date_variable("en")
+    warm_up_launcher(WINE_BAT_LAUNCHER, env)
+    prepare_base_prefix("wine", env, "en")
+    return env | run_variables(root, "en")
 
 
 def run_bat(

@@ -233,10 +233,8 @@ async def run_output(
         "duration_label": format_duration(run.duration_seconds),
         "started_label": format_datetime(run.started_at),  # queued when the page loaded
     }
-    current = output.current_line(request.app.state.settings, flow_run)
-    return jsonable_encoder(
-        {**window, "run": shown, "badge": str(status_badge(run.status)), "current": current}
-    )
+    window["current"] = output.current_line(request.app.state.settings, flow_run)
+    return jsonable_encoder({**window, "run": shown, "badge": str(status_badge(run.status))})
 
 
 @pages.get("/runs/{run_id}/output/search.json")

@@ -271,3 +271,13 @@ def set_up_chcp(wine: str, env: Mapping[str, str], timeout: float = 60.0) -> boo
         return False
     candidate.replace(target)
     return True
+
+
+def _reg_file(values: Mapping[str, str]) -> str:
+    lines = [
+        "Windows Registry Editor Version 5.00",
+        "",
+        "[HKEY_CURRENT_USER\\Control Panel\\International]",
+    ]
+    lines += [f'"{name}"="{value}"' for name, value in values.items()]
+    return "\r\n".join(lines) + "\r\n"
