@@ -409,7 +409,6 @@ def test_it_pages_history(alice, history):
         {"since": "not-a-date"},
         {"since": "2026-01-01T00:00:00"},
         {"until": "2026-01-01T08:00:00"},
-        {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
         {"per_page": 0},
         {"per_page": 100000},
         {"page": 0},
@@ -418,6 +417,14 @@ def test_it_pages_history(alice, history):
 )
 def test_it_answers_422_for_bad_history_filters(alice, params):
     assert_error(alice.get("/runs", params=params), 422)
+
+
+def test_a_time_range_that_ends_before_it_starts_is_empty(alice):
+    # Two valid times whose order no schema can state: nothing is in between (not a 422).
+    r = alice.get(
+        "/runs", params={"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}
+    )
+    assert r.status_code == 200 and r.json() == {"items": [], "total": 0}
 
 
 @pytest.mark.parametrize(

@@ -395,7 +395,7 @@ def test_it_deletes_a_script_but_keeps_its_runs_in_history(alice, prefect_api):
 
 def test_it_answers_404_for_a_script_that_does_not_exist(alice):
     assert_error(alice.get("/scripts/999999999"), 404)
-    assert_error(alice.get("/scripts/not-a-number"), 422)
+    assert_error(alice.get("/scripts/not-a-number"), 404)  # not an id: no such script
 
 
 # -- content and versions -------------------------------------------------------------------
