@@ -4,7 +4,8 @@ ScriptFlow keeps one deployment of it (`clean_history/daily`, every day at 03:17
 worker runs. It deletes, for runs expected to start before now minus the retention period
 (the Settings page, else SCRIPTFLOW_RETENTION_DAYS): the flow runs in Prefect (Prefect then
 deletes their logs), ScriptFlow's stored output and its index rows, working folders left by
-crashed runs, and acknowledgements. Run it by hand, for example::
+crashed runs, and acknowledgements; and script dependency environments that no script wants
+and no run used for two weeks (environments/cleanup.py). Run it by hand, for example::
 
     prefect deployment run 'clean_history/daily'
     prefect deployment run 'clean_history/daily' -p days=7
@@ -17,6 +18,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from scriptflow_prefect.environments import service as environments
 from scriptflow_prefect.history import service as history
 from scriptflow_prefect.platform.db import Database
 from scriptflow_prefect.platform.settings import get_settings
@@ -35,6 +37,7 @@ def clean_history(days: int | None = None, now: datetime | None = None) -> dict[
         report = history.clean_history(settings, db, now=now, days=days)
     finally:
         db.engine.dispose()
+    report["environments"] = environments.collect_garbage(settings)["removed"]
     get_run_logger().info(
         "Removed %s runs from Prefect and %s stored files (%s bytes) older than %s days.",
         report["prefect_runs"],

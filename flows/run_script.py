@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import platform
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_client
@@ -17,11 +20,9 @@ from prefect.context import get_run_context
 from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Cancelled, Completed, Failed, State
 
-from scriptflow_prefect.execution.environment import (
-    ensure_script_python,
-    script_env,
-    scrubbed_env,
-)
+from scriptflow_prefect.environments import service as environments
+from scriptflow_prefect.environments.models import EnvironmentFailed, WaitCancelled
+from scriptflow_prefect.execution.environment import script_env, scrubbed_env
 from scriptflow_prefect.execution.launchers import bat_setup, run_bat_variables, run_wine_env
 from scriptflow_prefect.execution.masking import Masker
 from scriptflow_prefect.execution.models import (
@@ -138,7 +139,6 @@ def run_script(
     script_path.write_bytes(data)
 
     account = run_as or settings.run_as
-    python = ensure_script_python(settings.script_venv_dir) if kind == "python" else None
     launcher = bat_setup(settings.bat_launcher, settings.language) if kind == "batch" else None
     env = script_env(scrubbed_env(), {**(environment or {}), **secret_values})
     if launcher:
@@ -146,21 +146,13 @@ def run_script(
         owner_home = os.path.expanduser(f"~{account}") if account else env.get("HOME", "")
         env.update(run_wine_env(launcher, run_root, {**env, "HOME": owner_home}))
         env.update(run_bat_variables(launcher, run_root, settings.language))  # locale, DATE
-    sandbox = Sandbox(
-        hidden=(settings.home, *settings.secret_files()),
-        writable=(run_root,),
-        read_only=(
-            *((settings.script_venv_dir,) if python else ()),
-            *interpreter_folders(python),
-        ),
-        enforced=sandbox_state(settings.sandbox, settings.home).enforced,
-    )
 
     settings.outputs_dir.mkdir(parents=True, exist_ok=True)
     out_path = settings.outputs_dir / f"{run_id}.log"
     waited = InputWait(kind, data.decode("utf-8", "replace") if kind == "batch" else "")
     cancel = watcher.register(run_id)
     prefect_log = PrefectLogSink(run_id)  # the same records as `loggers`, ~50x cheaper
+    ended: tuple[Callable[..., State], RunMessage] | None = None  # not started: why
     try:
         with (
             OutputLogWriter(out_path) as out,
@@ -185,29 +177,38 @@ def run_script(
                 current.update(stream, None if text is None else mask.text(text))
 
             try:
-                result = run_script_process(
-                    script_path,
-                    kind,
-                    cwd,
-                    timeout=timeout_seconds or None,
-                    on_line=None,
-                    on_lines=on_lines,
+                # Waits for the script's dependency environment (built once, then reused).
+                with environments.python_for_run(
+                    settings,
+                    kind=kind,
+                    requirements=requirements or [],
+                    source=data,
+                    script_id=script_id,
                     cancel=cancel,
-                    python=python,
-                    launcher=launcher,
-                    env=env,
-                    arguments=arguments or [],
-                    sandbox=sandbox,
-                    run_as=account,
-                    on_current=on_current,
-                    private_dir=run_root,
-                )
+                ) as python:
+                    result = run_script_process(
+                        script_path,
+                        kind,
+                        cwd,
+                        timeout=timeout_seconds or None,
+                        on_line=None,
+                        on_lines=on_lines,
+                        cancel=cancel,
+                        python=python,
+                        launcher=launcher,
+                        env=env,
+                        arguments=arguments or [],
+                        sandbox=_sandbox(settings, run_root, python),
+                        run_as=account,
+                        on_current=on_current,
+                        private_dir=run_root,
+                    )
             except CommandsUnavailable as exc:
-                msg = RunMessage("commands_unavailable", {"commands": ", ".join(exc.commands)})
-                system.error(msg.text)
-                with get_client(sync_client=True) as client:
-                    client.update_flow_run_labels(run_id, msg.label())
-                return Failed(message=msg.text)
+                ended = (
+                    Failed,
+                    RunMessage("commands_unavailable", {"commands": ", ".join(exc.commands)}),
+                )
+                system.error(ended[1].text)
             except (LauncherMissing, ScriptStartError) as exc:
                 reason = mask.text(str(exc))
                 system.error(reason)
@@ -219,9 +220,14 @@ def run_script(
                     )
                 else:
                     msg = RunMessage("start_failed", {"reason": reason[:300]})
-                with get_client(sync_client=True) as client:
-                    client.update_flow_run_labels(run_id, msg.label())
-                return Failed(message=msg.text)
+                ended = Failed, msg
+            except EnvironmentFailed as exc:
+                ended = Failed, RunMessage(exc.code, exc.params)
+                system.error(ended[1].text)
+                # The run's output says why, in the installer's own words.
+                out.write_lines(datetime.now(UTC), "stderr", [ended[1].text, *exc.log.splitlines()])
+            except WaitCancelled:
+                ended = Cancelled, RunMessage("cancelled_before_start")
             except Exception as exc:
                 if not mask:
                     raise
@@ -234,6 +240,11 @@ def run_script(
     history_index.index_after_run(
         settings, run_id, script_id=script_id, expected=flow_run.expected_start_time
     )
+    if ended is not None:  # the script did not start
+        state, message = ended
+        with get_client(sync_client=True) as client:
+            client.update_flow_run_labels(run_id, message.label())
+        return state(message=message.text)
 
     outcome = Status(result.outcome)
     if outcome == Status.TIMED_OUT:
@@ -258,6 +269,19 @@ def run_script(
     if outcome == Status.CANCELLED:
         return Cancelled(message=message.text)
     return Failed(message=message.text)
+
+
+def _sandbox(settings, run_root: Path, python: Path | None) -> Sandbox:
+    """What the run reaches: its run folder; its interpreter and environment, read-only."""
+    return Sandbox(
+        hidden=(settings.home, *settings.secret_files()),
+        writable=(run_root,),
+        read_only=(
+            *((environments.environment_dir_for_python(python),) if python else ()),
+            *interpreter_folders(python),
+        ),
+        enforced=sandbox_state(settings.sandbox, settings.home).enforced,
+    )
 
 
 __all__ = ["run_script"]

@@ -30,6 +30,7 @@ CORE = (
     "history",
     "notifications",
     "monitoring",
+    "environments",
 )
 RANK = {"platform": 0, **dict.fromkeys(CORE, 1), "flows": 2, "blocks": 2, "ui_overlay": 3}
 TOP = ("commands", "plugin", "__init__")  # the composition root may import anything

@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from scriptflow_prefect.ui_overlay import (
     auth,
     dashboard,
+    environments,
     health,
     how_it_runs,
     notifications,
@@ -233,6 +234,7 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
         settings_pages,
         notifications_api,
         scheduler,
+        environments,
     ):
         if hasattr(module, "api"):
             api.include_router(module.api)
@@ -247,6 +249,7 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
         settings_pages,
         notifications,
         scheduler,
+        environments,
     ):
         if hasattr(module, "pages"):
             app.include_router(module.pages)

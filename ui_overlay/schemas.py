@@ -120,6 +120,23 @@ class Script(Open):
     warnings: list[str] = []
 
 
+class EnvironmentPackage(Open):
+    name: str
+    version: str
+
+
+class ScriptEnvironment(Open):
+    """`GET /api/v1/scripts/{id}/environment`: the script's Python dependencies."""
+
+    status: Literal["ready", "building", "failed"]
+    packages: list[EnvironmentPackage]
+    log: str
+    requirements: list[str] = []  # its requirements and its `# /// script` block's, together
+    python: str = ""
+    built_at: IsoDatetime | None = None
+    message: str | None = None  # why it failed, in the reader's language
+
+
 class ScriptPage(Open):
     items: list[Script]
     total: int

@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse
 from scriptflow_prefect.ui_overlay import how_it_runs
 from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, PageUser, visible_script
+from scriptflow_prefect.ui_overlay.environments import environment_of
 from scriptflow_prefect.ui_overlay.schedules import schedule_from_form
 from scriptflow_prefect.ui_overlay.scripts_api import SORTS, read_upload, refuse_huge_body
 from scriptflow_prefect.ui_overlay.templating import flash, render
@@ -180,6 +181,7 @@ async def detail(
             "lines": content.splitlines() or [""],
             "runs": recent,
             "arguments_line": join_arguments(run_config(script.settings).arguments),
+            "env": await environment_of(request, script) if script.kind == "python" else None,
         },
     )
 

@@ -1,6 +1,7 @@
 """The POSIX half of execution: process groups, poll()ed pipes, flock. Imported on POSIX only.
 
-Its names match `windows.py`: `ProcessTree`, `file_lock`, `read_pipe`, `popen_arguments`."""
+Its names match `windows.py`: `ProcessTree`, `file_lock`, `try_file_lock`, `read_pipe`,
+`popen_arguments`."""
 
 from __future__ import annotations
 
@@ -48,6 +49,21 @@ def file_lock(path: Path) -> Iterator[None]:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def try_file_lock(path: Path) -> Iterator[bool]:
+    """`file_lock` without waiting: yields True holding the lock, False if another has it."""
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 

@@ -1,7 +1,7 @@
 """The Windows half of execution: Job Objects, blocking pipe reads, msvcrt locks, cmd quoting.
 
 Imported on Windows only. Its names match `posix.py`: `ProcessTree`, `file_lock`,
-`read_pipe`, `popen_arguments`; and `console_codepage` for .bat output."""
+`try_file_lock`, `read_pipe`, `popen_arguments`; and `console_codepage` for .bat output."""
 
 from __future__ import annotations
 
@@ -44,6 +44,23 @@ def file_lock(path: Path) -> Iterator[None]:
                 continue
         try:
             yield
+        finally:
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+
+
+@contextlib.contextmanager
+def try_file_lock(path: Path) -> Iterator[bool]:
+    """`file_lock` without waiting: yields True holding the lock, False if another has it."""
+    with open(path, "a+b") as handle:
+        handle.seek(0)
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             handle.seek(0)
             msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)

@@ -73,7 +73,7 @@ class RunAcknowledgement(Base):
 def remember_deployment(script: Script) -> None:
     """Count the script's current deployment among its own: a rename makes a new deployment,
     and the runs of the old one stay the script's history. Called by whoever sets
-    `script.deployment_id` (scripts.service.sync_deployment); the row is written with the
+    `script.deployment_id` (scripts.deployment.sync_deployment); the row is written with the
     caller's transaction, and a failure reaches the caller."""
     db = Session.object_session(script)
     if db is None or script.id is None or not script.deployment_id:

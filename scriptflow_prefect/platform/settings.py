@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     sandbox: Literal["on", "off"] = "on"
     # The OS account scripts run as unless a script names its own (its `run_as`).
     run_as: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\\@$-]{1,104}$")
+    # Where scripts' Python dependencies come from: an index URL, or a folder of wheels
+    # (offline hosts). Unset: the default package index.
+    package_index_url: str | None = None
 
     @field_validator("home", mode="after")
     @classmethod
@@ -102,6 +105,19 @@ class Settings(BaseSettings):
                 except ValueError:
                     raise ValueError(f"{part.strip()!r} is not an IP address or CIDR") from None
         return v or None
+
+    @field_validator("package_index_url")
+    @classmethod
+    def _index_or_folder(cls, v: str | None) -> str | None:
+        v = (v or "").strip()
+        if not v:
+            return None
+        if v.startswith(("http://", "https://", "file://")):
+            return v
+        folder = Path(v).expanduser()
+        if not folder.is_absolute() or not folder.is_dir():
+            raise ValueError("must be an http(s):// or file:// index URL or an existing folder")
+        return str(folder.resolve())
 
     @field_validator("language", mode="before")
     @classmethod

@@ -59,6 +59,14 @@ TEMPLATES: dict[str, str] = {
         "Exit code %(code)s: this script waits for keyboard input, and a run has none; "
         "remove input()/pause"
     ),
+    # The script's Python dependencies (environments/): `reason` is the installer's own words.
+    "install_failed": N_("Could not install %(requirements)s: %(reason)s"),
+    "inline_metadata_invalid": N_(
+        "The '# /// script' block on line %(line)s cannot be read: %(reason)s"
+    ),
+    "python_unsupported": N_(
+        "This script needs Python %(needed)s; scripts run with Python %(version)s here"
+    ),
 }
 WHEN_PARAMS = {"when"}  # ISO-8601 times, shown in the reader's time zone
 

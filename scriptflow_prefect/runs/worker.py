@@ -24,6 +24,7 @@ from prefect.workers.base import (
     BaseWorkerResult,
 )
 
+from scriptflow_prefect.environments import service as environments
 from scriptflow_prefect.execution.launchers import bat_setup
 from scriptflow_prefect.platform import prefect_names
 from scriptflow_prefect.platform.settings import get_settings
@@ -60,6 +61,14 @@ def _warm_up_bat_launcher() -> None:
         bat_setup(settings.bat_launcher, settings.language)
     except Exception as exc:  # a missing launcher is reported by the run that needs it
         log.debug("bat launcher warm-up failed: %s", exc)
+
+
+def _collect_environments() -> None:
+    """Unused dependency environments go at start (and daily, with clean_history)."""
+    try:
+        environments.collect_garbage(get_settings())
+    except Exception as exc:  # never stop a worker for this; the daily run tries again
+        log.warning("collecting unused script environments failed: %s", exc)
 
 
 class _HeapTrimmer:
@@ -183,6 +192,9 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
         self._loop = asyncio.get_running_loop()
         threading.Thread(
             target=_warm_up_bat_launcher, daemon=True, name="scriptflow-wine-warmup"
+        ).start()
+        threading.Thread(
+            target=_collect_environments, daemon=True, name="scriptflow-environments-gc"
         ).start()
         await super().start(*args, **kwargs)
 

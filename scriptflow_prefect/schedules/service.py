@@ -97,7 +97,7 @@ def _unavailable(exc: Exception) -> ServiceError:
 
 async def _put_schedules(script: Script) -> None:
     """Give the script's deployment the schedules of its stored schedule (the rest of the
-    deployment is the script's business: scripts.service.sync_deployment)."""
+    deployment is the script's business: scripts.deployment.sync_deployment)."""
     try:
         await schedules_prefect.replace_schedules(
             script.deployment_id, prefect_schedules_for(script.schedule)

@@ -1,4 +1,5 @@
-"""Scripts and their versions: the rules, and keeping each script's Prefect deployment in step.
+"""Scripts and their versions: the rules; their Prefect deployment is kept in step
+(scripts/deployment.py) and their dependency environment follows (scripts/dependencies.py).
 
 The overlay database and Prefect never disagree after a failure between the two steps: the
 database change is only committed after Prefect accepted the deployment."""
@@ -17,7 +18,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from scriptflow_prefect.accounts.models import User
-from scriptflow_prefect.history import service as history_service
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform import prefect_names as prefect_names
 from scriptflow_prefect.platform.db import audit
@@ -25,9 +25,10 @@ from scriptflow_prefect.platform.errors import ServiceError
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.models import utcnow
 from scriptflow_prefect.runs.policies import RunPolicy
-from scriptflow_prefect.schedules.service import prefect_schedules_for, schedule_to_dict
-from scriptflow_prefect.scripts import content_checks, run_config, secrets, store
+from scriptflow_prefect.schedules.service import schedule_to_dict
+from scriptflow_prefect.scripts import content_checks, dependencies, run_config, secrets, store
 from scriptflow_prefect.scripts import prefect as scripts_prefect
+from scriptflow_prefect.scripts.deployment import current_version, sync_deployment
 from scriptflow_prefect.scripts.models import Script, ScriptVersion
 
 log = logging.getLogger("scriptflow.scripts")
@@ -72,6 +73,7 @@ def check_content(kind: str, data: bytes) -> None:
         problem = content_checks.python_text_problem(data)
         if problem:
             raise ScriptError(400, problem)
+    dependencies.check_inline_metadata(kind, data)
 
 
 def check_name(name: str) -> str:
@@ -114,60 +116,6 @@ def name_taken_message(name: str) -> str:
     return _(
         "Script names are unique on this server and %(name)s is taken; choose another.", name=name
     )
-
-
-def current_version(script: Script) -> ScriptVersion:
-    return next(v for v in script.versions if v.version == script.current_version)
-
-
-def deployment_parameters(script: Script) -> dict[str, Any]:
-    v = current_version(script)
-    return {
-        "script_id": script.id,
-        "version": v.version,
-        "sha256": v.sha256,
-        "kind": script.kind,
-        "filename": script.filename,
-        "script_name": script.name,
-        "timeout_seconds": script.timeout_seconds,
-        "policy": RunPolicy(**(script.settings or {}).get("policy", {})).model_dump(),
-        **run_config.flow_parameters(run_config.run_config(script.settings)),
-    }
-
-
-def deployment_tags(script: Script) -> list[str]:
-    return [prefect_names.TAG, script.kind, prefect_names.script_tag(script.id)]
-
-
-async def sync_deployment(script: Script, *, reenable: bool = False) -> None:
-    """Create or update the script's deployment so that Prefect runs what the overlay shows.
-
-    A schedule that the flow switched off after consecutive failures stays off through other
-    edits (a rename, a new version); only saving the schedule (`reenable`) turns it on."""
-    try:
-        schedules = prefect_schedules_for(script.schedule)
-        if schedules and not reenable and script.deployment_id:
-            current = await scripts_prefect.read_deployment(script.deployment_id)
-            if (
-                current is not None
-                and current.schedules
-                and not any(s.active for s in current.schedules)
-            ):
-                for schedule in schedules:
-                    schedule.active = False
-        deployment_id = await scripts_prefect.upsert_deployment(
-            name=script.name,
-            description=script.description or "",
-            tags=deployment_tags(script),
-            parameters=deployment_parameters(script),
-            schedules=schedules,
-        )
-    except platform_prefect.PrefectUnavailable as exc:
-        raise ScriptError(
-            503, _("Prefect is not reachable, nothing was changed: %(err)s", err=str(exc)[:200])
-        ) from exc
-    script.deployment_id = str(deployment_id)
-    history_service.remember_deployment(script)
 
 
 async def create_script(
@@ -219,6 +167,7 @@ async def create_script(
         raise
     db.flush()  # storing the deployment id bumps updated_at: answer with the stored value
     audit(db, owner.id, "script.create", script.name, script_id=script.id)
+    dependencies.environment_follows(script, data)
     return script
 
 
@@ -248,6 +197,7 @@ async def replace_content(
         db.commit()
         raise
     audit(db, user.id, "script.version", script.name, script_id=script.id, version=number)
+    dependencies.environment_follows(script, data)
     return script
 
 
@@ -314,6 +264,9 @@ async def update_details(db: Session, user: User, script: Script, changes: dict)
         await secrets.sweep(script.id, config.secrets)
     detail = secrets.audit_detail(secret_changes)
     audit(db, user.id, "script.update", script.name, script_id=script.id, **detail)
+    if changes.get("requirements") is not None:  # saved: resolved again, built at once
+        data = await store.get(current_version(script).sha256)
+        dependencies.environment_follows(script, data, refresh=True)
     return script
 
 
@@ -346,6 +299,7 @@ async def delete_script(db: Session, user: User, script: Script) -> None:
     # (notifications depends on scripts, not the other way round).
     script.deleted_at = utcnow()
     script.deployment_id = None
+    dependencies.environment_gone(script)
     audit(db, user.id, "script.delete", script.name, script_id=script.id)
 
 
