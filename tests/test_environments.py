@@ -93,6 +93,7 @@ def test_it_reads_dependencies_and_requires_python_from_the_block():
         ("# /// script\n# dependencies = 'six'\n# ///\n", "list of strings"),
         ("# /// script\n# dependencies = ['six>>1']\n# ///\n", "not a valid requirement"),
         ("# /// script\n# requires-python = '>>3'\n# ///\n", "requires-python"),
+        ("# /// script\n# dependencies = ['x @ file:///etc/x.whl']\n# ///\n", "not a URL"),
         ("x = 1\n" + "# /// script\n# dependencies = []\n# ///\nx = 2\n" * 2, "more than one"),
     ],
 )
@@ -211,6 +212,14 @@ def test_a_requirement_that_does_not_exist_fails_with_uvs_reason(settings):
     assert state.status == "failed"
     assert "no version of six==999.0" in state.log
     assert state.failure == (failed.code, failed.params)
+
+
+def test_a_requirement_that_is_a_url_or_not_a_requirement_never_reaches_uv(settings):
+    for text in ("six @ https://example.invalid/six.whl", "six\n--index-url http://x"):
+        with pytest.raises(EnvironmentFailed) as caught:
+            prepare(settings, [text])
+        assert caught.value.code == "install_failed" and caught.value.params["reason"]
+    assert not settings.environments_dir.exists()
 
 
 def test_it_reads_uvs_error_as_one_line():

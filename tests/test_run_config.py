@@ -27,6 +27,7 @@ def test_defaults_for_a_script_saved_before_the_settings_existed():
         {"environment": {"PREFECT_API_URL": "x"}},
         {"environment": {"OK": 3}},
         {"requirements": ["requests>>2"]},
+        {"requirements": ["requests @ https://example.invalid/requests.whl"]},
         {"working_folder": {"mode": "path", "path": "relative/dir"}},
         {"working_folder": {"mode": "path"}},
         {"working_folder": {"mode": "elsewhere"}},

@@ -44,7 +44,6 @@ def cached_resolution(layout: Layout, spec: Spec) -> Resolution | None:
     return Resolution(
         pinned=tuple(data.get("pinned") or ()),
         key=str(data["key"]),
-        resolved_at=str(data.get("resolved_at")),
         log=str(data.get("log") or ""),
     )
 
@@ -81,7 +80,7 @@ def resolve(layout: Layout, spec: Spec, python: Path, *, refresh: bool = False) 
                 "log": log.getvalue(),
             },
         )
-        return Resolution(pinned, key, record["resolved_at"], log.getvalue())
+        return Resolution(pinned, key, log.getvalue())
 
 
 def install_failed(spec: Spec, reason: str, log: str) -> EnvironmentFailed:

@@ -70,7 +70,8 @@ def read_inline_metadata(data: bytes) -> InlineMetadata:
         raise InlineMetadataError("'dependencies' must be a list of strings", line)
     for text_req in dependencies:
         try:
-            Requirement(text_req)
+            if Requirement(text_req).url:  # from the index only, as the requirements field
+                raise InvalidRequirement("a name and versions from the package index, not a URL")
         except InvalidRequirement as exc:
             raise InlineMetadataError(
                 f"{text_req!r} is not a valid requirement: {exc}", line

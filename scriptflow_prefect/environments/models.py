@@ -45,7 +45,6 @@ class Resolution:
 
     pinned: tuple[str, ...]
     key: str
-    resolved_at: str
     log: str = ""
 
     @property

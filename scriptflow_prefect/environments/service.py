@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from packaging.requirements import Requirement
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 
 from scriptflow_prefect.environments import builder, cleanup
@@ -75,13 +75,27 @@ def spec_for(settings: Settings, requirements: Sequence[str], source: bytes | No
         raise EnvironmentFailed(
             "python_unsupported", {"needed": inline.requires_python, "version": version}
         )
-    combined = {str(Requirement(text)) for text in [*requirements, *inline.dependencies]}
+    combined = {_requirement(text) for text in [*requirements, *inline.dependencies]}
     return Spec(
         requirements=tuple(sorted(combined, key=str.lower)),
         requires_python=inline.requires_python,
         index=settings.package_index_url,
         python=interpreter_identity(),
     )
+
+
+def _requirement(text: str) -> str:
+    """The canonical form (one line, no options); the requirements field checks the same on
+    save, but a power user can change the deployment's parameters in Prefect directly."""
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement as exc:
+        reason = str(exc)
+    else:
+        if not requirement.url:
+            return str(requirement)
+        reason = "a name and versions from the package index, not a URL"
+    raise EnvironmentFailed("install_failed", {"requirements": text[:200], "reason": reason})
 
 
 def layout_of(settings: Settings) -> Layout:

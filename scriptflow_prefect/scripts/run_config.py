@@ -117,7 +117,10 @@ def check_requirements(value: Any) -> list[str]:
     clean = []
     for text in value:
         try:
-            Requirement(text)
+            if Requirement(text).url:
+                # Installs come from the package index only: a URL would have the server
+                # fetch (or read a local file) for whoever saved it.
+                raise InvalidRequirement("a name and versions from the package index, not a URL")
         except InvalidRequirement as exc:
             raise ServiceError(
                 422,
