@@ -37,7 +37,8 @@ def clean_history(days: int | None = None, now: datetime | None = None) -> dict[
         report = history.clean_history(settings, db, now=now, days=days)
     finally:
         db.engine.dispose()
-    report["environments"] = environments.collect_garbage(settings)["removed"]
+    moved = now.timestamp() if now else None
+    report["environments"] = environments.collect_garbage(settings, now=moved)["removed"]
     get_run_logger().info(
         "Removed %s runs from Prefect and %s stored files (%s bytes) older than %s days.",
         report["prefect_runs"],

@@ -5,6 +5,7 @@ environment, and a failed install fails the run with the installer's words."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -24,6 +25,23 @@ def env_keys(stack) -> set[str]:
         if root.exists()
         else set()
     )
+
+
+def run_clean_history(stack, parameters: dict) -> None:
+    """The daily clean_history deployment, run through Prefect as its schedule runs it."""
+    with stack.prefect() as p:
+        deployment = p.get("/deployments/name/clean_history/daily").json()
+        r = p.post(
+            f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters}
+        )
+        assert r.status_code == 201, r.text
+
+        def ended():
+            state = p.get(f"/flow_runs/{r.json()['id']}").json()["state"]
+            return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED") else None
+
+        state = wait_until(ended, 90, "the clean_history run")
+        assert state["type"] == "COMPLETED", state
 
 
 def run_now(client, script_id: int, timeout: float = 120) -> dict:
@@ -140,3 +158,23 @@ def test_the_environment_is_the_owners_and_needs_a_token(stack, alice, bob):
     with stack.client(None) as anonymous:
         r = anonymous.get(f"/scripts/{script['id']}/environment")
     assert r.status_code == 401 and r.json()["detail"]
+
+
+def test_the_daily_clean_up_removes_an_environment_no_script_wants_any_more(stack, alice):
+    script = upload(alice, "print('gc')\n")
+    alice.patch(f"/scripts/{script['id']}", json={"requirements": ["attrs"]})
+    assert run_now(alice, script["id"])["status"] == "succeeded"
+    (attrs_key,) = {  # no other test asks for attrs
+        key
+        for key in env_keys(stack)
+        if "attrs==" in (stack.home / "envs" / key / "scriptflow-requirements.txt").read_text()
+    }
+    alice.patch(f"/scripts/{script['id']}", json={"requirements": ["six"]})
+    assert run_now(alice, script["id"])["status"] == "succeeded"
+    # The daily clean_history run, its clock 15 days on; history itself keeps 10 years.
+    later = datetime.now(UTC) + timedelta(days=15)
+    run_clean_history(stack, {"days": 3650, "now": later.isoformat()})
+    assert attrs_key not in env_keys(stack)
+    env = alice.get(f"/scripts/{script['id']}/environment").json()
+    assert env["status"] == "ready" and [p["name"] for p in env["packages"]] == ["six"]
+    assert run_now(alice, script["id"])["status"] == "succeeded"  # its own one was kept

@@ -236,9 +236,10 @@ def _text(path: Path) -> str:
         return ""
 
 
-def collect_garbage(settings: Settings) -> dict[str, object]:
-    """Remove environments no script wants and no run used for cleanup.KEEP_DAYS days."""
-    report = cleanup.collect_garbage(layout_of(settings))
+def collect_garbage(settings: Settings, now: float | None = None) -> dict[str, object]:
+    """Remove environments no script wants and no run used for cleanup.KEEP_DAYS days
+    (before `now`, a POSIX time; default: the current time)."""
+    report = cleanup.collect_garbage(layout_of(settings), now=now)
     if report["removed"]:
         log.info("removed unused script environments: %s", report["removed"])
     return report
