@@ -219,7 +219,7 @@ def test_a_requirement_that_is_a_url_or_not_a_requirement_never_reaches_uv(setti
         with pytest.raises(EnvironmentFailed) as caught:
             prepare(settings, [text])
         assert caught.value.code == "install_failed" and caught.value.params["reason"]
-    assert not settings.environments_dir.exists()
+    assert not settings.envs_dir.exists()
 
 
 def test_it_reads_uvs_error_as_one_line():

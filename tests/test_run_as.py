@@ -117,6 +117,21 @@ def test_a_script_runs_as_the_account_an_admin_gives_it(private_stack, account):
     assert private_stack.home.stat().st_mode & 0o077 in (0, 0o010)
 
 
+def test_a_script_run_as_an_account_uses_its_dependency_environment(private_stack, account):
+    with private_stack.client("admin") as admin:
+        script = upload(admin, "import os, six\nprint(os.getuid(), six.__name__)\n")
+        r = admin.patch(
+            f"/scripts/{script['id']}",
+            json={"run_as": account.pw_name, "requirements": ["six"]},
+        )
+        assert r.status_code == 200, r.text
+        run = admin.post(f"/scripts/{script['id']}/runs").json()
+        done = wait_run(admin, run["id"], timeout=120)
+        lines = output_of(admin, run["id"])
+    assert done["status"] == "succeeded", (done, lines)
+    assert lines[-1]["text"] == f"{account.pw_uid} six"
+
+
 def test_an_unknown_account_fails_the_run_and_says_which(private_stack):
     with private_stack.client("admin") as admin:
         script = upload(admin, "print('never')\n")

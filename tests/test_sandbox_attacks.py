@@ -175,6 +175,48 @@ def test_a_bat_runs_under_wine_in_the_sandbox(private_stack, alice_private):
     assert not any(secret_key in text for text in texts)
 
 
+PLANT_IN_ENVIRONMENT = r"""
+# /// script
+# dependencies = ['six']
+# ///
+import json, os, sys, sysconfig
+import six
+home = sys.argv[1]
+found = {"six": six.__version__}
+
+def attempt(name, action):
+    try:
+        action()
+        found[name] = "done"
+    except Exception as exc:
+        found[name] = "denied: " + type(exc).__name__
+
+def plant(folder):
+    with open(os.path.join(folder, "sitecustomize.py"), "w") as handle:
+        handle.write("print('planted')\n")
+
+attempt("plant_environment", lambda: plant(sysconfig.get_paths()["purelib"]))
+attempt("change_a_package", lambda: open(six.__file__, "a").write("print('changed')\n"))
+attempt("uv_cache", lambda: os.listdir(os.path.join(home, "envs", "cache")))
+print(json.dumps(found))
+"""
+
+
+def test_a_script_cannot_change_its_dependency_environment(private_stack, alice_private):
+    """Root ignores the environment's read-only modes: the sandbox is what holds."""
+    script = upload(alice_private, PLANT_IN_ENVIRONMENT)
+    found = _printed(alice_private, script, [str(private_stack.home)])
+    assert found["six"]
+    for attack in ("plant_environment", "change_a_package", "uv_cache"):
+        assert found[attack].startswith("denied"), (attack, found[attack])
+    # another script using the same environment runs unchanged
+    other = upload(alice_private, "import six\nprint('clean', six.__name__)\n")
+    alice_private.patch(f"/scripts/{other['id']}", json={"requirements": ["six"]})
+    run = alice_private.post(f"/scripts/{other['id']}/runs").json()
+    assert wait_run(alice_private, run["id"], timeout=120)["status"] == "succeeded"
+    assert [line["text"] for line in output_of(alice_private, run["id"])] == ["clean six"]
+
+
 def test_health_says_runs_are_sandboxed(private_stack):
     body = httpx.get(private_stack.url + "/health", timeout=30).json()
     sandbox = body["components"]["sandbox"]
@@ -187,6 +229,11 @@ def test_the_home_is_private_after_start(private_stack):
     # 0700; a run-as account's passage (an ACL entry) shows as the group's --x mask
     assert home.stat().st_mode & 0o777 in (0o700, 0o710)
     shared = {home / "script-venv", home / "work"}
+    # Dependency environments are read by the accounts scripts run as (read-only); their
+    # package files are hard links into uv's cache (the same inodes: public packages, and
+    # uv's own lock files, in a folder no other account can enter).
+    shared |= {p for p in (home / "envs").glob("*") if p.is_dir() and len(p.name) == 16}
+    shared.add(home / "envs" / "cache")
     for root, dirs, files in os.walk(home):
         dirs[:] = [d for d in dirs if Path(root, d) not in shared]
         for name in files:

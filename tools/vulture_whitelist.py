@@ -23,5 +23,3 @@ average_seconds
 # io.RawIOBase methods the io machinery calls (execution/output_hook_module.py).
 writable
 isatty
-# environments.service: the run's sandbox mounts this folder read-only (the sandbox work).
-environment_dir_for_python

@@ -28,6 +28,7 @@ from scriptflow_prefect.environments.models import (
 )
 from scriptflow_prefect.execution.environment import venv_python
 from scriptflow_prefect.execution.workdir import remove_workdir
+from scriptflow_prefect.platform.home_modes import share_read_only
 
 PINNED_FILE = "scriptflow-requirements.txt"
 
@@ -131,6 +132,7 @@ def _build(layout: Layout, spec: Spec, resolution: Resolution, python: Path) -> 
                 pinned_file, venv_python(tmp), spec.index, layout.cache_dir, log
             )
             _finish_environment(tmp)
+            share_read_only(tmp)  # made under umask 077: the accounts scripts run as read it
             installer.remove_write_bits(tmp)
         except installer.InstallerError as exc:
             log.write(f"FAILED: {exc}\n")
