@@ -3,9 +3,12 @@ install log, a failed install in the installer's words; in English and Portugues
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from browser.fixtures import axe_check, login, screenshot
 from conftest import unique, upload, wait_until
+from playwright.sync_api import expect
 
 pytest_plugins = ["browser.fixtures"]
 pytestmark = pytest.mark.browser
@@ -64,3 +67,28 @@ def test_a_failed_install_shows_the_installers_words_and_the_log(page, alice):
     log = section.get_by_role("region", name="Install log")
     assert log.is_visible() and "no version of six==999.0" in log.inner_text()
     axe_check(page)
+
+
+def test_packages_typed_on_the_edit_page_are_installed_and_shown_live(page, alice):
+    script = upload(alice, "import six\nprint(six.__name__)\n", name=unique("pkgs-edit"))
+    login(page, "alice")
+    page.goto(f"/scripts/{script['id']}/edit")
+    box = page.get_by_label("One requirement per line, like requests<3")
+    box.fill("six>=1  # what the script imports\n")
+    axe_check(page)
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url(re.compile(rf"/scripts/{script['id']}$"))
+    assert alice.get(f"/scripts/{script['id']}").json()["requirements"] == ["six>=1"]
+    # The section follows the install without a reload (refresh.js), to "Ready".
+    section = page.get_by_role("region", name="Python packages")
+    expect(section.locator("[data-status=ready]")).to_be_visible(timeout=60_000)
+    assert section.get_by_role("cell", name="six", exact=True).is_visible()
+    section.get_by_role("link", name="Change the packages").click()
+    assert page.get_by_label("One requirement per line, like requests<3").input_value() == (
+        "six>=1\n"
+    )
+    # A line that is not a requirement is told at the fieldset, and nothing is saved.
+    page.get_by_label("One requirement per line, like requests<3").fill("six>>1\n")
+    page.get_by_role("button", name="Save").click()
+    assert "not a valid requirement" in page.locator("#requirements-error").inner_text()
+    assert alice.get(f"/scripts/{script['id']}").json()["requirements"] == ["six>=1"]

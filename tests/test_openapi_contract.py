@@ -31,7 +31,13 @@ CROSS_CHECKED = ["2xx", "401", "403", "404", "409", "422", "429"]
 
 @pytest.fixture(scope="module")
 def contract_stack(tmp_path_factory):
-    s = start_stack(tmp_path_factory.mktemp("contract-home"))
+    # Requirements schemathesis makes up are resolved from an empty folder of wheels, not
+    # looked up on the package index.
+    wheels = tmp_path_factory.mktemp("no-wheels")
+    s = start_stack(
+        tmp_path_factory.mktemp("contract-home"),
+        {"SCRIPTFLOW_PACKAGE_INDEX_URL": str(wheels)},
+    )
     try:
         r = s.cli("user", "add", "alice", "--password-stdin", input="alice-pass-123\n")
         assert r.returncode == 0, r.stderr

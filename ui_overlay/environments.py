@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, PageUser, visible_script
+from scriptflow_prefect.ui_overlay.openapi import errors
 from scriptflow_prefect.ui_overlay.templating import render
 
 from scriptflow_prefect.environments import service as environments
@@ -45,7 +46,11 @@ async def environment_of(request: Request, script: Script) -> dict[str, Any]:
     }
 
 
-@api.get("/scripts/{script_id}/environment", response_model=schemas.ScriptEnvironment)
+@api.get(
+    "/scripts/{script_id}/environment",
+    response_model=schemas.ScriptEnvironment,
+    responses=errors(503),
+)
 async def get_environment(request: Request, script_id: int, user: ApiUser, db: DbDep):
     return await environment_of(request, visible_script(db, user, script_id))
 

@@ -3,7 +3,7 @@
 
 Each fieldset is a `Part`: a template `scripts/_run_<name>.html` and a function that reads
 the posted form into PATCH changes, raising `FieldError` for what a person must fix there.
-Adding a fieldset (the working folder, requirements) is one template and one entry in PARTS.
+Adding a fieldset (the working folder) is one template and one entry in PARTS.
 Secret values are never put back into a page, not even after an error."""
 
 from __future__ import annotations
@@ -96,6 +96,16 @@ def read_secrets(form: FormData, config: run_config.RunConfig) -> dict[str, Any]
     return {"secrets": _checked(lambda c: secrets.check_changes(c, config), changes)}
 
 
+def read_requirements(form: FormData, config: run_config.RunConfig) -> dict[str, Any]:
+    """Only a change is a change: saving requirements resolves them again (newer releases),
+    which an unrelated edit of the script should not do."""
+    if "requirements" not in form:
+        return {}
+    text = str(form.get("requirements") or "")
+    requirements = _checked(run_config.check_requirements, text)
+    return {} if requirements == config.requirements else {"requirements": requirements}
+
+
 PARTS = [
     Part("arguments", read_arguments, lambda c: join_arguments(c.arguments)),
     Part(
@@ -104,6 +114,7 @@ PARTS = [
         lambda c: "".join(f"{k}={v}\n" for k, v in c.environment.items()),
     ),
     Part("secrets", read_secrets, lambda c: list(c.secrets)),
+    Part("requirements", read_requirements, lambda c: "".join(f"{r}\n" for r in c.requirements)),
 ]
 
 
@@ -134,6 +145,7 @@ def section_context(
     if form is not None:
         values["arguments"] = str(form.get("arguments") or "")
         values["environment"] = str(form.get("environment") or "")
+        values["requirements"] = str(form.get("requirements") or "")
     return {
         "run_parts": [part.name for part in PARTS],
         "run_values": values,
