@@ -21,7 +21,8 @@ from scriptflow_prefect.environments import builder, cleanup, installer, service
 from scriptflow_prefect.environments.inline import InlineMetadataError, read_inline_metadata
 from scriptflow_prefect.environments.layout import Layout, lease, waiting_lock
 from scriptflow_prefect.environments.models import EnvironmentFailed, WaitCancelled
-from scriptflow_prefect.execution.environment import ensure_script_python
+from scriptflow_prefect.execution import output_hook
+from scriptflow_prefect.execution.environment import ensure_script_python, site_packages
 from scriptflow_prefect.platform.settings import SettingsError, load_settings
 
 SIX_BLOCK = b"# /// script\n# dependencies = ['six']\n# ///\nimport six\nprint(six.__version__)\n"
@@ -193,6 +194,8 @@ def test_the_environment_is_read_only_and_holds_what_was_pinned(settings):
     ]
     assert not writable, writable[:5]
     assert (env_dir / "scriptflow-requirements.txt").read_text().startswith("six==")
+    # Ordered stdout/stderr, as in the shared script-venv.
+    assert output_hook.installed(site_packages(env_dir))
     # Bytecode was compiled at build time: scripts cannot write __pycache__ there.
     assert list(env_dir.rglob("six*.pyc"))
 

@@ -14,6 +14,8 @@ SIX = "# /// script\n# dependencies = ['six']\n# ///\n"
 PRINT_VERSIONS = (
     "import importlib.metadata as m, json, sys\n"
     "print(json.dumps({n: m.version(n) for n in sys.argv[1:]}))\n"
+    "print('then to stderr', file=sys.stderr)\n"
+    "print('then to stdout')\n"
 )
 
 
@@ -68,7 +70,13 @@ def test_a_script_gets_its_block_and_its_requirements_and_a_second_run_installs_
 
     first = run_now(alice, script["id"])
     assert first["status"] == "succeeded", first
-    versions = json.loads(output_of(alice, first["id"])[0]["text"])
+    lines = output_of(alice, first["id"])
+    versions = json.loads(lines[0]["text"])
+    # In the order written, as in the shared script-venv (the hook is in every environment).
+    assert [(line["stream"], line["text"]) for line in lines[1:]] == [
+        ("stderr", "then to stderr"),
+        ("stdout", "then to stdout"),
+    ]
     env = alice.get(f"/scripts/{script['id']}/environment").json()
     assert env["status"] == "ready" and env["requirements"] == ["idna", "six"]
     assert {p["name"]: p["version"] for p in env["packages"]} == versions

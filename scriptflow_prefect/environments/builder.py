@@ -26,7 +26,8 @@ from scriptflow_prefect.environments.models import (
     Spec,
     env_key,
 )
-from scriptflow_prefect.execution.environment import venv_python
+from scriptflow_prefect.execution import output_hook
+from scriptflow_prefect.execution.environment import site_packages, venv_python
 from scriptflow_prefect.execution.workdir import remove_workdir
 from scriptflow_prefect.platform.home_modes import share_read_only
 
@@ -39,14 +40,19 @@ def _now() -> str:
 
 def cached_resolution(layout: Layout, spec: Spec) -> Resolution | None:
     """The spec's pinned set from an earlier resolution, without calling uv."""
-    data = read_json(layout.resolution(spec.digest))
+    path = layout.resolution(spec.digest)
+    data = read_json(path)
     if not data or data.get("status") != "ready":
         return None
-    return Resolution(
-        pinned=tuple(data.get("pinned") or ()),
-        key=str(data["key"]),
-        log=str(data.get("log") or ""),
-    )
+    pinned = tuple(data.get("pinned") or ())
+    key = _key(pinned, spec)
+    if data.get("key") != key:  # another hook since: what the garbage collection keeps
+        write_json(path, {**data, "key": key})
+    return Resolution(pinned=pinned, key=key, log=str(data.get("log") or ""))
+
+
+def _key(pinned: tuple[str, ...], spec: Spec) -> str:
+    return env_key(pinned, spec, output_hook.version())
 
 
 def resolve(layout: Layout, spec: Spec, python: Path, *, refresh: bool = False) -> Resolution:
@@ -70,7 +76,7 @@ def resolve(layout: Layout, spec: Spec, python: Path, *, refresh: bool = False) 
                 path, {**record, "status": "failed", "reason": str(exc), "log": log.getvalue()}
             )
             raise install_failed(spec, str(exc), log.getvalue()) from None
-        key = env_key(pinned, spec)
+        key = _key(pinned, spec)
         write_json(
             path,
             {
@@ -161,10 +167,6 @@ def _build(layout: Layout, spec: Spec, resolution: Resolution, python: Path) -> 
 
 
 def _finish_environment(env_dir: Path) -> None:
-    """The last change to an environment before it is made read-only.
-
-    Every script environment must get what the shared script-venv gets from
-    `scriptflow_prefect.execution.output_hook.install(site_packages)` (ordered stdout/stderr,
-    from the TEXT work); its call belongs here, with the environment's site-packages folder
-    (`env_dir/lib/pythonX.Y/site-packages`, `env_dir/Lib/site-packages` on Windows)."""
-    return None
+    """The last change to an environment before it is made read-only: what the shared
+    script-venv gets too (stdout and stderr in the order the script wrote them)."""
+    output_hook.install(site_packages(env_dir))

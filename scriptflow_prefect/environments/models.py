@@ -52,9 +52,10 @@ class Resolution:
         return packages_of(self.pinned)
 
 
-def env_key(pinned: tuple[str, ...], spec: Spec) -> str:
-    """The environment's name: the pinned set on this interpreter from this index."""
-    return digest(["env", list(pinned), spec.index, spec.python])
+def env_key(pinned: tuple[str, ...], spec: Spec, hook: str) -> str:
+    """The environment's name: the pinned set on this interpreter from this index, with this
+    version of the ordered-output hook in it."""
+    return digest(["env", list(pinned), spec.index, spec.python, hook])
 
 
 def packages_of(pinned: tuple[str, ...] | list[str]) -> list[dict[str, str]]:

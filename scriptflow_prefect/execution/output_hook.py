@@ -16,6 +16,8 @@ and the per-dependency ones). Example::
 
 from __future__ import annotations
 
+import hashlib
+from functools import cache
 from pathlib import Path
 
 ORDERED_FD_VARIABLE = "SF_ORDERED_OUTPUT_FD"
@@ -34,6 +36,13 @@ def install(site_packages: Path) -> None:
     _write_if_changed(site_packages / f"{MODULE_NAME}.py", _SOURCE.read_text(encoding="utf-8"))
     # A .pth line starting with "import" is executed by site.py at start-up.
     _write_if_changed(site_packages / f"{MODULE_NAME}.pth", f"import {MODULE_NAME}\n")
+
+
+@cache
+def version() -> str:
+    """A short name for the hook as this ScriptFlow writes it: dependency environments are
+    made once and read-only, so the version is part of their name (a new hook, new ones)."""
+    return hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:12]
 
 
 def installed(site_packages: Path) -> bool:
