@@ -22,6 +22,7 @@ from prefect.states import Cancelled, Completed, Failed, State
 
 from scriptflow_prefect.environments import service as environments
 from scriptflow_prefect.environments.models import EnvironmentFailed, WaitCancelled
+from scriptflow_prefect.execution import workspace
 from scriptflow_prefect.execution.environment import script_env, scrubbed_env
 from scriptflow_prefect.execution.launchers import bat_setup, run_bat_variables, run_wine_env
 from scriptflow_prefect.execution.masking import Masker
@@ -35,6 +36,7 @@ from scriptflow_prefect.execution.process import run_script_process
 from scriptflow_prefect.execution.sandbox import Sandbox, interpreter_folders, sandbox_state
 from scriptflow_prefect.execution.workdir import fresh_workdir, remove_workdir
 from scriptflow_prefect.history import index as history_index
+from scriptflow_prefect.history import run_files
 from scriptflow_prefect.history.capture import PrefectLogSink
 from scriptflow_prefect.history.current_line import CurrentLineFile, current_path
 from scriptflow_prefect.history.output_log import OutputLogWriter
@@ -51,6 +53,7 @@ from scriptflow_prefect.runs.messages import RunMessage
 from scriptflow_prefect.runs.models import Status
 from scriptflow_prefect.scripts import secrets as script_secrets
 from scriptflow_prefect.scripts import store
+from scriptflow_prefect.scripts.files import check_name
 
 # Prefect's log table is for browsing; the complete output goes to the run's output file.
 # Past this many lines a run's output reaches Prefect only as a notice.
@@ -76,6 +79,15 @@ def _stream_loggers(flow_run) -> dict[str, PrefectLogAdapter]:
     return loggers
 
 
+def _keep_changed_files(settings, run_id: str, cwd: Path, before, system) -> None:
+    """Copy what the run created or changed in its folder beside its output (bounded)."""
+    try:
+        changed, complete = workspace.changed_since(before, cwd)
+        run_files.keep(settings, run_id, cwd, changed, complete)
+    except OSError as exc:  # the run's own result stands; say what was not kept
+        system.warning(f"The files this run changed could not be kept: {exc}")
+
+
 @flow(name="run_script", persist_result=False, log_prints=False, validate_parameters=True)
 def run_script(
     script_id: int,
@@ -92,8 +104,10 @@ def run_script(
     requirements: list[str] | None = None,
     working_folder: dict[str, Any] | None = None,
     run_as: str | None = None,
+    files: list[dict[str, Any]] | None = None,
 ) -> State:
-    """Fetch the script version by hash, run it in a fresh folder, stream its output.
+    """Fetch the script version's files by hash, run it in its working folder, stream its
+    output, keep the files it created or changed there.
 
     Example: `run_script(script_id=1, version=2, sha256="…", kind="python")`.
     `arguments`, `environment`, `secrets` (names of Prefect Secret blocks' variables),
@@ -101,6 +115,8 @@ def run_script(
     (scripts/run_config.py); a run started with other `arguments` runs with those. Secret
     values are read from Prefect at start, given to the script as environment variables and
     printed as `***` (execution/masking.py); so is an error's text in the run's message.
+    `files`: every file of the version, `[{"name", "sha256", "size"}]` (None: the entry point
+    alone), written in its working folder (execution/workspace.py) under their own names.
     """
     settings = get_settings()
     flow_run = get_run_context().flow_run
@@ -129,14 +145,38 @@ def run_script(
         return Failed(message=msg.text)
     mask = Masker(secret_values.values())
 
-    data = store.get_sync(sha256)  # raises on a hash mismatch: never run altered bytes
-    run_root = fresh_workdir(settings.work_dir, str(run_id))
-    script_dir, cwd = run_root / "script", run_root / "cwd"
-    script_dir.mkdir()
-    cwd.mkdir()
-    suffix = ".bat" if kind == "batch" else ".py"
-    script_path = script_dir / f"script{suffix}"  # never the uploaded name: it is not a path
-    script_path.write_bytes(data)
+    # Hashes verified (never run altered bytes), names checked again: parameters can be
+    # edited in Prefect. The entry point is written under its own name (%~nx0, __file__).
+    entry = check_name(filename)
+    contents = [(entry, store.get_sync(sha256))] + [
+        (check_name(f["name"]), store.get_sync(f["sha256"]))
+        for f in files or []
+        if f.get("name") != entry
+    ]
+    data = contents[0][1]
+    run_root = fresh_workdir(settings.work_dir, str(run_id))  # the run's own: wine prefix...
+    folder = working_folder or {}
+    try:
+        place = workspace.prepare(
+            str(folder.get("mode") or "script"),
+            folder.get("path"),
+            run_root=run_root,
+            workspaces=settings.workspaces_dir,
+            home=settings.home,
+            script_id=script_id,
+        )
+        workspace.write_files(place.script_dir, contents)
+        before = workspace.snapshot(place.cwd)
+    except (workspace.WorkingFolderError, OSError) as exc:
+        remove_workdir(run_root)
+        msg = RunMessage("working_folder", {"reason": str(exc)[:300]})
+        system.error(msg.text)
+        with get_client(sync_client=True) as client:
+            client.update_flow_run_labels(run_id, msg.label())
+        return Failed(message=msg.text)
+    if place.created:
+        system.info(f"Made the working folder {place.cwd}: it did not exist.")
+    script_path = place.script_dir / entry
 
     account = run_as or settings.run_as
     launcher = bat_setup(settings.bat_launcher, settings.language) if kind == "batch" else None
@@ -189,7 +229,7 @@ def run_script(
                     result = run_script_process(
                         script_path,
                         kind,
-                        cwd,
+                        place.cwd,
                         timeout=timeout_seconds or None,
                         on_line=None,
                         on_lines=on_lines,
@@ -198,7 +238,7 @@ def run_script(
                         launcher=launcher,
                         env=env,
                         arguments=arguments or [],
-                        sandbox=_sandbox(settings, run_root, python),
+                        sandbox=_sandbox(settings, run_root, python, place.beyond(run_root)),
                         run_as=account,
                         on_current=on_current,
                         private_dir=run_root,
@@ -233,6 +273,8 @@ def run_script(
                     raise
                 # Prefect shows an exception's text as the run's message and logs it
                 raise RuntimeError(mask.text(f"{type(exc).__name__}: {exc}")) from None
+        if ended is None:
+            _keep_changed_files(settings, str(run_id), place.cwd, before, system)
     finally:
         watcher.unregister(run_id)
         remove_workdir(run_root)
@@ -271,11 +313,14 @@ def run_script(
     return Failed(message=message.text)
 
 
-def _sandbox(settings, run_root: Path, python: Path | None) -> Sandbox:
-    """What the run reaches: its run folder; its interpreter and environment, read-only."""
+def _sandbox(
+    settings, run_root: Path, python: Path | None, folders: tuple[Path, ...] = ()
+) -> Sandbox:
+    """What the run reaches: its run folder and working `folders`; its interpreter and
+    environment, read-only."""
     return Sandbox(
         hidden=(settings.home, *settings.secret_files()),
-        writable=(run_root,),
+        writable=(run_root, *folders),
         read_only=(
             *((environments.environment_dir_for_python(python),) if python else ()),
             *interpreter_folders(python),

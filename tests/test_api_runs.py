@@ -256,7 +256,8 @@ def test_it_refuses_to_cancel_a_finished_run_with_409(alice):
 
 
 # -- isolation ------------------------------------------------------------------------------
-def test_it_gives_each_run_a_fresh_empty_working_folder(alice):
+def test_it_gives_each_run_a_fresh_empty_working_folder_when_asked(alice):
+    # The default folder stays between runs (test_working_folder.py); "fresh" is a choice.
     script = upload(
         alice,
         """\
@@ -266,6 +267,8 @@ with open("left-behind.txt", "w") as f:
     f.write("from an earlier run")
 """,
     )
+    r = alice.patch(f"/scripts/{script['id']}", json={"working_folder": {"mode": "fresh"}})
+    assert r.status_code == 200, r.text
     for _ in range(2):
         run = wait_run(alice, start(alice, script)["id"])
         assert run["status"] == "succeeded"

@@ -150,3 +150,33 @@ def test_the_settings_page_stores_the_period_and_shows_the_disk_used(own_stack):
         kept = run(admin, script)
         clean(own_stack, now=(datetime.now(UTC) + timedelta(days=40)).isoformat())
         assert admin.get(f"/runs/{kept['id']}").status_code == 200
+
+
+def test_a_runs_kept_files_go_with_its_output_and_a_deleted_scripts_folder_after_the_period(
+    own_stack,
+):
+    with own_stack.client("admin") as admin:
+        script = upload(admin, "import uuid\nopen('made.txt', 'w').write(uuid.uuid4().hex)\n")
+        old = run(admin, script)
+        boundary = datetime.fromisoformat(old["ended_at"])
+        new = run(admin, script)
+        assert (
+            [f["name"] for f in old["files"]] == [f["name"] for f in new["files"]] == ["made.txt"]
+        )
+        outputs, folder = (
+            own_stack.home / "outputs",
+            own_stack.home / "workspaces" / str(script["id"]),
+        )
+        assert (outputs / f"{old['id']}.files" / "made.txt").exists()
+        assert admin.delete(f"/scripts/{script['id']}").status_code == 204
+
+        clean(own_stack, days=30, now=(boundary + timedelta(days=30)).isoformat())
+        assert not (outputs / f"{old['id']}.files").exists()
+        assert not (outputs / f"{old['id']}.files.json").exists()
+        assert admin.get(f"/runs/{new['id']}/files/made.txt").status_code == 200
+        assert (folder / "made.txt").exists()  # deleted after the cut-off: kept
+
+        # Once the script has been deleted for longer than the period, its folder goes too.
+        clean(own_stack, days=30, now=(datetime.now(UTC) + timedelta(days=31)).isoformat())
+        assert not folder.exists()
+        assert not (outputs / f"{new['id']}.files").exists()

@@ -21,11 +21,13 @@ from conftest import need_tool, start_stack, stop_stack, upload, wait_run
 EXAMPLES = 4  # per operation and phase: 1.5-2.5 min per user on two shared cores
 SEED = 1  # the same cases each run: a failure here is reproducible with the printed command
 # An upload's file name must end in .py or .bat and its bytes be a script: OpenAPI cannot say
-# that of a multipart file, so a made-up one is refused with 400 (and a reason).
-FILE_CHECKED = ["2xx", "400", "401", "403", "404", "409", "429"]
+# that of a multipart file, so a made-up one is refused with 400 (and a reason); names inside a
+# zip or several parts, and `entry` naming one of them, are checked with 422 (and a reason).
+FILE_CHECKED = ["2xx", "400", "401", "403", "404", "409", "422", "429"]
 # A script's settings have rules across fields and a grammar no pattern holds: a requirement is
 # PEP 508, a secret's name differs from its variables' names and from its other secrets' names
-# in more than letter case. A body breaking those is refused with 422 and a reason.
+# in more than letter case, a "Start in" folder is absolute on the worker's OS and does not
+# hold ScriptFlow's home. A body breaking those is refused with 422 and a reason.
 CROSS_CHECKED = ["2xx", "401", "403", "404", "409", "422", "429"]
 
 

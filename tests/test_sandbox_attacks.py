@@ -4,10 +4,12 @@ legitimate work still succeeds. The stack's home is laid out as the README recom
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 import uuid
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -251,3 +253,64 @@ def test_no_scriptflow_process_shows_a_secret_in_its_environment(private_stack):
         raw = Path(f"/proc/{process.pid}/environ").read_bytes()
         assert ADMIN_PASSWORD.encode() not in raw, process.cmdline()
         assert auth.encode() not in raw, process.cmdline()
+
+
+FOLDER_ATTACKS = r"""
+import json, os, sys
+home, other = sys.argv[1], sys.argv[2]
+found = {}
+try:
+    with open(os.path.join(home, "workspaces", other, "kept.txt")) as handle:
+        found["other_folder"] = "read: " + handle.read()
+except OSError as exc:
+    found["other_folder"] = "denied: " + type(exc).__name__
+# links left in its own kept folder, for the runner, the page or the next version to follow
+for name, target in (("home", home), ("key", os.path.join(home, "secret_key"))):
+    if not os.path.lexists(name):
+        os.symlink(target, name)
+open("mine.txt", "w").write("mine")
+print(json.dumps(found))
+"""
+
+
+def test_a_script_cannot_reach_another_scripts_folder_nor_lead_out_of_its_own(
+    private_stack, alice_private
+):
+    with private_stack.client("admin") as admin:
+        other = upload(admin, "open('kept.txt', 'w').write('admin data 5521')\n")
+        assert (
+            wait_run(admin, admin.post(f"/scripts/{other['id']}/runs").json()["id"])["status"]
+            == "succeeded"
+        )
+    script = upload(alice_private, FOLDER_ATTACKS)
+    found = _printed(alice_private, script, [str(private_stack.home), str(other["id"])])
+    assert found["other_folder"].startswith("denied"), found
+    base = f"/scripts/{script['id']}/workspace"
+    for path in ("key", "home/secret_key", "home/scriptflow.db"):
+        assert alice_private.get(f"{base}/{path}").status_code == 404, path
+    names = {e["name"] for e in alice_private.get(base).json()["entries"]}
+    assert names == {"job.py", "mine.txt"}
+    last = alice_private.get("/runs", params={"script_id": script["id"]}).json()["items"][0]
+    assert [f["name"] for f in last["files"]] == ["mine.txt"]
+    # A new version with home/evil.ini: the link is replaced by a folder, nothing reaches home.
+    r = alice_private.put(
+        f"/scripts/{script['id']}/content",
+        files=[
+            ("file", ("job.py", FOLDER_ATTACKS.encode())),
+            ("file", ("x.zip", b"")),
+        ],
+    )
+    assert r.status_code == 422  # a zip among several files
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("job.py", FOLDER_ATTACKS)
+        z.writestr("home/evil.ini", "planted")
+    r = alice_private.put(
+        f"/scripts/{script['id']}/content", files={"file": ("v2.zip", zipped.getvalue())}
+    )
+    assert r.status_code == 200, r.text
+    found = _printed(alice_private, script, [str(private_stack.home), str(other["id"])])
+    assert not (private_stack.home / "evil.ini").exists()
+    folder = private_stack.home / "workspaces" / str(script["id"])
+    assert (folder / "home" / "evil.ini").read_text() == "planted"
+    assert not (folder / "home").is_symlink()

@@ -14,6 +14,7 @@ script_name
 script_version
 message_code
 message_params
+files_complete  # and the run page
 # SQLAlchemy columns written and read by the ORM and SQL only.
 seen_at
 author_id

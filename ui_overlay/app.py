@@ -13,6 +13,7 @@ from scriptflow_prefect.ui_overlay import (
     auth,
     dashboard,
     environments,
+    files_api,
     health,
     how_it_runs,
     notifications,
@@ -26,6 +27,7 @@ from scriptflow_prefect.ui_overlay import (
     scripts,
     scripts_api,
     settings_pages,
+    workspace,
 )
 from scriptflow_prefect.ui_overlay.deps import LoginRequired
 from scriptflow_prefect.ui_overlay.templating import render
@@ -230,6 +232,7 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
         auth,
         scripts_api,
         runs_api,
+        files_api,
         schedules_api,
         settings_pages,
         notifications_api,
@@ -244,6 +247,7 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
         dashboard,
         scripts,
         how_it_runs,
+        workspace,
         schedules,
         runs,
         settings_pages,

@@ -104,6 +104,12 @@ def read_requirements(form: FormData, config: run_config.RunConfig) -> dict[str,
     text = str(form.get("requirements") or "")
     requirements = _checked(run_config.check_requirements, text)
     return {} if requirements == config.requirements else {"requirements": requirements}
+def read_working_folder(form: FormData, config: run_config.RunConfig) -> dict[str, Any]:
+    if "wf_mode" not in form:
+        return {}
+    chosen = {"mode": str(form.get("wf_mode")), "path": str(form.get("wf_path") or "").strip()}
+    folder = _checked(run_config.check_working_folder, {**chosen, "path": chosen["path"] or None})
+    return {"working_folder": folder.model_dump()}
 
 
 PARTS = [
@@ -115,6 +121,7 @@ PARTS = [
     ),
     Part("secrets", read_secrets, lambda c: list(c.secrets)),
     Part("requirements", read_requirements, lambda c: "".join(f"{r}\n" for r in c.requirements)),
+    Part("working_folder", read_working_folder, lambda c: c.working_folder.model_dump()),
 ]
 
 
@@ -146,6 +153,8 @@ def section_context(
         values["arguments"] = str(form.get("arguments") or "")
         values["environment"] = str(form.get("environment") or "")
         values["requirements"] = str(form.get("requirements") or "")
+        if "wf_mode" in form:
+            values["working_folder"] = {"mode": form.get("wf_mode"), "path": form.get("wf_path")}
     return {
         "run_parts": [part.name for part in PARTS],
         "run_values": values,

@@ -63,13 +63,29 @@ def text_answer(media_type: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def file_answer(listing: type[BaseModel] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` part of a route that answers 200 with a file to download (and, with
+    `listing`, a folder's listing as JSON instead when the path is a folder)."""
+    content: dict[str, Any] = {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+    }
+    if listing is not None:
+        _bodies[listing.__name__] = listing
+        content["application/json"] = {"schema": {"$ref": _REF + listing.__name__}}
+    return {200: {"description": "The file (an attachment)", "content": content}}
+
+
 def content_body() -> dict[str, Any]:
-    """PUT .../content: the file's bytes as the body, or a multipart form with `file`."""
+    """PUT .../content: the file's bytes as the body, or a multipart form with `file` (one, or
+    several files, or one .zip) and `entry` (which file is the script)."""
     raw = {"schema": {"type": "string", "format": "binary"}}
     form = {
         "schema": {
             "type": "object",
-            "properties": {"file": {"type": "string", "format": "binary"}},
+            "properties": {
+                "file": {"type": "string", "format": "binary"},
+                "entry": {"type": "string", "maxLength": 400},
+            },
             "required": ["file"],
         }
     }

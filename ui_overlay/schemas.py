@@ -118,6 +118,27 @@ class Script(Open):
     working_folder: WorkingFolder
     run_as: str | None = None
     warnings: list[str] = []
+    files: list[ScriptFile] = []
+
+
+class ScriptFile(Open):
+    name: str
+    size: int
+    sha256: str
+
+
+class FolderEntry(Open):
+    name: str
+    path: str
+    type: Literal["file", "folder"]
+    size: int | None = None
+    modified_at: IsoDatetime
+
+
+class FolderListing(Open):
+    path: str
+    entries: list[FolderEntry]
+    more: int = 0
 
 
 class EnvironmentPackage(Open):

@@ -7,14 +7,15 @@ from functools import cache
 from typing import Annotated
 from zoneinfo import available_timezones
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from scriptflow_prefect.ui_overlay import how_it_runs
 from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, PageUser, visible_script
 from scriptflow_prefect.ui_overlay.environments import environment_of
 from scriptflow_prefect.ui_overlay.schedules import schedule_from_form
-from scriptflow_prefect.ui_overlay.scripts_api import SORTS, read_upload, refuse_huge_body
+from scriptflow_prefect.ui_overlay.scripts_api import SORTS, read_bundle, refuse_huge_body
 from scriptflow_prefect.ui_overlay.templating import flash, render
+from scriptflow_prefect.ui_overlay.workspace import folder_context, new_version_from_upload
 from sqlalchemy import func, select
 
 from scriptflow_prefect.notifications import service as notifications
@@ -25,7 +26,7 @@ from scriptflow_prefect.runs.policies import RunPolicy
 from scriptflow_prefect.schedules import service as schedule_sync
 from scriptflow_prefect.schedules.spec import parse_spec
 from scriptflow_prefect.schedules.words import describe
-from scriptflow_prefect.scripts import content_checks, store
+from scriptflow_prefect.scripts import content_checks, store, versions
 from scriptflow_prefect.scripts import service as core
 from scriptflow_prefect.scripts.command_line import join_arguments, split_arguments
 from scriptflow_prefect.scripts.models import Script
@@ -113,27 +114,26 @@ async def upload(
     request: Request,
     user: PageUser,
     db: DbDep,
-    file: Annotated[UploadFile | None, File()] = None,
     name: Annotated[str, Form()] = "",
     description: Annotated[str, Form()] = "",
+    entry: Annotated[str, Form()] = "",
 ):
     raw = await request.form()
     wants_schedule = raw.get("schedule") == "1"
-    form = {"name": name, "description": description, "schedule": wants_schedule}
+    form = {"name": name, "description": description, "schedule": wants_schedule, "entry": entry}
     try:
         refuse_huge_body(request)
-        if file is None or not file.filename:
-            raise core.ScriptError(400, _("Choose a .py or .bat file to upload."))
-        data = await read_upload(request, file)
+        bundle = await read_bundle(raw.getlist("file"), entry.strip())
         schedule = schedule_sync.spec_of(schedule_from_form(raw)) if wants_schedule else None
         script = await core.create_script(
             db,
             user,
-            filename=file.filename,
-            data=data,
+            filename=bundle.entry.name,
+            data=bundle.entry.data,
             name=name or None,
             description=description,
             schedule=schedule.model_dump(mode="json") if schedule else None,
+            companions=bundle.companions,
         )
     except (core.ScriptError, HTTPException) as exc:
         db.rollback()
@@ -182,6 +182,7 @@ async def detail(
             "runs": recent,
             "arguments_line": join_arguments(run_config(script.settings).arguments),
             "env": await environment_of(request, script) if script.kind == "python" else None,
+            **folder_context(request, script),
         },
     )
 
@@ -261,14 +262,16 @@ async def edit(
         run_changes, run_errors = how_it_runs.changes_from_form(raw, script)
         if run_errors:
             raise core.ScriptError(422, _("Some settings of how it runs need a change."))
-        old = await store.get(core.current_version(script).sha256)
-        # Saved in the encoding the script was in (a .py: the one its text declares).
-        _text, encoding = content_checks.text_of(script.kind, old)
-        data = content_checks.bytes_of(script.kind, content.replace("\r\n", "\n"), encoding)
-        if script.kind == "batch":
-            data = data.replace(b"\n", b"\r\n")  # cmd.exe expects CRLF
-        if data != old:
-            await core.replace_content(db, user, script, data)
+        refuse_huge_body(request)
+        if not await new_version_from_upload(db, user, script, raw):
+            old = await store.get(core.current_version(script).sha256)
+            # Saved in the encoding the script was in (a .py: the one its text declares).
+            _text, encoding = content_checks.text_of(script.kind, old)
+            data = content_checks.bytes_of(script.kind, content.replace("\r\n", "\n"), encoding)
+            if script.kind == "batch":
+                data = data.replace(b"\n", b"\r\n")  # cmd.exe expects CRLF
+            if data != old:
+                await versions.replace_content(db, user, script, data)
         await core.update_details(
             db,
             user,

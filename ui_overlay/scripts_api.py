@@ -17,8 +17,9 @@ from scriptflow_prefect.notifications import service as notifications
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.runs import service as run_core
 from scriptflow_prefect.runs.models import Run
+from scriptflow_prefect.scripts import files as script_files
 from scriptflow_prefect.scripts import service as core
-from scriptflow_prefect.scripts import store
+from scriptflow_prefect.scripts import store, versions
 from scriptflow_prefect.scripts.models import Script, ScriptVersion
 
 api = APIRouter(tags=["scripts"])
@@ -32,11 +33,27 @@ SORTS = {
 }
 
 
-async def read_upload(request: Request, upload: UploadFile) -> bytes:
-    data = await upload.read(core.MAX_BYTES + 1)
-    if len(data) > core.MAX_BYTES:
-        raise core.ScriptError(413, _("The file is larger than the 10 MB limit."))
-    return data
+async def read_bundle(uploads: list, entry: str | None) -> script_files.Bundle:
+    """Several uploaded files or one zip (API.md: the entry point is the single .py/.bat or
+    the one named `entry`), read no further than the 10 MB they may hold together."""
+    uploads = [u for u in uploads if hasattr(u, "read") and u.filename]
+    if len(uploads) > script_files.MAX_FILES:
+        raise core.ScriptError(
+            422, _("A script has at most %(n)s files.", n=script_files.MAX_FILES)
+        )
+    parts, room = [], core.MAX_BYTES
+    for upload in uploads:
+        data = await upload.read(room + 1)
+        room -= len(data)
+        if room < 0:
+            raise core.ScriptError(
+                413,
+                _("The file is larger than the 10 MB limit.")
+                if len(uploads) == 1
+                else _("The files are larger than the 10 MB limit together."),
+            )
+        parts.append((upload.filename, data))
+    return script_files.bundle_of(parts, entry or None)
 
 
 def refuse_huge_body(request: Request) -> None:
@@ -90,14 +107,26 @@ async def upload_script(
     request: Request,
     user: ApiUser,
     db: DbDep,
-    file: Annotated[UploadFile, File()],
+    file: Annotated[
+        list[UploadFile],
+        File(min_length=1, description="The script; several parts (companion files) or one .zip"),
+    ],
     name: Annotated[str | None, Form(max_length=200)] = None,
     description: Annotated[str, Form(max_length=5000)] = "",
+    entry: Annotated[
+        str | None, Form(max_length=400, description="Which file is the script")
+    ] = None,
 ):
     refuse_huge_body(request)
-    data = await read_upload(request, file)
+    bundle = await read_bundle(file, entry)
     script = await core.create_script(
-        db, user, filename=file.filename or "", data=data, name=name, description=description
+        db,
+        user,
+        filename=bundle.entry.name,
+        data=bundle.entry.data,
+        name=name,
+        description=description,
+        companions=bundle.companions,
     )
     await _notifications_follow(request, db, script)
     return core.script_to_dict(script)
@@ -157,17 +186,21 @@ async def get_content(script_id: int, user: ApiUser, db: DbDep):
     openapi_extra=content_body(),
 )
 async def put_content(script_id: int, request: Request, user: ApiUser, db: DbDep):
-    """Raw body, or multipart with a `file` field."""
+    """Raw body, or multipart with a `file` field. One .py/.bat file (or a raw body) replaces
+    the script and keeps its companion files; several files or a .zip replace them all."""
     script = visible_script(db, user, script_id)
     refuse_huge_body(request)
-    filename = None
+    filename, companions = None, None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
-        upload = form.get("file")
-        if not hasattr(upload, "read"):
+        uploads = [u for u in form.getlist("file") if hasattr(u, "read")]
+        if not uploads:
             raise HTTPException(422, _("file is required."))
-        data = await read_upload(request, upload)  # type: ignore[arg-type]
-        filename = upload.filename  # type: ignore[union-attr]
+        entry = form.get("entry")
+        bundle = await read_bundle(uploads, entry if isinstance(entry, str) else None)
+        data, filename = bundle.entry.data, bundle.entry.name
+        if len(uploads) > 1 or str(uploads[0].filename).lower().endswith(".zip"):
+            companions = bundle.companions
     else:
         data = bytearray()
         async for chunk in request.stream():
@@ -175,7 +208,7 @@ async def put_content(script_id: int, request: Request, user: ApiUser, db: DbDep
             if len(data) > core.MAX_BYTES:
                 raise HTTPException(413, _("The file is larger than the 10 MB limit."))
         data = bytes(data)
-    await core.replace_content(db, user, script, data, filename)
+    await versions.replace_content(db, user, script, data, filename, companions)
     return (await script_dicts([script]))[0]
 
 

@@ -98,17 +98,20 @@ def _chown_tree(folder: Path, uid: int, gid: int) -> None:
 def _grant_tree(folder: Path, uid: int) -> None:
     # Without root: an ACL entry on what the worker made, and a default one so that what the
     # account creates inside stays removable by the worker afterwards.
+    # A script's own folder keeps what earlier runs left, links too: a link is never
+    # followed (it could point at the worker's own files) and a link's ACL is not set.
     worker = os.geteuid()
     for root, _dirs, files in os.walk(folder):
         _grant(Path(root), uid, 0o7)
         _set_default(Path(root), [(uid, 0o7), (worker, 0o7)])
         for name in files:
-            _grant(Path(root) / name, uid, 0o6)
+            if not os.path.islink(os.path.join(root, name)):
+                _grant(Path(root) / name, uid, 0o6)
 
 
 def _grant(path: Path, uid: int, perm: int) -> None:
     """Add (or widen) the ACL entry of user `uid` on `path`."""
-    mode = os.stat(path).st_mode
+    mode = os.lstat(path).st_mode
     entries = _read_acl(path, _ACL_XATTR) or {
         (_USER_OBJ, _NO_ID): (mode >> 6) & 7,
         (_GROUP_OBJ, _NO_ID): (mode >> 3) & 7,
@@ -130,7 +133,7 @@ def _set_default(path: Path, users: list[tuple[int, int]]) -> None:
 
 def _read_acl(path: Path, name: str) -> dict[tuple[int, int], int] | None:
     try:
-        raw = os.getxattr(path, name)
+        raw = os.getxattr(path, name, follow_symlinks=False)
     except OSError as exc:
         if exc.errno in (errno.ENODATA, errno.ENOTSUP):
             return None
@@ -145,7 +148,8 @@ def _read_acl(path: Path, name: str) -> dict[tuple[int, int], int] | None:
 def _write_acl(path: Path, name: str, entries: dict[tuple[int, int], int]) -> None:
     body = b"".join(struct.pack("<HHI", tag, entries[(tag, i)], i) for tag, i in sorted(entries))
     try:
-        os.setxattr(path, name, struct.pack("<I", _ACL_VERSION) + body)
+        # a link swapped in meanwhile is refused (EPERM), not followed
+        os.setxattr(path, name, struct.pack("<I", _ACL_VERSION) + body, follow_symlinks=False)
     except OSError as exc:
         raise ScriptStartError(
             f"Could not give the run's folder {path} to its account (ACL: {exc.strerror}); "

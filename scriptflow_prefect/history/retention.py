@@ -7,12 +7,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 
+from scriptflow_prefect.history import run_files
 from scriptflow_prefect.history.catalog import (
     catalog,
     day_of,
@@ -82,11 +84,16 @@ def forget_before(settings, cutoff: datetime) -> dict:
                 freed["bytes"] += e.stat().st_size
                 os.unlink(e.path)
                 freed["files"] += 1
+            elif e.name.endswith(".files") and e.is_dir(follow_symlinks=False):
+                if e.stat(follow_symlinks=False).st_mtime < ts:  # a run's kept files
+                    shutil.rmtree(e.path, ignore_errors=True)
+                    freed["files"] += 1
     return freed
 
 
 def _remove_outputs(settings, run_id: str, freed: dict) -> int:
-    n = 0
+    count, n = run_files.remove(settings, run_id)  # files the run made, kept beside it
+    freed["files"] += count
     for p in (plain_path(settings, run_id), gz_path(settings, run_id)):
         with contextlib.suppress(FileNotFoundError):
             n += p.stat().st_size
@@ -105,11 +112,12 @@ def disk_usage(settings) -> dict:
         "oldest": None,
         "work_bytes": 0,
     }
-    with contextlib.suppress(FileNotFoundError), os.scandir(settings.outputs_dir) as entries:
-        for e in entries:
-            if e.is_file():
-                out["outputs_bytes"] += e.stat().st_size
-                out["outputs_files"] += 1
+    with contextlib.suppress(FileNotFoundError):
+        for root, _dirs, files in os.walk(settings.outputs_dir):  # with the runs' kept files
+            for f in files:
+                with contextlib.suppress(OSError):
+                    out["outputs_bytes"] += os.lstat(os.path.join(root, f)).st_size
+                    out["outputs_files"] += 1
     d = history_dir(settings)
     if d.exists():
         for p in d.iterdir():
@@ -156,3 +164,14 @@ def disk_usage_of(settings, script_ids: list[int]) -> dict:
     finally:
         cat.close()
     return out
+
+
+def forget_workspaces(settings, script_ids: list[int]) -> int:
+    """Remove the folders of these (deleted) scripts; how many there were."""
+    n = 0
+    for script_id in script_ids:
+        folder = Path(settings.workspaces_dir) / str(int(script_id))
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+            n += 1
+    return n

@@ -31,7 +31,12 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from scriptflow_prefect.history import index as history_index
 from scriptflow_prefect.history import prefect as history_prefect
-from scriptflow_prefect.history.retention import MAX_DAYS, MIN_DAYS, RETENTION_KEY
+from scriptflow_prefect.history.retention import (
+    MAX_DAYS,
+    MIN_DAYS,
+    RETENTION_KEY,
+    forget_workspaces,
+)
 from scriptflow_prefect.platform.models import AppSetting, Base, UTCDateTime, utcnow
 from scriptflow_prefect.platform.settings import Settings
 from scriptflow_prefect.runs.filters import RunQuery
@@ -200,6 +205,9 @@ def clean_history(
     report.update(indexed_runs=freed["runs"], files=freed["files"], bytes=freed["bytes"])
     report["work_dirs"] = _remove_old_dirs(settings.work_dir, cutoff)
     with db.session() as s:
+        # A deleted script's folder is kept as long as its runs are (its data, not ours).
+        gone_ids = s.scalars(select(Script.id).where(Script.deleted_at < cutoff))
+        report["workspaces"] = forget_workspaces(settings, list(gone_ids))
         gone = s.execute(delete(RunAcknowledgement).where(RunAcknowledgement.at < cutoff))
         report["acknowledgements"] = gone.rowcount or 0
         row = s.get(AppSetting, LAST_CLEAN_KEY)

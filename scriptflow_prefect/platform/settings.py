@@ -145,6 +145,11 @@ class Settings(BaseSettings):
         return self.path("work")
 
     @property
+    def workspaces_dir(self) -> Path:
+        """Each script's own folder (`<id>/`): its files, and what its runs leave there."""
+        return self.path("workspaces")
+
+    @property
     def logs_dir(self) -> Path:
         return self.path("logs")
 

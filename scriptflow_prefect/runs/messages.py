@@ -67,6 +67,7 @@ TEMPLATES: dict[str, str] = {
     "python_unsupported": N_(
         "This script needs Python %(needed)s; scripts run with Python %(version)s here"
     ),
+    "working_folder": N_("The working folder cannot be used: %(reason)s"),
 }
 WHEN_PARAMS = {"when"}  # ISO-8601 times, shown in the reader's time zone
 

@@ -108,6 +108,17 @@ def status_of(state: State | None) -> Status:
     return STATUS_BY_STATE.get(state.type, Status.QUEUED)
 
 
+class RunFile(BaseModel):
+    """A file the run created or changed in its working folder. `stored` False: listed, not
+    kept, for `reason`: "too_big" (over 20 MB), "over_total" (the run's 50 MB were used),
+    "unreadable"."""
+
+    name: str
+    size: int
+    stored: bool = True
+    reason: str | None = None
+
+
 class Run(BaseModel):
     """A run of a script. `message` is Prefect's state message (English); `message_code` and
     `message_params` say which of ScriptFlow's messages it is, for translation (None for a
@@ -132,6 +143,14 @@ class Run(BaseModel):
     message_params: dict[str, Any] | None = None
     match: dict[str, Any] | None = Field(
         None, description="With `q`: the run's first output line holding the words"
+    )
+    files: list[RunFile] = Field(
+        default_factory=list,
+        description="Files the run created or changed in its working folder (GET "
+        "/api/v1/runs/{id}/files/{name} downloads one)",
+    )
+    files_complete: bool = Field(
+        True, description="False when the folder was too big to look at all of it"
     )
 
     @classmethod

@@ -17,13 +17,14 @@ from sqlalchemy.orm import Session
 
 from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.history import index as history_index
+from scriptflow_prefect.history import run_files
 from scriptflow_prefect.history import service as history
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.settings import Settings, get_settings
 from scriptflow_prefect.runs import prefect as runs_prefect
 from scriptflow_prefect.runs.filters import RunQuery
-from scriptflow_prefect.runs.models import FAILURES, Run
+from scriptflow_prefect.runs.models import FAILURES, FINAL, Run, RunFile
 from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.run_config import check_arguments
 from scriptflow_prefect.scripts.service import ScriptError, visible_script_ids
@@ -50,7 +51,13 @@ def runs_of(db: Session, flow_runs: list[FlowRun]) -> list[Run]:
         if isinstance(fr.parameters.get("script_id"), int)
     }
     names = _names(db, ids)
-    return [Run.from_flow_run(fr, names) for fr in flow_runs]
+    runs = [Run.from_flow_run(fr, names) for fr in flow_runs]
+    settings = get_settings()
+    for run in runs:  # kept beside the output file once the run ended
+        if run.status in FINAL:
+            files, run.files_complete = run_files.listed(settings, run.id)
+            run.files = [RunFile(**f) for f in files]
+    return runs
 
 
 def run_of(db: Session, flow_run: FlowRun) -> Run:

@@ -12,8 +12,8 @@ from scriptflow_prefect.platform.errors import ServiceError
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.runs.policies import RunPolicy
 from scriptflow_prefect.schedules.service import prefect_schedules_for
+from scriptflow_prefect.scripts import files, run_config
 from scriptflow_prefect.scripts import prefect as scripts_prefect
-from scriptflow_prefect.scripts import run_config
 from scriptflow_prefect.scripts.models import Script, ScriptVersion
 
 
@@ -33,6 +33,7 @@ def deployment_parameters(script: Script) -> dict[str, Any]:
         "timeout_seconds": script.timeout_seconds,
         "policy": RunPolicy(**(script.settings or {}).get("policy", {})).model_dump(),
         **run_config.flow_parameters(run_config.run_config(script.settings)),
+        "files": files.files_of(script),
     }
 
 

@@ -46,6 +46,9 @@ class ScriptVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
+    # Every file of the version, the entry point first: [{name, size, sha256}], names relative
+    # to the script's folder. NULL (versions saved before) means the entry point alone.
+    files: Mapped[list | None] = mapped_column(JSON)
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -13,8 +13,10 @@ from typing import Any, Literal
 from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from scriptflow_prefect.execution.workspace import overlaps
 from scriptflow_prefect.platform.errors import ServiceError
 from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.settings import get_settings
 
 MAX_ARGUMENTS = 100
 MAX_ARGUMENT_CHARS = 4096
@@ -155,6 +157,12 @@ def check_working_folder(value: Any) -> WorkingFolder:
         if not path or not is_absolute_folder(path) or "\x00" in path or len(path) > 1024:
             raise ServiceError(
                 422, _("A working folder path must be absolute, like /srv/reports or D:\\backups.")
+            )
+        if overlaps(path, get_settings().home):
+            # A run lists and keeps the files it changed there: ScriptFlow's own would show.
+            raise ServiceError(
+                422,
+                _("%(path)s is ScriptFlow's own folder or holds it: choose another.", path=path),
             )
         folder.path = path
     else:

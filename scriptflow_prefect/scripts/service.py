@@ -26,7 +26,14 @@ from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.models import utcnow
 from scriptflow_prefect.runs.policies import RunPolicy
 from scriptflow_prefect.schedules.service import schedule_to_dict
-from scriptflow_prefect.scripts import content_checks, dependencies, run_config, secrets, store
+from scriptflow_prefect.scripts import (
+    content_checks,
+    dependencies,
+    files,
+    run_config,
+    secrets,
+    store,
+)
 from scriptflow_prefect.scripts import prefect as scripts_prefect
 from scriptflow_prefect.scripts.deployment import current_version, sync_deployment
 from scriptflow_prefect.scripts.models import Script, ScriptVersion
@@ -127,20 +134,16 @@ async def create_script(
     name: str | None = None,
     description: str = "",
     schedule: dict | None = None,
+    companions: tuple[files.ScriptFile, ...] = (),
 ) -> Script:
-    """Store version 1 and create the deployment (with its schedule, already validated)."""
+    """Store version 1 (with `companions`: files.bundle_of) and create the deployment."""
     filename = clean_filename(filename)
     kind = kind_of(filename)
     check_content(kind, data)
     name = check_name(name if name else PurePosixPath(filename).stem)
     if _name_taken(db, name):
         raise ScriptError(409, name_taken_message(name))
-    try:
-        digest = await store.put(data)
-    except Exception as exc:
-        raise ScriptError(
-            503, _("The script store is not reachable: %(err)s", err=str(exc)[:200])
-        ) from exc
+    listed = await files.next_version_files([], files.ScriptFile(filename, data), companions)
     script = Script(
         name=name,
         description=(description or "").strip()[:5000],
@@ -152,9 +155,9 @@ async def create_script(
         schedule=schedule,
         settings=content_checks.with_compatibility(None, kind, data, 1),
     )
-    script.versions.append(
-        ScriptVersion(version=1, sha256=digest, size=len(data), author_id=owner.id)
-    )
+    version = ScriptVersion(version=1, sha256=listed[0]["sha256"], size=len(data))
+    version.author_id, version.files = owner.id, listed
+    script.versions.append(version)
     db.add(script)
     # The id goes into the deployment's tags and parameters. Commit it before calling
     # Prefect, so that no write transaction stays open during the call; undo on failure.
@@ -167,36 +170,6 @@ async def create_script(
         raise
     db.flush()  # storing the deployment id bumps updated_at: answer with the stored value
     audit(db, owner.id, "script.create", script.name, script_id=script.id)
-    dependencies.environment_follows(script, data)
-    return script
-
-
-async def replace_content(
-    db: Session, user: User, script: Script, data: bytes, filename: str | None = None
-) -> Script:
-    if filename:
-        new_kind = kind_of(clean_filename(filename))
-        if new_kind != script.kind:
-            raise ScriptError(400, _("A new version must be of the same type as the script."))
-    check_content(script.kind, data)
-    digest = await store.put(data)
-    number = script.current_version + 1
-    script.versions.append(
-        ScriptVersion(version=number, sha256=digest, size=len(data), author_id=user.id)
-    )
-    previous = (script.current_version, script.updated_at, script.settings)
-    script.current_version = number
-    script.updated_at = utcnow()
-    script.settings = content_checks.with_compatibility(script.settings, script.kind, data, number)
-    db.commit()  # no write transaction open while Prefect is called; undone below on failure
-    try:
-        await sync_deployment(script)
-    except Exception:
-        script.versions.remove(next(v for v in script.versions if v.version == number))
-        script.current_version, script.updated_at, script.settings = previous
-        db.commit()
-        raise
-    audit(db, user.id, "script.version", script.name, script_id=script.id, version=number)
     dependencies.environment_follows(script, data)
     return script
 
@@ -347,6 +320,7 @@ def script_to_dict(
         "policy": RunPolicy(**(script.settings or {}).get("policy", {})).model_dump(),
         **run_config.public_fields(run_config.run_config(script.settings)),
         "warnings": content_checks.warnings(script.settings, script.current_version),
+        "files": files.files_of(script),
         "schedule": schedule_to_dict(script),
         "last_run": last_run,
         "next_run_at": next_run_at,
