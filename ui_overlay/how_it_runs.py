@@ -104,6 +104,8 @@ def read_requirements(form: FormData, config: run_config.RunConfig) -> dict[str,
     text = str(form.get("requirements") or "")
     requirements = _checked(run_config.check_requirements, text)
     return {} if requirements == config.requirements else {"requirements": requirements}
+
+
 def read_working_folder(form: FormData, config: run_config.RunConfig) -> dict[str, Any]:
     if "wf_mode" not in form:
         return {}
