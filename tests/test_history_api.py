@@ -161,7 +161,6 @@ def test_bob_sees_only_his_runs(bob, hist):
         ({"trigger": "cron"}, "trigger"),
         ({"since": "yesterday"}, "since"),
         ({"until": "2026-01-01T08:00:00"}, "until"),
-        ({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "since"),
         ({"script_id": "abc"}, "script_id"),
         ({"script_id": 0}, "script_id"),
         ({"page": 0}, "page"),
