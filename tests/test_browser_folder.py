@@ -4,7 +4,9 @@ script page (a sub-folder, a download); the working folder changed on the Edit p
 
 from __future__ import annotations
 
+import io
 import re
+import zipfile
 
 import httpx
 import pytest
@@ -99,3 +101,21 @@ def test_it_uploads_a_script_with_its_ini_runs_it_and_browses_its_folder(page, s
     assert field.input_value() == "relative/path" and field.get_attribute("aria-invalid") == "true"
     assert "must be absolute" in page.get_by_role("group", name="Working folder").inner_text()
     axe_check(page)
+
+    # A new set of files from the Edit page: a zip with a sub-folder replaces them all.
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("report.py", REPORT)
+        z.writestr("conf/report.ini", INI.decode())
+    page.goto(script_url + "/edit")
+    page.get_by_label("Upload new files").set_input_files(
+        files=[{"name": "v2.zip", "mimeType": "application/zip", "buffer": zipped.getvalue()}]
+    )
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url(re.compile(r"/scripts/\d+$"))
+    files = page.get_by_role("list", name="Files of this version")
+    assert [t.split(" (")[0] for t in files.get_by_role("listitem").all_inner_texts()] == [
+        "report.py",
+        "conf/report.ini",
+    ]
+    assert page.locator(".facts").get_by_text("2", exact=True).is_visible()  # version 2
