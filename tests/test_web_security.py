@@ -183,7 +183,8 @@ def test_the_embedded_prefect_api_does_not_answer_cors_to_any_origin(stack):
 # -- output.txt -----------------------------------------------------------------------------------
 
 NASTY = r"""import sys
-print("\x1b]0;owned\x07title \x1b[31mred\x1b[0m bell\x07 cr\rhidden \u202eevil\u2069 c1\x9b.")
+print("\x1b]0;owned\x07title \x1b[31mred\x1b[0m bell\x07 \u202eevil\u2069 c1\x9b.")
+print("shown\rhidden by a carriage return")
 print("\x1b[2J", file=sys.stderr)
 """
 
@@ -197,8 +198,11 @@ def test_output_txt_shows_control_characters_as_escapes(stack, alice):
         alice.get(f"/runs/{run['id']}/output.txt").text,
         web.get(f"/runs/{run['id']}/output.txt").text,
     ):
-        assert "\\x1b]0;owned\\x07title \\x1b[31mred\\x1b[0m bell\\x07 cr\\x0dhidden" in text
+        assert "\\x1b]0;owned\\x07title \\x1b[31mred\\x1b[0m bell\\x07 " in text
         assert "\\u202eevil\\u2069 c1\\x9b." in text and "stderr \\x1b[2J" in text
+        # A carriage return is kept as a terminal shows it (the line's final state): the
+        # text after it is what is stored, nothing is hidden behind it.
+        assert "stdout hidden by a carriage return" in text and "shown" not in text
         bad = [c for c in text if (ord(c) < 32 and c not in "\t\n") or 0x7F <= ord(c) <= 0x9F]
         assert not bad and "\u202e" not in text and "\u2069" not in text
 
