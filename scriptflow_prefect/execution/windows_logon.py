@@ -178,7 +178,7 @@ def _token_env(userenv: ctypes.WinDLL, token: int, env: dict[str, str]) -> dict[
 
 def _env_block(env: dict[str, str]) -> ctypes.Array[ctypes.c_wchar]:
     text = "".join(f"{k}={v}\0" for k, v in sorted(env.items(), key=lambda i: i[0].upper()))
-    return ctypes.create_unicode_buffer(text + "\0", len(text) + 1)
+    return ctypes.create_unicode_buffer(text + "\0", len(text) + 2)  # ends in two NULs
 
 
 class TokenProcess(subprocess.Popen[bytes]):
