@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,7 +144,19 @@ def run_script(
         with get_client(sync_client=True) as client:
             client.update_flow_run_labels(run_id, msg.label())
         return Failed(message=msg.text)
-    mask = Masker(secret_values.values())
+    account = run_as or settings.run_as
+    password = None
+    if account and sys.platform == "win32":  # a Windows logon needs the account's password
+        try:
+            password = script_secrets.load_run_as_password(account)
+        except script_secrets.SecretsMissing as exc:
+            msg = RunMessage("secrets_missing", {"names": ", ".join(exc.names)})
+            system.error(msg.text)
+            with get_client(sync_client=True) as client:
+                client.update_flow_run_labels(run_id, msg.label())
+            return Failed(message=msg.text)
+    # The password is masked too: a script that prints it does not put it in a log.
+    mask = Masker([*secret_values.values(), *([password] if password else [])])
 
     # Hashes verified (never run altered bytes), names checked again: parameters can be
     # edited in Prefect. The entry point is written under its own name (%~nx0, __file__).
@@ -178,7 +191,6 @@ def run_script(
         system.info(f"Made the working folder {place.cwd}: it did not exist.")
     script_path = place.script_dir / entry
 
-    account = run_as or settings.run_as
     launcher = bat_setup(settings.bat_launcher, settings.language) if kind == "batch" else None
     env = script_env(scrubbed_env(), {**(environment or {}), **secret_values})
     if launcher:
@@ -240,6 +252,7 @@ def run_script(
                         arguments=arguments or [],
                         sandbox=_sandbox(settings, run_root, python, place.beyond(run_root)),
                         run_as=account,
+                        run_as_password=password,
                         on_current=on_current,
                         private_dir=run_root,
                     )

@@ -24,3 +24,9 @@ average_seconds
 # io.RawIOBase methods the io machinery calls (execution/output_hook_module.py).
 writable
 isatty
+# STARTUPINFO fields Windows reads (execution/windows_logon.py).
+cb
+dwFlags
+hStdInput
+hStdOutput
+hStdError

@@ -6,4 +6,5 @@ lines, `\\r` as on a terminal), `output_hook` (Python's stdout and stderr in ord
 pipe), `tree` (the tree kill), `models` (outcomes, errors). A .bat under wine: `wine` (prefix,
 locale, regional formats), `bat_text` (its encoding), `bat_exit_code` (its whole exit code),
 `bat_commands` (commands wine lacks). What differs by OS lives in `posix.py` and `windows.py`,
-which have the same names; each concern picks one in one place."""
+which have the same names; each concern picks one in one place. Running as another
+Windows account (a logon with its password) is `windows_logon.py`."""

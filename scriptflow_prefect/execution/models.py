@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +45,24 @@ class UnknownAccount(ScriptStartError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"There is no account named {name!r} on this machine")
+        self.account = name
+
+
+def run_as_secret_block(account: str) -> str:
+    """The Prefect Secret block holding the Windows password of `account` (a Windows worker
+    needs it to log the account on; POSIX workers never do). Block names are lowercase letters,
+    digits and dashes: ``CORP\\svc_Reports`` -> ``scriptflow-run-as-corp-svc-reports``."""
+    return "scriptflow-run-as-" + (re.sub(r"[^a-z0-9]+", "-", account.lower()).strip("-") or "-")
+
+
+class RunAsPasswordMissing(ScriptStartError):
+    """A Windows worker was to run a script as another account whose password is not kept."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"Running as {name!r} on Windows needs its password in the Prefect Secret block "
+            f"{run_as_secret_block(name)!r}"
+        )
         self.account = name
 
 

@@ -50,6 +50,7 @@ from scriptflow_prefect.execution.models import (
     LineCallback,
     LinesCallback,
     Outcome,
+    RunAsPasswordMissing,
     ScriptKind,
     ScriptStartError,
 )
@@ -67,6 +68,7 @@ from scriptflow_prefect.execution.tree import ProcessTree, process_tree
 
 if sys.platform == "win32":
     from scriptflow_prefect.execution.windows import popen_arguments
+    from scriptflow_prefect.execution.windows_logon import start_as_account
 else:
     from scriptflow_prefect.execution.posix import popen_arguments
 
@@ -91,6 +93,7 @@ def run_script_process(
     run_as: str | None = None,
     on_current: CurrentCallback | None = None,
     private_dir: Path | None = None,
+    run_as_password: str | None = None,
 ) -> ExecutionResult:
     """Run one script to its end, timeout or cancel; deliver every output line as it comes.
 
@@ -103,6 +106,8 @@ def run_script_process(
     If a callback raises, the process tree is killed and the exception re-raised.
     `sandbox` holds the script and its children to its folders (sandbox.py); `run_as` is the
     OS account it runs as (None: the worker's); an unknown one raises ScriptStartError.
+    `run_as_password`: that account's password, which a Windows worker logs it on with
+    (POSIX ignores it); never logged. Without it a Windows `run_as` raises RunAsPasswordMissing.
     `private_dir`: a folder of this run, not the script's, for the .bat wrapper under wine
     (default: a temporary one).
     """
@@ -124,7 +129,7 @@ def run_script_process(
             return ExecutionResult("cancelled", None, started_at, started_at)
         ordered = _ordered_channel(kind, run_env)
         try:
-            proc = _spawn(argv, Path(workdir), run_env, sandbox, run_as, ordered)
+            proc = _spawn(argv, Path(workdir), run_env, sandbox, (run_as, run_as_password), ordered)
         finally:
             if ordered is not None:
                 os.close(ordered[1])  # the script holds the writing end now
@@ -178,17 +183,23 @@ def _spawn(
     workdir: Path,
     env: dict[str, str],
     sandbox: Sandbox | None,
-    run_as: str | None,
+    account: tuple[str | None, str | None],
     ordered: tuple[int, int] | None,
 ) -> subprocess.Popen[bytes]:
+    run_as, password = account
+    as_token = sys.platform == "win32" and bool(run_as)  # a logon, not Popen (windows_logon)
     try:
         if not workdir.is_dir():
             raise ScriptStartError(f"Working directory {workdir} does not exist")
-        popen_command, options = popen_arguments(argv, env, sandbox, run_as)
+        popen_command, options = popen_arguments(argv, env, sandbox, None if as_token else run_as)
     except BaseException:
         if ordered is not None:
             os.close(ordered[0])
         raise
+    if sys.platform == "win32" and run_as and as_token:  # no ordered channel on Windows
+        if password is None:
+            raise RunAsPasswordMissing(run_as)
+        return start_as_account(popen_command, workdir, env, run_as, password)
     if ordered is not None:
         options["pass_fds"] = (ordered[1],)
     try:

@@ -84,11 +84,10 @@ def popen_arguments(
     """The command and Popen options: no console window on a service, a group of its own.
 
     Windows has no Landlock: `sandbox` is not enforced here (sandbox_state says so, and
-    /health shows it). Another account needs a logon with its password (not yet here)."""
+    /health shows it). Another account (`run_as`) is started by `windows_logon`, with its
+    password, not by Popen: process.py calls this for its command line only."""
     if run_as:
-        raise ScriptStartError(
-            f"Running a script as {run_as!r} is not available on Windows workers yet"
-        )
+        raise ScriptStartError(f"Running a script as {run_as!r} needs windows_logon")
     flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
     command: list[str] | str = argv
     if os.path.basename(argv[0]).lower() in {"cmd", "cmd.exe"}:
@@ -110,7 +109,8 @@ class ProcessTree:
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self._proc = proc
-        self._job: _Job | None = _Job.for_process(proc.pid)
+        # A process started as another account comes in its job already (windows_logon.py).
+        self._job: Job | None = getattr(proc, "job", None) or Job.for_process(proc.pid)
 
     def track(self) -> None:
         """Nothing to do: the Job Object holds every descendant."""
@@ -199,33 +199,38 @@ def _kernel32() -> ctypes.WinDLL:
     return kernel32
 
 
-class _Job:
+class Job:
     """A Job Object: terminating it, or closing its handle, kills every process in it."""
 
     def __init__(self, handle: int) -> None:
         self._handle = handle
 
     @classmethod
-    def for_process(cls, pid: int) -> _Job | None:
+    def for_process(cls, pid: int) -> Job | None:
         # Assigned just after the start, not atomically: a child started in that instant
         # escapes the job (taskkill /T still reaches it while its parent lives). Accepted:
         # an interpreter takes far longer than that to start anything.
+        kernel32 = _kernel32()
+        process = kernel32.OpenProcess(_PROCESS_SET_QUOTA | _PROCESS_TERMINATE, False, pid)
+        if not process:
+            return None
+        try:
+            return cls.for_handle(process)
+        finally:
+            kernel32.CloseHandle(process)
+
+    @classmethod
+    def for_handle(cls, process: int) -> Job | None:
+        """A new job holding the process of this handle (one that may set quota, terminate)."""
         kernel32 = _kernel32()
         job = kernel32.CreateJobObjectW(None, None)
         if not job:
             return None
         info = _JobExtendedLimits()
         info.BasicLimitInformation.LimitFlags = _JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
-        process = kernel32.OpenProcess(_PROCESS_SET_QUOTA | _PROCESS_TERMINATE, False, pid)
-        ok = (
-            bool(process)
-            and kernel32.SetInformationJobObject(
-                job, _JOB_INFO_EXTENDED_LIMITS, ctypes.byref(info), ctypes.sizeof(info)
-            )
-            and kernel32.AssignProcessToJobObject(job, process)
-        )
-        if process:
-            kernel32.CloseHandle(process)
+        ok = kernel32.SetInformationJobObject(
+            job, _JOB_INFO_EXTENDED_LIMITS, ctypes.byref(info), ctypes.sizeof(info)
+        ) and kernel32.AssignProcessToJobObject(job, process)
         if not ok:
             kernel32.CloseHandle(job)
             return None

@@ -26,6 +26,7 @@ import httpx
 from prefect.exceptions import PrefectHTTPStatusError
 
 from scriptflow_prefect.execution.masking import Masker
+from scriptflow_prefect.execution.models import run_as_secret_block
 from scriptflow_prefect.platform.errors import ServiceError
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.prefect import PrefectUnavailable
@@ -221,3 +222,15 @@ def load_values(script_id: int, names: list[str]) -> dict[str, str]:
     if missing:
         raise SecretsMissing(missing)
     return {name: found[block] or "" for name, block in blocks.items()}
+
+
+def load_run_as_password(account: str) -> str | None:
+    """The Windows password of the account a run is to run as, from its Prefect Secret block
+    (`run_as_secret_block`, set by an administrator; README "Production recipe"); None when
+    that block does not exist. Only Windows workers need it: POSIX ones switch accounts
+    without a password."""
+    block = run_as_secret_block(account)
+    try:
+        return scripts_prefect.read_secrets_sync([block]).get(block)
+    except (httpx.TransportError, PrefectHTTPStatusError):
+        raise SecretsMissing([block]) from None
