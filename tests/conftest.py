@@ -325,6 +325,17 @@ def private_home_base() -> Path:
     return base
 
 
+def scratch_dir() -> Path:
+    """Where a sandboxed script creates a new file as any program would: /tmp, unless
+    ScriptFlow itself is installed under /tmp (a clone in a temporary folder). Its code is
+    read-only to scripts, and Landlock's allow-list then cannot let them create entries
+    directly in /tmp (README "The sandbox"): /var/tmp is the same kind of folder."""
+    own = [Path(sys.prefix).resolve(), Path(__file__).resolve().parent]
+    if any(Path("/tmp") in p.parents for p in own):
+        return Path("/var/tmp")
+    return Path("/tmp")
+
+
 @pytest.fixture(scope="session")
 def private_stack() -> Stack:
     """A stack whose home is laid out as README's production recipe says (admin, alice)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, output_of, upload, wait_run
+from tests.conftest import IN_CI, output_of, scratch_dir, upload, wait_run
 
 WHO = r"""
 import json, os, subprocess, sys
@@ -89,7 +89,7 @@ def _let_pass(folder: Path, uid: int) -> None:
 
 
 def test_a_script_runs_as_the_account_an_admin_gives_it(private_stack, account):
-    marker = Path("/tmp") / f"sf-run-as-{uuid.uuid4().hex}"
+    marker = scratch_dir() / f"sf-run-as-{uuid.uuid4().hex}"
     with private_stack.client("admin") as admin:
         script = upload(admin, WHO)
         secret = str(private_stack.home / "secret_key")

@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, need_tool, output_of, upload, wait_run
+from tests.conftest import ADMIN_PASSWORD, need_tool, output_of, scratch_dir, upload, wait_run
 
 ATTACKS = r"""
 import ctypes, json, os, subprocess, sys, sysconfig
@@ -142,7 +142,9 @@ def test_a_script_cannot_reach_scriptflows_files_nor_its_processes(private_stack
 
 
 def test_the_same_script_still_does_its_legitimate_work(private_stack, alice_private):
-    marker = Path("/tmp") / f"sf-legit-{uuid.uuid4().hex}.txt"  # a new entry directly in /tmp
+    marker = (
+        scratch_dir() / f"sf-legit-{uuid.uuid4().hex}.txt"
+    )  # a new entry directly in /tmp (see scratch_dir)
     try:
         script = upload(alice_private, LEGIT)
         found = _printed(alice_private, script, [str(marker), private_stack.url])
