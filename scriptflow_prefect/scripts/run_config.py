@@ -201,24 +201,12 @@ def store_config(settings: dict[str, Any] | None, config: RunConfig) -> dict[str
 
 
 def flow_parameters(config: RunConfig) -> dict[str, Any]:
-    """The run_script flow's parameters for this configuration (see flows/run_script.py)."""
-    return {
-        "arguments": list(config.arguments),
-        "environment": dict(config.environment),
-        "secrets": list(config.secrets),
-        "requirements": list(config.requirements),
-        "working_folder": config.working_folder.model_dump(),
-        "run_as": config.run_as,
-    }
+    """The run_script flow's parameters for this configuration (see flows/run_script.py):
+    the same six fields the script object shows, secret names only."""
+    return config.model_dump()
 
 
 def public_fields(config: RunConfig) -> dict[str, Any]:
-    """The script object's fields (API.md "How a script runs"): secret values never."""
-    return {
-        "arguments": list(config.arguments),
-        "environment": dict(config.environment),
-        "secrets": list(config.secrets),
-        "requirements": list(config.requirements),
-        "working_folder": config.working_folder.model_dump(),
-        "run_as": config.run_as,
-    }
+    """The script object's fields (API.md "How a script runs"): secret values never (the
+    model holds only their names)."""
+    return config.model_dump()
