@@ -91,8 +91,10 @@ def main() -> int:
     seconds = args.script_seconds or max(1, int(args.minutes * 60 / per_loop) - 3)
 
     home = Path(tempfile.mkdtemp(prefix="scriptflow-soak-", dir="/var/tmp"))
-    say(f"starting the stack on {home}; {args.runs} runs, {args.concurrency} at once, "
-        f"scripts of {seconds} s")
+    say(
+        f"starting the stack on {home}; {args.runs} runs, {args.concurrency} at once, "
+        f"scripts of {seconds} s"
+    )
     stack = conftest.start_stack(home)
     try:
         r = stack.cli("token", "create", "admin")
@@ -177,8 +179,10 @@ def main() -> int:
             time.sleep(60 if args.minutes >= 10 else 10)
             rss = stack_rss(stack)
             samples.append((time.monotonic() - t_start, rss))
-            say(f"{started['n']} runs started, {sum(outcomes.values())} ended; stack "
-                f"{rss / MB:.0f} MB")
+            say(
+                f"{started['n']} runs started, {sum(outcomes.values())} ended; stack "
+                f"{rss / MB:.0f} MB"
+            )
         took = time.monotonic() - t_start
         time.sleep(5)
         end_rss = stack_rss(stack)
@@ -186,20 +190,28 @@ def main() -> int:
         stuck = [rid for rid in unfinished if api.get(f"/runs/{rid}").json()["status"] not in FINAL]
 
         print()
-        print(f"Soak: {sum(outcomes.values())} runs in {took / 60:.1f} min, "
-              f"{args.concurrency} at a time, scripts of {seconds} s")
+        print(
+            f"Soak: {sum(outcomes.values())} runs in {took / 60:.1f} min, "
+            f"{args.concurrency} at a time, scripts of {seconds} s"
+        )
         print(f"  final statuses:        {dict(outcomes)}")
         print(f"  stuck (not final):     {len(stuck)} {stuck[:5]}")
         print(f"  request errors:        {len(errors)} {errors[:3]}")
-        print(f"  Run now answer:        median {statistics.median(answers):.2f} s, "
-              f"p95 {pct(answers, 0.95):.2f} s, max {max(answers):.2f} s")
+        print(
+            f"  Run now answer:        median {statistics.median(answers):.2f} s, "
+            f"p95 {pct(answers, 0.95):.2f} s, max {max(answers):.2f} s"
+        )
         if queue_delays:
-            print(f"  answer -> started:     median {statistics.median(queue_delays):.2f} s, "
-                  f"p95 {pct(queue_delays, 0.95):.2f} s, max {max(queue_delays):.2f} s")
+            print(
+                f"  answer -> started:     median {statistics.median(queue_delays):.2f} s, "
+                f"p95 {pct(queue_delays, 0.95):.2f} s, max {max(queue_delays):.2f} s"
+            )
         peak = max(rss for _t, rss in samples)
-        print(f"  stack memory:          start {start_rss / MB:.0f} MB (baseline, after "
-              f"warm-up), end {end_rss / MB:.0f} MB, peak {peak / MB:.0f} MB; "
-              f"end/start {end_rss / start_rss:.2f}")
+        print(
+            f"  stack memory:          start {start_rss / MB:.0f} MB (baseline, after "
+            f"warm-up), end {end_rss / MB:.0f} MB, peak {peak / MB:.0f} MB; "
+            f"end/start {end_rss / start_rss:.2f}"
+        )
         return 0
     finally:
         conftest.stop_stack(stack)
