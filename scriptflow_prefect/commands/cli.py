@@ -6,6 +6,8 @@ the commands that need it, inside them, once its environment points at SCRIPTFLO
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import getpass
 import logging
 import os
@@ -197,21 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
 LONG_RUNNING = ("up", "web", "worker", "server")
 
 
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
 def _limit_malloc_arenas(args) -> None:
     """glibc gives each thread its own malloc arena; with a thread per run that multiplies
-    idle memory. Two arenas keep the runner lean; glibc reads this only at start, so
-    re-execute once with it set."""
-    if (
-        sys.platform.startswith("linux")
-        and args.command in LONG_RUNNING
-        and "MALLOC_ARENA_MAX" not in os.environ
-    ):
-        env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
-        os.execve(
-            sys.executable,
-            [sys.executable, "-m", "scriptflow_prefect.commands.cli", *sys.argv[1:]],
-            env,
-        )
+    idle memory. Two arenas keep the runner lean: set for this process now, before its
+    first thread (glibc counts arenas from then), and for its children (Prefect's server)
+    in their environment. Not by re-executing with the variable set: that doubled the
+    interpreter's start, a second where a stop signal found no handler yet."""
+    if sys.platform.startswith("linux") and args.command in LONG_RUNNING:
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            ctypes.CDLL(None).mallopt(_M_ARENA_MAX, int(os.environ["MALLOC_ARENA_MAX"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in LONG_RUNNING:
         STOP.install()  # first: Ctrl-C or SIGTERM from here on is a clean stop
     try:
-        if argv is None:
+        if argv is None:  # the command line, not a test calling main()
             _limit_malloc_arenas(args)
         from scriptflow_prefect.commands import startup
 
