@@ -183,9 +183,30 @@ def test_a_killed_up_never_leaves_prefects_server_behind(tmp_path):
     wait_until(lambda: gone(child), timeout=60, what="the server stopping")
     wait_until(lambda: port_free(prefect_port), timeout=30, what="the port freed")
 
-    # Once ready.
+    # Once ready. First a `scriptflow worker` of its own, serving this stack, is stopped
+    # with Ctrl-C while it polls.
     stack = start_stack(home, env)
     try:
+        worker_home = tmp_path / "worker-home"
+        auth = (home / "prefect" / "auth_string").read_text().strip()
+        worker_env = stack_env(
+            worker_home,
+            {
+                "SCRIPTFLOW_PREFECT_API_URL": stack.prefect_url + "/api",
+                "SCRIPTFLOW_PREFECT_AUTH_STRING": auth,
+            },
+        )
+        worker = launch(worker_home, worker_env, "worker")
+        wait_until(
+            lambda: "started" in said(worker_home, "worker")[0] or worker.poll() is not None,
+            timeout=START_DEADLINE,
+            what="the worker polling",
+        )
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(60) == 0, said(worker_home, "worker")
+        out, err = said(worker_home, "worker")
+        assert "Traceback" not in err and "Stopping ScriptFlow" in out, out + err
+
         child = server_child(stack.proc)
         assert child is not None
         stack.proc.kill()

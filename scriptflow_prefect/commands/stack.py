@@ -213,6 +213,7 @@ def _serve_web(
     from scriptflow_prefect.ui_overlay.app import create_app
 
     runner = None
+    server_died = threading.Event()
     try:
         if with_runner:
             announce_sandbox(settings)
@@ -224,7 +225,7 @@ def _serve_web(
         app = create_app(settings, db=db, runner=runner)
         web = _uvicorn_server(settings, app)
         if server is not None:
-            _watch_server(server.proc, web)
+            _watch_server(server.proc, web, server_died)
         threading.Thread(
             target=_announce, args=(settings, web, generated, started), daemon=True
         ).start()
@@ -233,16 +234,18 @@ def _serve_web(
         STOP.finishing()
         if runner is not None:
             runner.stop()
-    return 0
+    # 0 is for a stop that was asked for; a service manager restarts on anything else.
+    return 1 if server_died.is_set() else 0
 
 
-def _watch_server(proc: subprocess.Popen, web: uvicorn.Server) -> None:
+def _watch_server(proc: subprocess.Popen, web: uvicorn.Server, died: threading.Event) -> None:
     """If Prefect's server dies, stop everything rather than limp on."""
 
     def watch():
         proc.wait()
         if not web.should_exit:
             log.error("the Prefect server exited (code %s); stopping", proc.returncode)
+            died.set()
             web.should_exit = True
 
     threading.Thread(target=watch, daemon=True, name="scriptflow-server-watch").start()
