@@ -52,8 +52,10 @@ def record_server(settings: Settings, pid: int) -> None:
     }
     path = _path(settings)
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(temporary, path)
+    # Without it (a full disk) the server still starts: only a later leftover goes unknown.
+    with contextlib.suppress(OSError):
+        temporary.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(temporary, path)
 
 
 def forget_server(settings: Settings, pid: int) -> None:
