@@ -167,15 +167,15 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def start_stack(home: Path, extra_env: dict[str, str | None] | None = None) -> Stack:
-    """`scriptflow up` on `home`; a None value in `extra_env` unsets that variable."""
-    port, prefect_port = free_port(), free_port()
+def stack_env(home: Path, extra_env: dict[str, str | None] | None = None) -> dict[str, str]:
+    """The environment of a `scriptflow up` on `home`, on free ports; a None value in
+    `extra_env` unsets that variable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCRIPTFLOW_", "PREFECT_"))}
     env.update(
         {
             "SCRIPTFLOW_HOME": str(home),
-            "SCRIPTFLOW_PORT": str(port),
-            "SCRIPTFLOW_PREFECT_PORT": str(prefect_port),
+            "SCRIPTFLOW_PORT": str(free_port()),
+            "SCRIPTFLOW_PREFECT_PORT": str(free_port()),
             "SCRIPTFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "SCRIPTFLOW_WORKER_POLL_SECONDS": "1",
             # A process that imports Prefect before pointing it at the stack would otherwise
@@ -184,7 +184,13 @@ def start_stack(home: Path, extra_env: dict[str, str | None] | None = None) -> S
             **(extra_env or {}),
         }
     )
-    env = {k: v for k, v in env.items() if v is not None}
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def start_stack(home: Path, extra_env: dict[str, str | None] | None = None) -> Stack:
+    """`scriptflow up` on `home`; a None value in `extra_env` unsets that variable."""
+    env = stack_env(home, extra_env)
+    port, prefect_port = env["SCRIPTFLOW_PORT"], env["SCRIPTFLOW_PREFECT_PORT"]
     home.mkdir(parents=True, exist_ok=True)
     log = home / "up.out"
     proc = subprocess.Popen(

@@ -6,26 +6,29 @@ the commands that need it, inside them, once its environment points at SCRIPTFLO
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import getpass
 import logging
 import os
 import shlex
 import sys
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from scriptflow_prefect.accounts import service as accounts
-from scriptflow_prefect.commands import prefect_server, stack, startup, worker
-from scriptflow_prefect.platform.db import Database
-from scriptflow_prefect.platform.prefect_env import apply_client_env
-from scriptflow_prefect.platform.settings import (
-    Settings,
-    SettingsError,
-    load_settings,
-    set_settings,
-)
+# Light on purpose: the long-running commands install their stop signals before the heavy
+# imports (a second of them), so each command imports what it needs inside it.
+from scriptflow_prefect.commands.stopping import STOP, StopRequested
+
+if TYPE_CHECKING:
+    from scriptflow_prefect.platform.db import Database
+    from scriptflow_prefect.platform.settings import Settings
 
 
 def _settings() -> Settings:
+    from scriptflow_prefect.commands import startup
+    from scriptflow_prefect.platform.settings import SettingsError, load_settings, set_settings
+
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -36,24 +39,34 @@ def _settings() -> Settings:
 
 
 def _database(settings: Settings) -> Database:
+    from scriptflow_prefect.platform.db import Database
+
     db = Database(settings.sqlalchemy_url)
     db.migrate()
     return db
 
 
 def cmd_up(args) -> int:
+    from scriptflow_prefect.commands import stack
+
     return stack.run_stack(_settings())
 
 
 def cmd_server(args) -> int:
+    from scriptflow_prefect.commands import prefect_server
+
     return prefect_server.run_prefect_server_foreground(_settings())
 
 
 def cmd_worker(args) -> int:
+    from scriptflow_prefect.commands import worker
+
     return worker.run_worker_foreground(_settings())
 
 
 def cmd_web(args) -> int:
+    from scriptflow_prefect.commands import stack
+
     return stack.run_web_foreground(_settings())
 
 
@@ -75,6 +88,8 @@ def _read_password(from_stdin: bool, confirm: bool = True) -> str:
 
 
 def cmd_user_add(args) -> int:
+    from scriptflow_prefect.accounts import service as accounts
+
     settings = _settings()
     db = _database(settings)
     password = _read_password(args.password_stdin)
@@ -92,6 +107,8 @@ def cmd_user_add(args) -> int:
 def _notifications_follow_users(settings: Settings, db) -> None:
     import asyncio
 
+    from scriptflow_prefect.platform.prefect_env import apply_client_env
+
     # Prefect reads its settings when first imported: point it at the stack's server first,
     # or its client starts a temporary server of its own and tells that one.
     apply_client_env(settings)
@@ -106,6 +123,8 @@ def _notifications_follow_users(settings: Settings, db) -> None:
 
 
 def cmd_user_passwd(args) -> int:
+    from scriptflow_prefect.accounts import service as accounts
+
     db = _database(_settings())
     with db.session() as s:
         user = accounts.find_user(s, args.name)
@@ -120,6 +139,8 @@ def cmd_user_passwd(args) -> int:
 
 
 def cmd_token_create(args) -> int:
+    from scriptflow_prefect.accounts import service as accounts
+
     db = _database(_settings())
     with db.session() as s:
         user = accounts.find_user(s, args.name)
@@ -178,33 +199,38 @@ def build_parser() -> argparse.ArgumentParser:
 LONG_RUNNING = ("up", "web", "worker", "server")
 
 
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
 def _limit_malloc_arenas(args) -> None:
     """glibc gives each thread its own malloc arena; with a thread per run that multiplies
-    idle memory. Two arenas keep the runner lean; glibc reads this only at start, so
-    re-execute once with it set."""
-    if (
-        sys.platform.startswith("linux")
-        and args.command in LONG_RUNNING
-        and "MALLOC_ARENA_MAX" not in os.environ
-    ):
-        env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
-        os.execve(
-            sys.executable,
-            [sys.executable, "-m", "scriptflow_prefect.commands.cli", *sys.argv[1:]],
-            env,
-        )
+    idle memory. Two arenas keep the runner lean: set for this process now, before its
+    first thread (glibc counts arenas from then), and for its children (Prefect's server)
+    in their environment. Not by re-executing with the variable set: that doubled the
+    interpreter's start, a second where a stop signal found no handler yet."""
+    if sys.platform.startswith("linux") and args.command in LONG_RUNNING:
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            ctypes.CDLL(None).mallopt(_M_ARENA_MAX, int(os.environ["MALLOC_ARENA_MAX"]))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if argv is None:
-        _limit_malloc_arenas(args)
-    startup.private_process()
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("scriptflow").setLevel(logging.INFO)
-    return args.func(args) or 0
+    if args.command in LONG_RUNNING:
+        STOP.install()  # first: Ctrl-C or SIGTERM from here on is a clean stop
+    try:
+        if argv is None:  # the command line, not a test calling main()
+            _limit_malloc_arenas(args)
+        from scriptflow_prefect.commands import startup
+
+        startup.private_process()
+        logging.basicConfig(
+            level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        logging.getLogger("scriptflow").setLevel(logging.INFO)
+        return args.func(args) or 0
+    except StopRequested:  # before the command had anything to stop
+        return 0
 
 
 if __name__ == "__main__":

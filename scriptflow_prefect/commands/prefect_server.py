@@ -14,9 +14,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from typing import BinaryIO
 
+from scriptflow_prefect.commands.leftover import forget_server, record_server, stop_leftover
 from scriptflow_prefect.commands.logfiles import setup_logging
+from scriptflow_prefect.commands.stopping import STOP, StopRequested
 from scriptflow_prefect.history.retention import stored_retention_days
+from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.lifeline import Lifeline
 from scriptflow_prefect.platform.prefect_env import server_env
 from scriptflow_prefect.platform.settings import Settings
 
@@ -54,22 +59,65 @@ def history_retention_for_server(settings: Settings) -> Settings:
     return settings
 
 
-def start_prefect_server(settings: Settings) -> subprocess.Popen:
-    env = {**os.environ, **server_env(settings)}
-    logfile = open(settings.logs_dir / "prefect-server.log", "ab")
-    kwargs: dict = {}
-    if sys.platform == "win32":
-        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
-    else:
-        kwargs["start_new_session"] = True  # we stop it, not the terminal's Ctrl-C
-    return subprocess.Popen(
-        _server_command(settings),
-        env=env,
-        stdout=logfile,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        **kwargs,
-    )
+class PrefectServer:
+    """Prefect's server process as ScriptFlow started it: tied to this process (it dies with
+    it, `platform/lifeline.py`) and recorded in the home (`leftover.py`)."""
+
+    def __init__(self, settings: Settings, output: BinaryIO | None) -> None:
+        self.settings = settings
+        self.line = Lifeline()
+        env = {**os.environ, **server_env(settings), **self.line.env()}
+        kwargs: dict = self.line.popen_options()
+        if sys.platform == "win32":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        else:
+            kwargs["start_new_session"] = True  # we stop it, not the terminal's Ctrl-C
+        # On the calling thread, which must live as long as the server: the main thread
+        # (Linux's parent-death signal follows the thread that started the child).
+        self.proc = subprocess.Popen(
+            _server_command(settings),
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output is not None else None,
+            stdin=subprocess.DEVNULL,
+            **kwargs,
+        )
+        self.line.hold(self.proc)
+        record_server(settings, self.proc.pid)
+
+    def stop(self) -> None:
+        """Stop it and wait for it; then forget it."""
+        stop_process(self.proc)
+        self.line.release()
+        forget_server(self.settings, self.proc.pid)
+
+
+def start_prefect_server(settings: Settings) -> PrefectServer:
+    """The server for `scriptflow up`, its output in the home's logs. Call it on the main
+    thread, inside `STOP.deferred()`: a stop request must not fall between the start and the
+    record."""
+    with open(settings.logs_dir / "prefect-server.log", "ab") as logfile:
+        return PrefectServer(settings, logfile)
+
+
+def replace_leftover_or_refuse(settings: Settings) -> None:
+    """Before starting this home's server: one left running by an earlier crash of this home
+    is stopped; anything else answering on the port is refused (RuntimeError)."""
+    pid = stop_leftover(settings)
+    if pid is not None:
+        print(
+            _(
+                "Stopped a Prefect server (pid %(pid)s) left running on this home by an "
+                "earlier ScriptFlow.",
+                pid=pid,
+            ),
+            flush=True,
+        )
+    if api_healthy(settings):
+        raise RuntimeError(
+            f"port {settings.prefect_port} already answers as a Prefect API; "
+            "set SCRIPTFLOW_PREFECT_PORT or SCRIPTFLOW_PREFECT_API_URL."
+        )
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 8.0) -> None:
@@ -109,24 +157,24 @@ def wait_for_api(settings: Settings, proc: subprocess.Popen | None, timeout: flo
 
 
 def run_prefect_server_foreground(settings: Settings) -> int:
+    STOP.install()
     setup_logging(settings, "server")
-    env = {**os.environ, **server_env(settings)}
-    print(
-        f"Prefect server on 127.0.0.1:{settings.prefect_port}; UI at {settings.ui_url}", flush=True
-    )
-    command = _server_command(settings)
-    if sys.platform == "win32":
-        flags = subprocess.CREATE_NEW_PROCESS_GROUP
-        proc = subprocess.Popen(command, env=env, creationflags=flags)
-    else:
-        proc = subprocess.Popen(command, env=env, start_new_session=True)
-
-    def _terminate(_signum, _frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM must not orphan Prefect's server
+    server = None
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        stop_process(proc)
+        replace_leftover_or_refuse(settings)
+        print(
+            f"Prefect server on 127.0.0.1:{settings.prefect_port}; UI at {settings.ui_url}",
+            flush=True,
+        )
+        with STOP.deferred():
+            server = PrefectServer(settings, None)  # its output on this terminal
+        return server.proc.wait()
+    except StopRequested:
         return 0
+    except RuntimeError as exc:
+        print(f"scriptflow: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        STOP.finishing()
+        if server is not None:
+            server.stop()

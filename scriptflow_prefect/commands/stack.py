@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import platform
-import signal
 import subprocess
 import sys
 import threading
@@ -27,13 +26,14 @@ import uvicorn
 from scriptflow_prefect.accounts import service as accounts
 from scriptflow_prefect.commands.logfiles import setup_logging
 from scriptflow_prefect.commands.prefect_server import (
-    api_healthy,
+    PrefectServer,
     history_retention_for_server,
+    replace_leftover_or_refuse,
     start_prefect_server,
-    stop_process,
     wait_for_api,
 )
 from scriptflow_prefect.commands.startup import announce_sandbox
+from scriptflow_prefect.commands.stopping import STOP, StopRequested
 from scriptflow_prefect.platform.db import Database
 from scriptflow_prefect.platform.prefect_env import apply_client_env
 from scriptflow_prefect.platform.settings import Settings
@@ -76,6 +76,11 @@ class HomeLock:
         fh.flush()
         self._fh = fh
 
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing the handle releases the lock
+            self._fh = None
+
 
 def drain_prefect_services(timeout: float = 5.0) -> None:
     """Send the last run logs and events while Prefect's server still answers. Left to the
@@ -100,10 +105,11 @@ def prepare_overlay(settings: Settings):
     from scriptflow_prefect.scripts import store
 
     db = Database(settings.sqlalchemy_url)
-    db.migrate()
-    with db.session() as s:
-        pw = settings.admin_password.get_secret_value() if settings.admin_password else None
-        generated = accounts.ensure_first_admin(s, pw)
+    with STOP.deferred():  # a second or so; a migration cut in half would be worse
+        db.migrate()
+        with db.session() as s:
+            pw = settings.admin_password.get_secret_value() if settings.admin_password else None
+            generated = accounts.ensure_first_admin(s, pw)
 
     async def _prefect_objects():
         await scripts_prefect.ensure_work_pool()
@@ -117,19 +123,16 @@ def prepare_overlay(settings: Settings):
 
 def _uvicorn_server(settings: Settings, app):
     class Server(uvicorn.Server):
-        # uvicorn re-raises SIGINT/SIGTERM once it has stopped, which would kill this process
-        # before it stops the runner and the Prefect server; we handle the signals ourselves.
+        # uvicorn's own handlers would re-raise SIGINT/SIGTERM once it has stopped, killing
+        # this process before it stops the runner and the Prefect server: ours stay in place
+        # (commands/stopping.py), and tell uvicorn to exit.
         @contextlib.contextmanager
         def capture_signals(self):
-            def stop(_signum, _frame):
-                self.should_exit = True
-
-            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
+            with STOP.serving(self.request_exit):
                 yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
+
+        def request_exit(self) -> None:
+            self.should_exit = True
 
     config = uvicorn.Config(
         app,
@@ -146,13 +149,31 @@ def _uvicorn_server(settings: Settings, app):
 
 
 def run_stack(settings: Settings) -> int:
+    # Before anything else: a stop at any moment of start-up is a clean stop (cli.main
+    # installed them already when `up` came from the command line).
+    STOP.install()
     setup_logging(settings, "web")
     # Prefect reads its settings once, when first imported: point it at our server before
     # any step below may import it (or it starts a temporary server of its own).
     apply_client_env(settings)
     lock = HomeLock(settings.path("up.lock"))
+    server: PrefectServer | None = None
     try:
-        lock.acquire()
+        with STOP.deferred():
+            lock.acquire()
+        started = time.monotonic()
+        if settings.embedded_prefect:
+            replace_leftover_or_refuse(settings)
+            print(f"Starting Prefect server on 127.0.0.1:{settings.prefect_port} …", flush=True)
+            with STOP.deferred():  # started and recorded, or not started
+                # Prefect's db_vacuum must not delete runs the Settings page asks to keep.
+                server = start_prefect_server(history_retention_for_server(settings))
+        wait_for_api(settings, server.proc if server else None, SERVER_START_TIMEOUT)
+        apply_client_env(settings)
+        db, generated = prepare_overlay(settings)
+        return _serve_web(settings, db, generated, with_runner=True, server=server, started=started)
+    except StopRequested:
+        return 0
     except AlreadyRunning as exc:
         print(
             f"scriptflow: ScriptFlow is already running on {settings.home} (pid {exc}). "
@@ -160,31 +181,15 @@ def run_stack(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
-    started = time.monotonic()
-    server = None
-    if settings.embedded_prefect:
-        if api_healthy(settings):
-            print(
-                f"scriptflow: port {settings.prefect_port} already answers as a Prefect API; "
-                "set SCRIPTFLOW_PREFECT_PORT or SCRIPTFLOW_PREFECT_API_URL.",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"Starting Prefect server on 127.0.0.1:{settings.prefect_port} …", flush=True)
-        # Prefect's db_vacuum must not delete runs the Settings page asks to keep.
-        server = start_prefect_server(history_retention_for_server(settings))
-    try:
-        wait_for_api(settings, server, SERVER_START_TIMEOUT)
-        apply_client_env(settings)
-        db, generated = prepare_overlay(settings)
-        return _serve_web(settings, db, generated, with_runner=True, server=server, started=started)
     except RuntimeError as exc:
         print(f"scriptflow: {exc}", file=sys.stderr)
         return 1
     finally:
+        STOP.finishing()
         if server is not None:
             drain_prefect_services()
-            stop_process(server)
+            server.stop()
+        lock.release()
 
 
 def runner_name(configured: str | None, node: str) -> str:
@@ -201,65 +206,80 @@ def _serve_web(
     generated: str | None,
     *,
     with_runner: bool,
-    server: subprocess.Popen | None = None,
+    server: PrefectServer | None = None,
     started: float | None = None,
 ) -> int:
     from scriptflow_prefect.runs.worker import WorkerThread
     from scriptflow_prefect.ui_overlay.app import create_app
 
     runner = None
-    if with_runner:
-        announce_sandbox(settings)
-        runner = WorkerThread(
-            name=runner_name(settings.worker_name, platform.node()),
-            max_runs=settings.max_concurrent_runs,
-        )
-        runner.start()
-    app = create_app(settings, db=db, runner=runner)
-    web = _uvicorn_server(settings, app)
-
-    if server is not None:  # if Prefect's server dies, stop everything rather than limp on
-
-        def watch():
-            server.wait()
-            if not web.should_exit:
-                log.error("the Prefect server exited (code %s); stopping", server.returncode)
-                web.should_exit = True
-
-        threading.Thread(target=watch, daemon=True, name="scriptflow-server-watch").start()
-
-    def announce():
-        while not web.started and not web.should_exit:
-            time.sleep(0.05)
-        if web.started:
-            took = f" in {time.monotonic() - started:.1f} s" if started else ""
-            print(f"ScriptFlow is ready{took}.", flush=True)
-            print(f"  Web:        {settings.overlay_url}", flush=True)
-            print(f"  Prefect UI: {settings.ui_url}", flush=True)
-            if generated:
-                print(
-                    f"  First user: admin, password {generated} (shown once: change it "
-                    "on the Settings page)",
-                    flush=True,
-                )
-            print("Press Ctrl-C to stop.", flush=True)
-
-    threading.Thread(target=announce, daemon=True).start()
+    server_died = threading.Event()
     try:
+        if with_runner:
+            announce_sandbox(settings)
+            runner = WorkerThread(
+                name=runner_name(settings.worker_name, platform.node()),
+                max_runs=settings.max_concurrent_runs,
+            )
+            runner.start()
+        app = create_app(settings, db=db, runner=runner)
+        web = _uvicorn_server(settings, app)
+        if server is not None:
+            _watch_server(server.proc, web, server_died)
+        threading.Thread(
+            target=_announce, args=(settings, web, generated, started), daemon=True
+        ).start()
         web.run()
     finally:
+        STOP.finishing()
         if runner is not None:
             runner.stop()
-    return 0
+    # 0 is for a stop that was asked for; a service manager restarts on anything else.
+    return 1 if server_died.is_set() else 0
+
+
+def _watch_server(proc: subprocess.Popen, web: uvicorn.Server, died: threading.Event) -> None:
+    """If Prefect's server dies, stop everything rather than limp on."""
+
+    def watch():
+        proc.wait()
+        if not web.should_exit:
+            log.error("the Prefect server exited (code %s); stopping", proc.returncode)
+            died.set()
+            web.should_exit = True
+
+    threading.Thread(target=watch, daemon=True, name="scriptflow-server-watch").start()
+
+
+def _announce(settings: Settings, web: uvicorn.Server, generated: str | None, started) -> None:
+    while not web.started and not web.should_exit:
+        time.sleep(0.05)
+    if web.started:
+        took = f" in {time.monotonic() - started:.1f} s" if started else ""
+        print(f"ScriptFlow is ready{took}.", flush=True)
+        print(f"  Web:        {settings.overlay_url}", flush=True)
+        print(f"  Prefect UI: {settings.ui_url}", flush=True)
+        if generated:
+            print(
+                f"  First user: admin, password {generated} (shown once: change it "
+                "on the Settings page)",
+                flush=True,
+            )
+        print("Press Ctrl-C to stop.", flush=True)
 
 
 def run_web_foreground(settings: Settings) -> int:
+    STOP.install()
     setup_logging(settings, "web")
     apply_client_env(settings)
     try:
         wait_for_api(settings, None, 60)
         db, generated = prepare_overlay(settings)
+        return _serve_web(settings, db, generated, with_runner=False)
+    except StopRequested:
+        return 0
     except RuntimeError as exc:
         print(f"scriptflow: {exc}", file=sys.stderr)
         return 1
-    return _serve_web(settings, db, generated, with_runner=False)
+    finally:
+        STOP.finishing()
