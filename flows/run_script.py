@@ -40,8 +40,8 @@ from scriptflow_prefect.history import index as history_index
 from scriptflow_prefect.history import run_files
 from scriptflow_prefect.history.capture import PrefectLogSink
 from scriptflow_prefect.history.current_line import CurrentLineFile, current_path
-from scriptflow_prefect.platform.disk_space import DiskFull, human_size
 from scriptflow_prefect.history.output_log import OutputLogWriter
+from scriptflow_prefect.platform.disk_space import DiskFull, human_size
 from scriptflow_prefect.platform.prefect_names import (
     EXIT_CODE_LABEL,
     SKIPPED_STATE_NAME,
