@@ -21,9 +21,9 @@ import shutil
 from pathlib import Path
 
 MIB = 1 << 20
-# The reserve: 2 % of the disk, at least 1 MiB (a state, a few labels and log pages) and at
-# most 32 MiB (plenty for the databases' last writes, little on a big disk).
-RESERVE_MIN = MIB
+# The reserve: 2 % of the disk, at least 4 MiB (a state, labels, the last log pages, a WAL
+# checkpoint) and at most 32 MiB (plenty for the databases' last writes, little on a big disk).
+RESERVE_MIN = 4 * MIB
 RESERVE_MAX = 32 * MIB
 RESERVE_SHARE = 50  # 1/50 = 2 %
 _FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
