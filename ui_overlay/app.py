@@ -27,6 +27,7 @@ from scriptflow_prefect.ui_overlay import (
     scripts,
     scripts_api,
     settings_pages,
+    slow_prefect,
     storage_errors,
     workspace,
 )
@@ -235,6 +236,7 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
     _api_errors(api)
     _page_errors(app)
     storage_errors.register(api, app)
+    slow_prefect.register(app)
 
     for module in (
         auth,
