@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -364,3 +365,31 @@ def test_pages_answer_with_a_note_and_runs_finish_when_prefect_takes_5_s_a_call(
             done = wait_run(admin, second["id"], timeout=900)
             assert done["status"] == "succeeded", done
             assert [ln["text"] for ln in output_of(admin, second["id"])] == ["slow but done"]
+
+
+def test_a_log_file_on_a_full_disk_is_reported_once_and_written_again_later(tmp_path):
+    script = f"""
+import logging, sys
+from pathlib import Path
+from scriptflow_prefect.commands.logfiles import setup_logging
+from scriptflow_prefect.platform.settings import load_settings
+
+setup_logging(load_settings(home=Path({str(tmp_path / "disk" / "home")!r})), "web")
+log = logging.getLogger("scriptflow.test")
+for n in range(200):
+    log.warning("while full %d %s", n, "z" * 4000)
+Path({str(tmp_path / "disk" / "ballast")!r}).unlink()
+log.warning("after space returned")
+for h in logging.getLogger("scriptflow").handlers:
+    h.flush()
+"""
+    with tmpfs(tmp_path / "disk", 4) as disk:
+        (disk / "home").mkdir()
+        fill(disk)
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.count("cannot write the log file") == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "after space returned" in (disk / "home" / "logs" / "web.log").read_text()
