@@ -134,6 +134,7 @@ def migrate(engine: Engine) -> None:
 class Database:
     def __init__(self, url: str):
         self.engine = make_engine(url)
+        self._keeper = _keep_wal_index(self.engine)
         # No autoflush: a lazy load must not start a write transaction that then stays open
         # (holding SQLite's write lock) while the request awaits Prefect. Writes happen at
         # explicit flushes and at commit.
@@ -172,6 +173,22 @@ class Database:
             except BaseException:
                 s.rollback()
                 raise
+
+
+def _keep_wal_index(engine: Engine) -> sqlite3.Connection | None:
+    """An idle connection held for the life of the Database (SQLite files only). SQLite
+    removes the WAL index (-shm) when the last connection closes; with the pool's
+    connections opened per session, a new one must make it again, which fails on a full disk
+    ("disk I/O error") and every page with it. Held open, reads go on and writes fail with
+    "database or disk is full" (507)."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    with engine.connect():  # WAL mode set, the file made
+        pass
+    keeper = sqlite3.connect(url.database, isolation_level=None, check_same_thread=False)
+    keeper.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # opens the WAL index
+    return keeper
 
 
 def commit_if_free(session: Session) -> bool:
