@@ -81,7 +81,8 @@ def main() -> None:
     finally:
         shutil.rmtree(home, ignore_errors=True)
     print(f"Prefect delay per call: 0 s vs {args.delay:g} s (median of {args.repeat})")
-    print(f"{'what':<28}{'0 s':>10}{'':>6}{f'{args.delay:g} s':>10}{'':>6}  note at {args.delay:g} s")
+    slow_head = f"{args.delay:g} s"
+    print(f"{'what':<28}{'0 s':>10}{'':>6}{slow_head:>10}{'':>6}  note at {slow_head}")
     for key in fast:
         f, s = fast[key], slow[key]
         if key.startswith("run"):
