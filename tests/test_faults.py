@@ -11,6 +11,7 @@ import errno
 import gzip
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -339,9 +340,17 @@ def test_an_online_backup_with_the_sqlite3_tool_does_not_stop_writes(stack, admi
 # -- a slow Prefect API --------------------------------------------------------------------
 
 
+@pytest.fixture
+def slow_home() -> Iterator[Path]:
+    home = private_home_base() / f"slow-{os.getpid()}"
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.mark.stack
-def test_pages_answer_with_a_note_and_runs_finish_when_prefect_takes_5_s_a_call(tmp_path):
-    with stack_behind_proxy(private_home_base() / f"slow-{os.getpid()}") as (stack, proxy):
+@pytest.mark.timeout(1800)  # every Prefect call of a run takes 5 s more: a run takes minutes
+def test_pages_answer_with_a_note_and_runs_finish_when_prefect_takes_5_s_a_call(slow_home):
+    with stack_behind_proxy(slow_home) as (stack, proxy):
         with stack.client("admin") as admin, signed_in(stack.url) as browser:
             script = upload(admin, "print('slow but done')\n")
             first = admin.post(f"/scripts/{script['id']}/runs").json()
