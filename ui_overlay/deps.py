@@ -6,7 +6,7 @@ import asyncio
 import secrets
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -40,6 +40,7 @@ def get_db(request: Request) -> Iterator[Session]:
 DbDep = Annotated[Session, Depends(get_db, scope="function")]
 
 _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+F = TypeVar("F", bound=Any)
 
 
 async def writable_db(request: Request) -> None:
@@ -47,8 +48,16 @@ async def writable_db(request: Request) -> None:
     on a thread and for a bounded time, until the database takes writes: held by a backup,
     it is answered 503 before anything (Prefect included) is changed, and pages keep
     answering meanwhile. DatabaseBusy / DiskFull are answered by app.py's handlers."""
-    if request.method in _WRITES:
+    endpoint = request.scope.get("endpoint")
+    if request.method in _WRITES and getattr(endpoint, "writes_database", True):
         await asyncio.to_thread(request.app.state.db.wait_writable)
+
+
+def no_database_write(endpoint: F) -> F:
+    """Marks a POST that writes nothing to the overlay database (Run now, cancel, a preview):
+    it goes ahead while a backup holds the database."""
+    endpoint.writes_database = False  # type: ignore[attr-defined]
+    return endpoint
 
 
 def busy_headers() -> dict[str, str]:
