@@ -293,6 +293,9 @@ def test_writes_answer_503_with_retry_after_while_a_backup_holds_the_database(st
                 assert answer.status_code == 503, answer.text
                 assert answer.headers["retry-after"].isdigit()
                 assert "database is busy" in answer.json()["detail"]
+        # Run now writes nothing to the overlay database: it is not held up.
+        run = admin.post(f"/scripts/{script['id']}/runs")
+        assert run.status_code == 202, run.text
         form = browser.get(f"/scripts/{script['id']}/edit").text
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
         page = browser.post(
@@ -303,6 +306,7 @@ def test_writes_answer_503_with_retry_after_while_a_backup_holds_the_database(st
         assert "database is busy" in page.text and page.headers["retry-after"].isdigit()
 
     assert admin.get(url).json()["description"] == ""  # nothing half-written
+    assert wait_run(admin, run.json()["id"])["status"] == "succeeded"
     r = admin.patch(url, json={"description": "changed"})
     assert r.status_code == 200, r.text
     assert admin.get(url).json()["description"] == "changed"
