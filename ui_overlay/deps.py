@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Annotated, Any, TypeVar
 
@@ -40,6 +41,7 @@ def get_db(request: Request) -> Iterator[Session]:
 DbDep = Annotated[Session, Depends(get_db, scope="function")]
 
 _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+_write_waiters = ThreadPoolExecutor(max_workers=16, thread_name_prefix="db-write-wait")
 F = TypeVar("F", bound=Any)
 
 
@@ -50,7 +52,10 @@ async def writable_db(request: Request) -> None:
     answering meanwhile. DatabaseBusy / DiskFull are answered by app.py's handlers."""
     endpoint = request.scope.get("endpoint")
     if request.method in _WRITES and getattr(endpoint, "writes_database", True):
-        await asyncio.to_thread(request.app.state.db.wait_writable)
+        # Threads of their own: writes waiting out a backup must not take the default
+        # executor's few threads from the pages that read output files on it.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(_write_waiters, request.app.state.db.wait_writable)
 
 
 def no_database_write(endpoint: F) -> F:

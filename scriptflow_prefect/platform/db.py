@@ -38,8 +38,8 @@ class DatabaseBusy(Exception):
 
 
 def failure_of(exc: BaseException) -> str | None:
-    """ "busy" (retry later) or "full" (the disk) for a database error a person can act on,
-    None for any other."""
+    """What a person can do about a database error: "busy" (try again later), "full" (free
+    some disk space), or None (nothing: a bug)."""
     if isinstance(exc, DatabaseBusy):
         return "busy"
     if isinstance(exc, DiskFull):
