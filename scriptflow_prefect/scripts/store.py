@@ -57,7 +57,12 @@ def _block_sync() -> WritableFileSystem:
 
 
 async def _block() -> WritableFileSystem:
-    return await Block.aload(STORE_REF)  # type: ignore[return-value]
+    # The same minute's cache: a script's page reads its content, and a slow Prefect (seconds
+    # a call) would otherwise hold every such page that long.
+    global _cache
+    if _cache is None or time.monotonic() - _cache[0] > 60:
+        _cache = (time.monotonic(), await Block.aload(STORE_REF))
+    return _cache[1]
 
 
 async def put(data: bytes) -> str:
