@@ -41,6 +41,7 @@ from scriptflow_prefect.history import run_files
 from scriptflow_prefect.history.capture import PrefectLogSink
 from scriptflow_prefect.history.current_line import CurrentLineFile, current_path
 from scriptflow_prefect.history.output_log import OutputLogWriter
+from scriptflow_prefect.platform.disk_space import DiskFull, human_size
 from scriptflow_prefect.platform.prefect_names import (
     EXIT_CODE_LABEL,
     SKIPPED_STATE_NAME,
@@ -204,7 +205,7 @@ def run_script(
     waited = InputWait(kind, data.decode("utf-8", "replace") if kind == "batch" else "")
     cancel = watcher.register(run_id)
     prefect_log = PrefectLogSink(run_id)  # the same records as `loggers`, ~50x cheaper
-    ended: tuple[Callable[..., State], RunMessage] | None = None  # not started: why
+    ended: tuple[Callable[..., State], RunMessage] | None = None  # not started (or no room): why
     try:
         with (
             OutputLogWriter(out_path) as out,
@@ -281,11 +282,17 @@ def run_script(
                 out.write_lines(datetime.now(UTC), "stderr", [ended[1].text, *exc.log.splitlines()])
             except WaitCancelled:
                 ended = Cancelled, RunMessage("cancelled_before_start")
+            except DiskFull:  # the script was stopped: its output could not be kept
+                pass  # out.failure, below
             except Exception as exc:
                 if not mask:
                     raise
                 # Prefect shows an exception's text as the run's message and logs it
                 raise RuntimeError(mask.text(f"{type(exc).__name__}: {exc}")) from None
+        if isinstance(out.failure, DiskFull):  # while it ran, or its last lines at the end
+            free, folder = human_size(out.failure.free), str(out.failure.folder)
+            ended = Failed, RunMessage("disk_full", {"free": free, "folder": folder})
+            system.error(ended[1].text)
         if ended is None:
             _keep_changed_files(settings, str(run_id), place.cwd, before, system)
     finally:

@@ -30,3 +30,5 @@ dwFlags
 hStdInput
 hStdOutput
 hStdError
+# Held, never read: an idle connection that keeps SQLite's WAL index (platform/db.py).
+_keeper

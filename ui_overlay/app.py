@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -27,9 +27,11 @@ from scriptflow_prefect.ui_overlay import (
     scripts,
     scripts_api,
     settings_pages,
+    slow_prefect,
+    storage_errors,
     workspace,
 )
-from scriptflow_prefect.ui_overlay.deps import LoginRequired
+from scriptflow_prefect.ui_overlay.deps import LoginRequired, writable_db
 from scriptflow_prefect.ui_overlay.templating import render
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
@@ -210,7 +212,12 @@ def _page_errors(app: FastAPI) -> None:
 def create_app(settings: Settings, *, db: Database | None = None, runner=None) -> FastAPI:
     db = db or Database(settings.sqlalchemy_url)
     app = FastAPI(
-        title="ScriptFlow", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
+        title="ScriptFlow",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(writable_db)],
     )
     api = FastAPI(
         title="ScriptFlow API",
@@ -218,6 +225,7 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        dependencies=[Depends(writable_db)],
     )
     for a in (app, api):
         a.state.settings = settings
@@ -227,6 +235,8 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
     api.state.throttle = app.state.throttle
     _api_errors(api)
     _page_errors(app)
+    storage_errors.register(api, app)
+    slow_prefect.register(app)
 
     for module in (
         auth,

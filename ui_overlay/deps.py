@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -14,6 +16,7 @@ from sqlalchemy.orm import Session
 from scriptflow_prefect.accounts import service as accounts
 from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.platform import i18n
+from scriptflow_prefect.platform.db import WRITE_WAIT_SECONDS, commit_if_free
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.scripts.models import Script
 
@@ -37,6 +40,34 @@ def get_db(request: Request) -> Iterator[Session]:
 # a client that acts on a 201 must find what it created.
 DbDep = Annotated[Session, Depends(get_db, scope="function")]
 
+_WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+_write_waiters = ThreadPoolExecutor(max_workers=16, thread_name_prefix="db-write-wait")
+F = TypeVar("F", bound=Any)
+
+
+async def writable_db(request: Request) -> None:
+    """Every request that may write (every route's first dependency, app.py) first waits,
+    on a thread and for a bounded time, until the database takes writes: held by a backup,
+    it is answered 503 before anything (Prefect included) is changed, and pages keep
+    answering meanwhile. DatabaseBusy / DiskFull are answered by app.py's handlers."""
+    endpoint = request.scope.get("endpoint")
+    if request.method in _WRITES and getattr(endpoint, "writes_database", True):
+        # Threads of their own: writes waiting out a backup must not take the default
+        # executor's few threads from the pages that read output files on it.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(_write_waiters, request.app.state.db.wait_writable)
+
+
+def no_database_write(endpoint: F) -> F:
+    """Marks a POST that writes nothing to the overlay database (Run now, cancel, a preview):
+    it goes ahead while a backup holds the database."""
+    endpoint.writes_database = False  # type: ignore[attr-defined]
+    return endpoint
+
+
+def busy_headers() -> dict[str, str]:
+    return {"Retry-After": str(WRITE_WAIT_SECONDS)}
+
 
 def _use_user_language(request: Request, user: User) -> None:
     # Templates get a plain copy: an error rolls the session back, which would leave the
@@ -59,6 +90,7 @@ async def page_user(request: Request, db: DbDep) -> User:
     exist on the server (signing out deletes it), for the user it names."""
     sid, uid = request.session.get("sid"), request.session.get("uid")
     user = accounts.session_user(db, sid) if isinstance(sid, str) else None
+    commit_if_free(db)  # the hourly last-seen stamp: skipped while a backup holds the lock
     if (
         user is None
         or user.id != uid
@@ -94,7 +126,9 @@ async def api_user(
             _("The API token is unknown, expired or revoked."),
             headers={"WWW-Authenticate": "Bearer"},
         )
-    db.commit()  # the last-used stamp: end the write now, not after the request's awaits
+    # The last-used stamp: end the write now, not after the request's awaits; skipped, not
+    # waited for, while another connection (a backup) holds the write lock.
+    commit_if_free(db)
     _use_user_language(request, user)
     return user
 

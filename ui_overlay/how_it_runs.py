@@ -14,7 +14,7 @@ from itertools import zip_longest
 from typing import Any
 
 from fastapi import APIRouter, Request
-from scriptflow_prefect.ui_overlay.deps import Csrf, PageUser
+from scriptflow_prefect.ui_overlay.deps import Csrf, PageUser, no_database_write
 from starlette.datastructures import FormData
 
 from scriptflow_prefect.platform.errors import ServiceError
@@ -172,6 +172,7 @@ def section_context(
 
 
 @pages.post("/arguments/preview.json", dependencies=[Csrf])
+@no_database_write
 async def preview(request: Request, user: PageUser):
     """The list an arguments line gives, as the run will get it (Windows' rules)."""
     line = str((await request.form()).get("arguments") or "")

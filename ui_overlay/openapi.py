@@ -5,7 +5,7 @@ What each route says on its own: its particular errors (`responses=errors(403, 5
 decorator) and, for a body it validates with reasons of its own (a schedule, email
 settings), the model of what it accepts (`openapi_extra=body(Model)`). What every route of a
 kind answers is added here: 401 where a token is needed, 404 where the path names something,
-422 where there are parameters or a body."""
+422 where there are parameters or a body, 503 and 507 where it writes (storage_errors.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,11 @@ WHY = {
     422: "A parameter or the body is not valid: the reason says which and why.",
     429: "Too many failed attempts: try again after Retry-After seconds.",
     502: "The other end (SMTP server, chat service) refused the message.",
-    503: "Prefect is not reachable (or busy); nothing was changed.",
+    503: (
+        "Prefect is not reachable (or busy), or the database is busy (a backup?): try again "
+        "after Retry-After seconds; nothing was changed."
+    ),
+    507: "The disk is full; nothing was changed.",
 }
 _REF = "#/components/schemas/"
 # What a client can follow from an answer (OpenAPI links): the new script's id and version
@@ -126,9 +130,11 @@ def document(api: FastAPI) -> None:
         for model in _bodies.values():
             _add_model(schemas, model)
         for operations in doc["paths"].values():
-            for op in operations.values():
+            for method, op in operations.items():
                 responses = op.setdefault("responses", {})
                 codes = set()
+                if method in ("post", "put", "patch", "delete"):
+                    codes |= {503, 507}  # the database busy (a backup?) or the disk full
                 if op.get("security"):
                     codes.add(401)
                 where = {p.get("in") for p in op.get("parameters", [])}

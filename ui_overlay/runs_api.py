@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BeforeValidator
 from scriptflow_prefect.ui_overlay import schemas
-from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
+from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, no_database_write, visible_script
 from scriptflow_prefect.ui_overlay.openapi import errors, text_answer
 
 from scriptflow_prefect.history import service as history
@@ -158,6 +158,7 @@ async def get_run(run_id: str, user: ApiUser, db: DbDep):
 
 
 @api.post("/runs/{run_id}/cancel", status_code=202, response_model=Run, responses=errors(409, 503))
+@no_database_write
 async def cancel_run(run_id: str, user: ApiUser, db: DbDep):
     """Stop the run; 409 if it has already ended."""
     flow_run = await core.visible_run(db, user, run_id)

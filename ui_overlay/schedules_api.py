@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, HTTPException
 from fastapi.responses import Response
 from scriptflow_prefect.ui_overlay import schemas
 from scriptflow_prefect.ui_overlay.bodies import PreviewBody, ScheduleBody
-from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, visible_script
+from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, no_database_write, visible_script
 from scriptflow_prefect.ui_overlay.openapi import body, errors
 
 from scriptflow_prefect.platform.i18n import _
@@ -57,6 +57,7 @@ async def delete_schedule(script_id: int, user: ApiUser, db: DbDep):
 @api.post(
     "/schedules/preview", response_model=schemas.SchedulePreview, openapi_extra=body(PreviewBody)
 )
+@no_database_write
 async def preview(user: ApiUser, body: Annotated[Any, Body()]):
     return core.preview(_body_object(body))
 

@@ -10,7 +10,13 @@ from zoneinfo import available_timezones
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from scriptflow_prefect.ui_overlay import how_it_runs
-from scriptflow_prefect.ui_overlay.deps import Csrf, DbDep, PageUser, visible_script
+from scriptflow_prefect.ui_overlay.deps import (
+    Csrf,
+    DbDep,
+    PageUser,
+    no_database_write,
+    visible_script,
+)
 from scriptflow_prefect.ui_overlay.environments import environment_of
 from scriptflow_prefect.ui_overlay.schedules import schedule_from_form
 from scriptflow_prefect.ui_overlay.scripts_api import SORTS, read_bundle, refuse_huge_body
@@ -330,6 +336,7 @@ async def delete(request: Request, script_id: int, user: PageUser, db: DbDep):
 
 
 @pages.post("/scripts/{script_id}/run", dependencies=[Csrf])
+@no_database_write
 async def run_now(request: Request, script_id: int, user: PageUser, db: DbDep):
     """Run now; with an `arguments` field (one line, Windows' rules), with those this once."""
     script = visible_script(db, user, script_id)

@@ -9,7 +9,13 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
 from scriptflow_prefect.ui_overlay import bodies, schemas
 from scriptflow_prefect.ui_overlay.bodies import PolicyChanges, ScriptName, Timeout
-from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, DbId, visible_script
+from scriptflow_prefect.ui_overlay.deps import (
+    ApiUser,
+    DbDep,
+    DbId,
+    no_database_write,
+    visible_script,
+)
 from scriptflow_prefect.ui_overlay.openapi import content_body, errors
 from sqlalchemy import func, select
 
@@ -254,6 +260,7 @@ class RunRequest(BaseModel):
 @api.post(
     "/scripts/{script_id}/runs", status_code=202, response_model=Run, responses=errors(409, 503)
 )
+@no_database_write
 async def run_script_now(
     script_id: int,
     request: Request,

@@ -11,6 +11,7 @@ from markupsafe import Markup
 
 from scriptflow_prefect import __version__
 from scriptflow_prefect.platform import i18n
+from scriptflow_prefect.platform.prefect_budget import was_slow
 from scriptflow_prefect.runs.words import run_message, status_label, trigger_label
 
 env = Environment(
@@ -65,6 +66,7 @@ def render(request: Request, name: str, context: dict | None = None, status_code
         "csrf_token": request.session.get("csrf", "") if "session" in request.scope else "",
         "locale": i18n.get_locale(),
         "flash": pop_flash(request),
+        "prefect_slow": was_slow(),  # a Prefect call ran out of the page's time budget
     }
     ctx.update(context or {})
     return templates.TemplateResponse(request, name, ctx, status_code=status_code)

@@ -6,6 +6,10 @@ lines made a run ~2.5 s longer. The same log records, built directly as the JSON
 log worker sends, cost a few µs; the worker batches them to the API as before. The records
 are the same as the logger's: `prefect.flow_runs.stdout` at INFO, `.stderr` at WARNING.
 
+Bounded in bytes too (PREFECT_LOG_BYTE_LIMIT a run; the flow bounds the lines): Prefect's
+database sits on the same disk as the output, and 20 000 lines of 1 MB each would fill it
+long before the output file's own disk-full guard (platform/disk_space.py) stopped the run.
+
 Example::
 
     sink = PrefectLogSink(flow_run.id)
@@ -21,6 +25,8 @@ from datetime import UTC, datetime
 import orjson
 
 LEVELS = {"stdout": logging.INFO, "stderr": logging.WARNING}
+PREFECT_LOG_BYTE_LIMIT = 4_000_000
+MORE_IN_FILE = "… more output is kept in ScriptFlow's output file for this run"
 
 
 class PrefectLogSink:
@@ -34,9 +40,10 @@ class PrefectLogSink:
         # Room for the record's other fields; Prefect truncates what is longer the same way.
         self._max_text = max(PREFECT_LOGGING_TO_API_MAX_LOG_SIZE.value() - 400, 100)
         self._run = str(flow_run_id)
+        self._room = PREFECT_LOG_BYTE_LIMIT
 
     def send(self, ts: datetime, stream: str, texts: Sequence[str]) -> None:
-        if not self.enabled or not texts:
+        if not self.enabled or not texts or self._room < 0:
             return
         from prefect.logging.handlers import APILogWorker
 
@@ -62,4 +69,9 @@ class PrefectLogSink:
             while len(message) > self._max_text:  # bytes as sent: "\u0001" is 6 of them
                 text = text[: len(text) * self._max_text // len(message) - 20]
                 message = orjson.dumps(text + "... [truncated]")
+            self._room -= len(message)
+            if self._room < 0:
+                message = orjson.dumps(MORE_IN_FILE)
             worker.send(b"".join((head, message, b"}")))
+            if self._room < 0:
+                return

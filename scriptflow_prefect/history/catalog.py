@@ -103,6 +103,10 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 _ready: set[Path] = set()
+# One idle connection to each catalog for the life of the process: SQLite removes the WAL
+# index (-shm) when the last connection closes, and a new connection cannot make it again on
+# a full disk ("disk I/O error"), so reading a run's output would fail exactly then.
+_keepers: dict[Path, sqlite3.Connection] = {}
 
 
 def catalog(settings) -> sqlite3.Connection:
@@ -113,6 +117,9 @@ def catalog(settings) -> sqlite3.Connection:
         conn = _connect(path)
         conn.executescript(_CATALOG)
         _ready.add(path)
+        if path not in _keepers:
+            _keepers[path] = _connect(path)
+            _keepers[path].execute("SELECT 1 FROM runs LIMIT 1").fetchall()
         return conn
     return _connect(path)
 

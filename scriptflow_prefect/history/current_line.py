@@ -92,8 +92,15 @@ class CurrentLineFile:
             return
         stream, text = next(reversed(self._lines.items()))
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"stream": stream, "text": text}), encoding="utf-8")
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps({"stream": stream, "text": text}), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:
+            # A live view only (a full disk, say): the run goes on and the output file says
+            # what matters; no line in progress is shown rather than a stale one.
+            for leftover in (tmp, self.path):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
 
 def read_current(path: Path) -> dict[str, Any] | None:

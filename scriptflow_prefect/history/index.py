@@ -186,23 +186,30 @@ def _index_blocks(
         with contextlib.suppress(sqlite3.Error):
             fts.execute("ROLLBACK")
         if writer:
-            writer.close()
+            with contextlib.suppress(OSError):  # a full disk fails the close too
+                writer.close()
             gz_tmp.unlink(missing_ok=True)
         raise
     finally:
         fts.close()
     stored = total
-    if writer:
-        writer.close()
-        stored = gz_tmp.stat().st_size
-    cat.execute("BEGIN IMMEDIATE")
-    cat.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)", blocks)
-    cat.execute(
-        "UPDATE runs SET state = 'indexed', bytes = ?, lines = ?, stored_bytes = ?, "
-        "compressed = ?, first_error = ?, indexed_at = ? WHERE seq = ?",
-        (total, lines, stored, int(bool(writer)), first_error, time.time(), seq),
-    )
-    cat.execute("COMMIT")
+    try:
+        if writer:
+            writer.close()
+            stored = gz_tmp.stat().st_size
+        cat.execute("BEGIN IMMEDIATE")
+        cat.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)", blocks)
+        cat.execute(
+            "UPDATE runs SET state = 'indexed', bytes = ?, lines = ?, stored_bytes = ?, "
+            "compressed = ?, first_error = ?, indexed_at = ? WHERE seq = ?",
+            (total, lines, stored, int(bool(writer)), first_error, time.time(), seq),
+        )
+        cat.execute("COMMIT")
+    except BaseException:  # a full disk: the run stays 'indexing', its plain file read as is
+        with contextlib.suppress(sqlite3.Error):
+            cat.execute("ROLLBACK")
+        gz_tmp.unlink(missing_ok=True)
+        raise
     if writer:
         # Readers prefer the plain file while it exists, so there is no moment without one.
         os.replace(gz_tmp, gz_path(settings, run_id))

@@ -188,9 +188,11 @@ class GzipBlockWriter:
         return start, len(member)
 
     def close(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        finally:
+            self._fh.close()  # even on a full disk: the caller removes the unfinished file
 
 
 # -- reading windows -----------------------------------------------------------------------------

@@ -7,6 +7,10 @@ One record per output line, UTF-8::
 Only ``\\n`` ends a record, so text may hold tabs and carriage returns. Readers page through
 the file by byte offset (history/output.py) and never see a record the writer has not finished.
 
+On a full disk (or short of the reserve, platform/disk_space.py) the writer cuts the file back
+to its last whole record and fails every later write with DiskFull: the caller stops the
+script, and the file stays readable up to there.
+
 Example::
 
     with OutputLogWriter(run_dir / "output.log") as log:
@@ -24,6 +28,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+
+from scriptflow_prefect.platform.disk_space import DiskFull, check_room, free_bytes, is_full
 
 FLUSH_SECONDS = 0.05
 _O_BINARY = getattr(os, "O_BINARY", 0)  # Windows would otherwise translate \n to \r\n
@@ -47,6 +53,10 @@ class OutputLogWriter:
     def __init__(self, path: Path, *, flush_seconds: float = FLUSH_SECONDS) -> None:
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _O_BINARY, 0o644)
+        self._size = os.fstat(self._fd).st_size  # where the last whole record ends
+        # Why output stopped being kept (DiskFull, or another OSError); set once, then every
+        # write raises it. close() does not: the caller reads it here.
+        self.failure: OSError | None = None
         self._flush_seconds = flush_seconds
         self._lock = threading.Lock()
         self._pending: list[bytes] = []
@@ -96,8 +106,12 @@ class OutputLogWriter:
             self._dirty.set()
         self._flusher.join()
         with self._lock:
-            self._write_pending()
-            os.close(self._fd)
+            try:
+                self._write_pending()
+            except OSError:
+                pass  # kept in self.failure
+            finally:
+                os.close(self._fd)
 
     def __enter__(self) -> OutputLogWriter:
         return self
@@ -114,6 +128,8 @@ class OutputLogWriter:
         with self._lock:
             if self._closed:
                 raise ValueError("write to a closed OutputLogWriter")
+            if self.failure is not None:
+                raise self.failure
             self._pending.append(data)
             self._pending_bytes += len(data)
             if self._pending_bytes >= _FLUSH_BYTES:
@@ -130,10 +146,33 @@ class OutputLogWriter:
         data = b"".join(self._pending)
         self._pending.clear()
         self._pending_bytes = 0
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        if self.failure is not None:
+            raise self.failure
+        try:
+            check_room(self.path.parent, len(data))
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self.failure = self._failed(exc)
+            raise self.failure from None
+        self._size += len(data)
+
+    def _failed(self, exc: OSError) -> OSError:
+        # A write cut short by ENOSPC leaves part of a record: cut back to the last whole one
+        # (truncating needs no room), so readers and the index see whole records only.
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            pass
+        if isinstance(exc, DiskFull) or not is_full(exc):
+            return exc
+        try:
+            free = free_bytes(self.path.parent)[0]
+        except OSError:
+            free = 0
+        return DiskFull(self.path.parent, free)
 
     def _flush_loop(self) -> None:
         while True:
@@ -141,7 +180,10 @@ class OutputLogWriter:
             if self._closed:
                 return
             time.sleep(self._flush_seconds)  # lets the next few ms of lines join this write
-            self.flush()
+            try:
+                self.flush()
+            except OSError:
+                return  # kept in self.failure: the next write raises it to the caller
 
 
 def _split_newlines(lines: Iterable[str]) -> Iterator[str]:

@@ -4,7 +4,8 @@ Retention removes them with the run's output (history/retention.py).
 
 Bounded: at most MAX_LISTED files listed, each copied if at most MAX_FILE_BYTES, at most
 MAX_RUN_BYTES copied per run; what is left out is listed with the reason (`too_big`,
-`over_total`, `unreadable`).
+`over_total`, `unreadable`, `disk_full`: copying it would eat the disk's reserve,
+platform/disk_space.py).
 
 Example::
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from scriptflow_prefect.execution import nofollow
+from scriptflow_prefect.platform.disk_space import check_room, is_full
 
 MAX_LISTED = 1000
 MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -65,18 +67,23 @@ def keep(settings, run_id: str, cwd: Path, changed: list[nofollow.Entry], comple
                 if len(data) > min(MAX_FILE_BYTES, room):  # it grew since the scan
                     item["reason"] = "too_big" if len(data) > MAX_FILE_BYTES else "over_total"
                 else:
+                    check_room(Path(settings.outputs_dir), len(data))
                     nofollow.write_file(target, entry.name, data)
                     item.update(size=len(data), stored=True)
                     room -= len(data)
-            except OSError:
-                item["reason"] = "unreadable"
+            except OSError as exc:
+                item["reason"] = "disk_full" if is_full(exc) else "unreadable"
         items.append(item)
     index = {"files": items, "complete": complete and len(changed) <= MAX_LISTED}
     path = index_path(settings, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + ".tmp")
-    temp.write_text(json.dumps(index), encoding="utf-8")
-    os.replace(temp, path)
+    try:
+        temp.write_text(json.dumps(index), encoding="utf-8")
+        os.replace(temp, path)
+    except OSError:  # no list, no half list: the copies go with the run's output
+        temp.unlink(missing_ok=True)
+        raise
     return len(items)
 
 

@@ -13,6 +13,8 @@ from prefect import get_client
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.utilities.callables import parameter_schema_from_entrypoint
 
+from scriptflow_prefect.platform.prefect_budget import PrefectSlow, within_budget
+
 
 class PrefectUnavailable(RuntimeError):
     """Prefect's API could not be reached or refused the call."""
@@ -20,8 +22,8 @@ class PrefectUnavailable(RuntimeError):
 
 async def call(coro):
     try:
-        return await coro
-    except (httpx.TransportError, PrefectHTTPStatusError) as exc:
+        return await within_budget(coro)  # a page's time budget, if any (prefect_budget.py)
+    except (httpx.TransportError, PrefectHTTPStatusError, PrefectSlow) as exc:
         raise PrefectUnavailable(str(exc)) from exc
 
 

@@ -68,6 +68,11 @@ TEMPLATES: dict[str, str] = {
         "This script needs Python %(needed)s; scripts run with Python %(version)s here"
     ),
     "working_folder": N_("The working folder cannot be used: %(reason)s"),
+    # platform/disk_space.py: output capture stopped while the disk still had its reserve.
+    "disk_full": N_(
+        "The disk is full: the output could not be kept (%(free)s free in %(folder)s); "
+        "the script was stopped"
+    ),
 }
 WHEN_PARAMS = {"when"}  # ISO-8601 times, shown in the reader's time zone
 

@@ -111,7 +111,7 @@ def status_of(state: State | None) -> Status:
 class RunFile(BaseModel):
     """A file the run created or changed in its working folder. `stored` False: listed, not
     kept, for `reason`: "too_big" (over 20 MB), "over_total" (the run's 50 MB were used),
-    "unreadable"."""
+    "unreadable", "disk_full"."""
 
     name: str
     size: int

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
+from scriptflow_prefect.platform.disk_space import is_full
 from scriptflow_prefect.platform.errors import ServiceError
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.scripts import store
@@ -254,6 +255,15 @@ async def store_files(files: list[ScriptFile]) -> list[dict[str, Any]]:
     for f in files:
         try:
             digest = await store.put(f.data)
+        except OSError as exc:
+            if not is_full(exc):
+                raise ServiceError(
+                    503, _("The script store is not reachable: %(err)s", err=str(exc)[:200])
+                ) from exc
+            raise ServiceError(
+                507,
+                _("The disk is full: the script could not be stored (%(err)s).", err=exc.strerror),
+            ) from exc
         except Exception as exc:
             raise ServiceError(
                 503, _("The script store is not reachable: %(err)s", err=str(exc)[:200])

@@ -5,11 +5,17 @@ power users may point the block at shared or remote storage."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import time
+import uuid
+from pathlib import Path
 
 from prefect.blocks.core import Block
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
+
+from scriptflow_prefect.platform.disk_space import check_room
 
 STORE_BLOCK = "scriptflow-store"
 # Any writable filesystem block type works (a power user may swap in an SMB or S3 block of
@@ -51,13 +57,40 @@ def _block_sync() -> WritableFileSystem:
 
 
 async def _block() -> WritableFileSystem:
-    return await Block.aload(STORE_REF)  # type: ignore[return-value]
+    # The same minute's cache: a script's page reads its content, and a slow Prefect (seconds
+    # a call) would otherwise hold every such page that long.
+    global _cache
+    if _cache is None or time.monotonic() - _cache[0] > 60:
+        _cache = (time.monotonic(), await Block.aload(STORE_REF))
+    return _cache[1]
 
 
 async def put(data: bytes) -> str:
+    """Store `data` under its hash. In a local folder the object appears whole or not at all,
+    and one already there is left alone: a full disk cannot spoil a version that uses it.
+    OSError (DiskFull) when the folder's disk has no room left beyond its reserve."""
     digest = sha256_of(data)
-    await (await _block()).awrite_path(object_path(digest), data)
+    block = await _block()
+    if isinstance(block, LocalFileSystem) and block.basepath:
+        await asyncio.to_thread(_put_local, Path(block.basepath) / object_path(digest), data)
+    else:
+        await block.awrite_path(object_path(digest), data)
     return digest
+
+
+def _put_local(path: Path, data: bytes) -> None:
+    if path.is_file() and path.stat().st_size == len(data):
+        return  # content-addressed: the same name holds the same bytes (get() verifies)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    check_room(path.parent, len(data))
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(temp, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def _verified(data: bytes, sha256: str) -> bytes:
