@@ -38,6 +38,10 @@ MAX_LINES = 400
 # Prefect modules that are not its public client API, and the one module allowed each.
 PRIVATE_PREFECT = {
     "prefect.server.schemas.schedules": f"{PACKAGE}.schedules.spec",
+    # Runs in Prefect's server process only: its SQLite write transactions that read first
+    # start IMMEDIATE, and a 503 says Retry-After (burst stalls, issue 13).
+    "prefect.server.api.server": f"{PACKAGE}.commands.prefect_sqlite",
+    "prefect.server.database.configurations": f"{PACKAGE}.commands.prefect_sqlite",
 }
 
 

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 
+from scriptflow_prefect.commands.prefect_sqlite import install_sqlite_patch
 from scriptflow_prefect.platform.lifeline import on_parent_exit
 from scriptflow_prefect.platform.secret_env import hide_from_proc
 
@@ -33,6 +34,7 @@ def _stop_orphaned() -> None:
 def main() -> None:
     on_parent_exit(_stop_orphaned)
     hide_from_proc(AUTH_VARIABLES)
+    install_sqlite_patch()  # before Prefect builds its app: no 503 stalls in a burst
     sys.argv = ["prefect", *sys.argv[1:]]
     runpy.run_module("prefect", run_name="__main__", alter_sys=True)
 

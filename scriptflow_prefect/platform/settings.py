@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     worker_name: str | None = None
     # Every run in a sandbox (execution/sandbox.py); "off" only for debugging.
     sandbox: Literal["on", "off"] = "on"
+    # Prefect's embedded SQLite server takes "Run now" and the per-run labels write with
+    # the write lock first (commands/prefect_sqlite.py); "off" only to measure without it.
+    sqlite_immediate_writes: Literal["on", "off"] = "on"
     # The OS account scripts run as unless a script names its own (its `run_as`).
     run_as: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\\@$-]{1,104}$")
     # Where scripts' Python dependencies come from: an index URL, or a folder of wheels
@@ -68,7 +71,7 @@ class Settings(BaseSettings):
     def _absolute_home(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
-    @field_validator("sandbox", mode="before")
+    @field_validator("sandbox", "sqlite_immediate_writes", mode="before")
     @classmethod
     def _on_off(cls, v: object) -> object:
         words = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}
