@@ -20,6 +20,7 @@ Off with SCRIPTFLOW_SQLITE_IMMEDIATE_WRITES=off (the burst bench's baseline)."""
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -47,6 +48,9 @@ READ_THEN_WRITE = (
 # Seconds: a collision passes in well under a second (the write lock is held for
 # milliseconds per transaction), so the client tries again soon instead of after 2-4-8-16 s.
 RETRY_AFTER = b"0.2"
+
+# Said in the server's log when installed (tests/test_burst.py looks for it).
+INSTALLED_NOTE = "ScriptFlow: SQLite writes that read first take the write lock first"
 
 _write_first: ContextVar[bool] = ContextVar("scriptflow_write_first", default=False)
 
@@ -102,4 +106,5 @@ def install_sqlite_patch() -> bool:
         return False
     AioSqliteConfiguration.begin_transaction = _begin_transaction  # type: ignore[method-assign]
     prefect_server.create_app = _create_app  # type: ignore[assignment]
+    print(INSTALLED_NOTE, file=sys.stderr, flush=True)
     return True

@@ -3,29 +3,54 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+import logging
+import time
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
 from prefect import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterIdempotencyKey,
+    FlowRunFilterTags,
+    LogFilter,
+    LogFilterFlowRunId,
+    LogFilterTimestamp,
+)
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
-from prefect.exceptions import ObjectNotFound
-from prefect.states import Cancelled, Cancelling
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.states import Cancelled, Cancelling, Scheduled
 
-from scriptflow_prefect.platform.prefect import call, retry_busy, shared_client
+from scriptflow_prefect.platform.prefect import PrefectUnavailable, call, retry_busy, shared_client
 from scriptflow_prefect.platform.prefect_names import TAG, script_tag
 from scriptflow_prefect.runs.filters import RunQuery
 from scriptflow_prefect.runs.messages import RunMessage
 from scriptflow_prefect.runs.models import Trigger
 
+log = logging.getLogger("scriptflow.runs")
+
+
+# API.md: "Run now" is answered within 2 s whatever the load. Prefect on SQLite takes one write
+# at a time, so fifty creates at once on a loaded machine finish seconds apart: a create still
+# going after ANSWER_WITHIN goes on in the background (its idempotency key makes a retried
+# create that did reach the server no second run) and the answer is the run, queued, under
+# that key as its id until Prefect has it (read_run finds it by either).
+ANSWER_WITHIN = 1.5
+# How long a background create keeps trying while Prefect is unreachable.
+KEEP_TRYING = 600.0
+
+_creating: dict[UUID, tuple[asyncio.Task, FlowRun]] = {}
+
 
 async def create_manual_run(
-    deployment_id: str | UUID, parameters: dict[str, Any] | None = None
+    deployment_id: str | UUID, parameters: dict[str, Any], shown: dict[str, Any]
 ) -> FlowRun:
-    """A manual run; `parameters` override the deployment's for this run only."""
-    once = str(uuid4())  # a retried create that did reach the server makes no second run
+    """A manual run; `parameters` override the deployment's for this run only; `shown` are
+    the parameters the queued run shows while Prefect has not created it yet."""
+    key = uuid4()
 
     async def _do():
         client = await shared_client()
@@ -33,23 +58,91 @@ async def create_manual_run(
             UUID(str(deployment_id)),
             parameters=parameters or None,
             tags=[Trigger.MANUAL.tag],
-            idempotency_key=once,
+            idempotency_key=str(key),
         )
 
-    # Quick retries for up to a minute: fifty "Run now" at once left 14 requests waiting
-    # over 30 s in the client's long back-off; with these all 50 were answered within 34 s.
-    # (Creating them one at a time was slower: 62 s, the server being busy, not locked.)
-    return await call(retry_busy(_do, window=60.0))
+    async def _create():
+        deadline = time.monotonic() + KEEP_TRYING
+        while True:
+            try:
+                # Quick retries on SQLite's busy answer (and a short Retry-After from the
+                # embedded server) instead of the client's 2-4-8-16 s back-off.
+                return await call(retry_busy(_do, window=60.0))
+            except PrefectUnavailable as exc:
+                if _refused(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(2.0)
+
+    task = asyncio.ensure_future(_create())
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), ANSWER_WITHIN)
+    except TimeoutError:
+        pass
+    queued = _queued_run(key, deployment_id, shown)
+    _creating[key] = (task, queued)
+    task.add_done_callback(partial(_created, key))
+    return queued
+
+
+def _refused(exc: PrefectUnavailable) -> bool:
+    """Prefect answered and said no (not a busy or unreachable server): trying again would
+    not help."""
+    cause = exc.__cause__
+    return isinstance(cause, PrefectHTTPStatusError) and cause.response.status_code < 500
+
+
+def _created(key: UUID, task: asyncio.Task) -> None:
+    _creating.pop(key, None)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a queued manual run %s could not be created: %s", key, task.exception())
+
+
+def _queued_run(key: UUID, deployment_id: str | UUID, shown: dict[str, Any]) -> FlowRun:
+    now = datetime.now(UTC)
+    script_id = shown.get("script_id")
+    tags = [TAG, Trigger.MANUAL.tag] + ([script_tag(script_id)] if script_id else [])
+    return FlowRun(
+        id=key,
+        name="queued",
+        flow_id=UUID(int=0),  # not known before Prefect creates it
+        deployment_id=UUID(str(deployment_id)),
+        parameters=shown,
+        tags=tags,
+        idempotency_key=str(key),
+        state=Scheduled(scheduled_time=now),
+        expected_start_time=now,
+    )
+
+
+async def created(flow_run: FlowRun) -> FlowRun:
+    """The run as Prefect created it, once it has (a queued run waits for its create)."""
+    entry = _creating.get(flow_run.id)
+    if entry is not None:
+        return await asyncio.shield(entry[0])
+    return flow_run
 
 
 async def read_run(run_id: UUID) -> FlowRun | None:
+    """The run with this id, or the manual run created with it as its idempotency key (the id
+    a "Run now" answered while the run was still queued: create_manual_run)."""
+    entry = _creating.get(run_id)
+    if entry is not None:
+        return entry[1]
+
     async def _do():
         async with get_client() as client:
             try:
                 fr = await client.read_flow_run(run_id)
             except ObjectNotFound:
-                return None
-            return fr if TAG in fr.tags else None
+                runs = await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        idempotency_key=FlowRunFilterIdempotencyKey(any_=[str(run_id)]),
+                        tags=FlowRunFilterTags(all_=[TAG]),
+                    ),
+                    limit=1,
+                )
+                fr = runs[0] if runs else None
+            return fr if fr is not None and TAG in fr.tags else None
 
     return await call(_do())
 

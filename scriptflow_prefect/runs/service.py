@@ -26,7 +26,7 @@ from scriptflow_prefect.runs import prefect as runs_prefect
 from scriptflow_prefect.runs.filters import RunQuery
 from scriptflow_prefect.runs.models import FAILURES, FINAL, Run, RunFile
 from scriptflow_prefect.scripts.models import Script
-from scriptflow_prefect.scripts.run_config import check_arguments
+from scriptflow_prefect.scripts.run_config import check_arguments, flow_parameters, run_config
 from scriptflow_prefect.scripts.service import ScriptError, visible_script_ids
 
 
@@ -70,8 +70,15 @@ async def start_run(script: Script, runner=None, *, arguments: list[str] | None 
     if not script.deployment_id:
         raise ScriptError(409, _("This script has no deployment in Prefect; save it again."))
     overrides = {} if arguments is None else {"arguments": check_arguments(arguments)}
+    shown = {  # what the run shows while it is queued (Prefect merges the same)
+        "script_id": script.id,
+        "script_name": script.name,
+        "version": script.current_version,
+        **flow_parameters(run_config(script.settings)),
+        **overrides,
+    }
     try:
-        flow_run = await runs_prefect.create_manual_run(script.deployment_id, overrides)
+        flow_run = await runs_prefect.create_manual_run(script.deployment_id, overrides, shown)
     except platform_prefect.PrefectUnavailable as exc:
         raise ScriptError(503, _("Prefect is not reachable: %(err)s", err=str(exc)[:200])) from exc
     if runner is not None:  # same process: start it now rather than at the next poll
@@ -286,6 +293,7 @@ async def last_runs(script_ids: list[int]) -> dict[int, Run]:
 async def cancel(flow_run: FlowRun) -> str:
     """Ask Prefect to cancel the run: "cancelled" (it had not started), "cancelling" (its
     worker stops the script's process tree) or "final" (it had already ended)."""
+    flow_run = await runs_prefect.created(flow_run)  # a queued "Run now": once Prefect has it
     return await runs_prefect.cancel_run(flow_run.id)
 
 
