@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -46,10 +47,14 @@ _creating: dict[UUID, tuple[asyncio.Task, FlowRun]] = {}
 
 
 async def create_manual_run(
-    deployment_id: str | UUID, parameters: dict[str, Any], shown: dict[str, Any]
+    deployment_id: str | UUID,
+    parameters: dict[str, Any],
+    shown: dict[str, Any],
+    then: Callable[[], None] | None = None,
 ) -> FlowRun:
     """A manual run; `parameters` override the deployment's for this run only; `shown` are
-    the parameters the queued run shows while Prefect has not created it yet."""
+    the parameters the queued run shows while Prefect has not created it yet; `then` is
+    called once Prefect has created it (also when that happens after the answer)."""
     key = uuid4()
 
     async def _do():
@@ -75,13 +80,15 @@ async def create_manual_run(
 
     task = asyncio.ensure_future(_create())
     try:
-        return await asyncio.wait_for(asyncio.shield(task), ANSWER_WITHIN)
+        flow_run = await asyncio.wait_for(asyncio.shield(task), ANSWER_WITHIN)
     except TimeoutError:
-        pass
-    queued = _queued_run(key, deployment_id, shown)
-    _creating[key] = (task, queued)
-    task.add_done_callback(partial(_created, key))
-    return queued
+        queued = _queued_run(key, deployment_id, shown)
+        _creating[key] = (task, queued)
+        task.add_done_callback(partial(_created, key, then))
+        return queued
+    if then is not None:
+        then()
+    return flow_run
 
 
 def _refused(exc: PrefectUnavailable) -> bool:
@@ -91,10 +98,14 @@ def _refused(exc: PrefectUnavailable) -> bool:
     return isinstance(cause, PrefectHTTPStatusError) and cause.response.status_code < 500
 
 
-def _created(key: UUID, task: asyncio.Task) -> None:
+def _created(key: UUID, then: Callable[[], None] | None, task: asyncio.Task) -> None:
     _creating.pop(key, None)
-    if not task.cancelled() and task.exception() is not None:
+    if task.cancelled():
+        return
+    if task.exception() is not None:
         log.error("a queued manual run %s could not be created: %s", key, task.exception())
+    elif then is not None:
+        then()
 
 
 def _queued_run(key: UUID, deployment_id: str | UUID, shown: dict[str, Any]) -> FlowRun:

@@ -78,11 +78,15 @@ async def start_run(script: Script, runner=None, *, arguments: list[str] | None 
         **overrides,
     }
     try:
-        flow_run = await runs_prefect.create_manual_run(script.deployment_id, overrides, shown)
+        flow_run = await runs_prefect.create_manual_run(
+            script.deployment_id,
+            overrides,
+            shown,
+            # same process: start it as soon as it exists rather than at the next poll
+            then=runner.wake if runner is not None else None,
+        )
     except platform_prefect.PrefectUnavailable as exc:
         raise ScriptError(503, _("Prefect is not reachable: %(err)s", err=str(exc)[:200])) from exc
-    if runner is not None:  # same process: start it now rather than at the next poll
-        runner.wake()
     return Run.from_flow_run(flow_run, {script.id: script.name})
 
 
