@@ -30,7 +30,7 @@ import prefect.server.api.server as prefect_server
 from prefect.server.database.configurations import AioSqliteConfiguration
 from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
 
-from scriptflow_prefect.platform.settings import Settings
+from scriptflow_prefect.platform.settings import get_settings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -102,7 +102,7 @@ def _create_app(*args, **kwargs):
 def install_sqlite_patch() -> bool:
     """Patch Prefect's server when its database is SQLite; True if it did."""
     url = str(PREFECT_API_DATABASE_CONNECTION_URL.value() or "")
-    if not url.startswith("sqlite") or Settings().sqlite_immediate_writes == "off":
+    if not url.startswith("sqlite") or get_settings().sqlite_immediate_writes == "off":
         return False
     AioSqliteConfiguration.begin_transaction = _begin_transaction  # type: ignore[method-assign]
     prefect_server.create_app = _create_app  # type: ignore[assignment]
