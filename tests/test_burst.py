@@ -17,6 +17,7 @@ from prefect.cli import _server_utils
 from prefect.server.api import deployments as deployments_api
 from prefect.server.api import flow_runs as flow_runs_api
 from prefect.server.api import server as prefect_server
+from prefect.server.api import workers as workers_api
 from prefect.server.database.configurations import AioSqliteConfiguration
 
 from scriptflow_prefect.commands import prefect_sqlite
@@ -49,6 +50,7 @@ def test_prefect_still_has_what_the_patch_changes():
         ),
         (flow_runs_api.create_flow_run, "POST", "/api/flow_runs/"),
         (flow_runs_api.update_flow_run_labels, "PATCH", "/api/flow_runs/{id}/labels"),
+        (workers_api.worker_heartbeat, "POST", "/api/work_pools/{name}/workers/heartbeat"),
     ],
 )
 def test_the_calls_it_starts_immediate_still_read_first_in_a_deferred_transaction(
@@ -59,13 +61,15 @@ def test_the_calls_it_starts_immediate_still_read_first_in_a_deferred_transactio
     assert "session_context(begin_transaction=True)" in source
     assert "with_for_update" not in source
     routes = {
-        (m, "/api" + prefix + r.path)
-        for router, prefix in ((deployments_api.router, ""), (flow_runs_api.router, ""))
+        (m, "/api" + r.path)
+        for router in (deployments_api.router, flow_runs_api.router, workers_api.router)
         for r in router.routes
         for m in getattr(r, "methods", ())
     }
-    assert (method, path.replace("{id}", "{id:uuid}")) in routes
+    declared = path.replace("{id}", "{id:uuid}").replace("{name}", "{work_pool_name}")
+    assert (method, declared) in routes
     concrete = path.replace("{id}", "0b6e4c5e-4f4b-4a51-9a3b-6a1f1c8d2e10")
+    concrete = concrete.replace("{name}", "scriptflow")
     assert prefect_sqlite.reads_then_writes(method, concrete)
 
 

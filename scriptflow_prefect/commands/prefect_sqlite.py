@@ -5,10 +5,11 @@ Prefect opens most write transactions DEFERRED. In WAL mode a deferred transacti
 first and then writes cannot wait for the write lock: when another connection is writing, its
 upgrade fails at once with "database is locked" (SQLite's busy_timeout never applies), Prefect
 answers 503, and Prefect's client sleeps 2**n s (even with retries=0) before trying again.
-"Run now" (create a flow run from a deployment) and the labels PATCH the flow writes for every
-run read first. Started `BEGIN IMMEDIATE`, they queue on the write lock (busy_timeout) instead
-of failing. Immediate for every transaction was measured worse: log inserts then hold the lock
-while Prefect validates big batches (../shared/ARCHITECTURE.md "Why bursts stall on SQLite").
+"Run now" (create a flow run from a deployment), the labels PATCH the flow writes for every
+run and the workers' heartbeats read first. Started `BEGIN IMMEDIATE`, they queue on the write
+lock (busy_timeout) instead of failing. Immediate for every transaction was measured worse:
+log inserts then hold the lock while Prefect validates big batches (../shared/ARCHITECTURE.md
+"Why bursts stall on SQLite").
 
 Any 503 still answered carries a short `Retry-After`, which Prefect's client honours instead
 of its exponential back-off.
@@ -44,6 +45,7 @@ READ_THEN_WRITE = (
     ("POST", re.compile(rf"^/api/deployments/{_UUID}/create_flow_run$")),  # "Run now"
     ("POST", re.compile(r"^/api/flow_runs/?$")),  # a run without a deployment
     ("PATCH", re.compile(rf"^/api/flow_runs/{_UUID}/labels$")),  # exit code, message code
+    ("POST", re.compile(r"^/api/work_pools/[^/]+/workers/heartbeat$")),  # every worker, 30 s
 )
 # Seconds: a collision passes in well under a second (the write lock is held for
 # milliseconds per transaction), so the client tries again soon instead of after 2-4-8-16 s.
