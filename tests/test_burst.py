@@ -51,6 +51,7 @@ def test_prefect_still_has_what_the_patch_changes():
         (flow_runs_api.create_flow_run, "POST", "/api/flow_runs/"),
         (flow_runs_api.update_flow_run_labels, "PATCH", "/api/flow_runs/{id}/labels"),
         (workers_api.worker_heartbeat, "POST", "/api/work_pools/{name}/workers/heartbeat"),
+        (deployments_api.update_deployment, "PATCH", "/api/deployments/{id}"),
     ],
 )
 def test_the_calls_it_starts_immediate_still_read_first_in_a_deferred_transaction(

@@ -46,6 +46,7 @@ READ_THEN_WRITE = (
     ("POST", re.compile(r"^/api/flow_runs/?$")),  # a run without a deployment
     ("PATCH", re.compile(rf"^/api/flow_runs/{_UUID}/labels$")),  # exit code, message code
     ("POST", re.compile(r"^/api/work_pools/[^/]+/workers/heartbeat$")),  # every worker, 30 s
+    ("PATCH", re.compile(rf"^/api/deployments/{_UUID}$")),  # a script or its schedule saved
 )
 # Seconds: a collision passes in well under a second (the write lock is held for
 # milliseconds per transaction), so the client tries again soon instead of after 2-4-8-16 s.
