@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import select
 import signal
@@ -75,6 +76,8 @@ def popen_arguments(
     its sandbox, as its account (whose HOME, USER and LOGNAME go into `env`); the account is
     given the run's folders first. Raises UnknownAccount."""
     options: dict[str, Any] = {"start_new_session": True}
+    if _prctl is not None:
+        options["preexec_fn"] = functools.partial(_die_with_parent, os.getpid())
     prefix: list[str] = []
     if run_as:
         account = find_account(run_as)
@@ -84,6 +87,37 @@ def popen_arguments(
         options.update(switch)
         account_env(env, account)
     return [*prefix, *sandboxed(argv, sandbox)], options
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_prctl = _load_prctl()  # loaded here: the forked child must not import or load anything
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, between fork and exec: SIGKILL when the thread that started it ends.
+
+    That thread is the run's (process.py waits on the script, then kills its tree), so the
+    signal only comes if the worker dies first (SIGKILL, a crash). Popen drops to a run-as
+    account's uid before calling this (a credential change clears the setting); an exec of
+    a set-uid program (sudo) clears it too: then runs/recovery.py stops the script at the
+    next start, as it does with grandchildren, which this does not cover."""
+    assert _prctl is not None
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the worker died before the line above: no signal will come
+        os._exit(1)
 
 
 def read_pipe(fd: int, feed: Callable[[bytes], None], stop: threading.Event) -> None:
