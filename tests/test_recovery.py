@@ -13,8 +13,19 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
+from conftest import (
+    ADMIN_PASSWORD,
+    Stack,
+    _healthy,
+    free_port,
+    start_stack,
+    stop_stack,
+    upload,
+    wait_run,
+)
 
 from scriptflow_prefect.execution import leftovers
 from scriptflow_prefect.execution.leftovers import RUN_ID_VARIABLE, ProcessIdentity
@@ -166,3 +177,278 @@ def test_the_crash_messages_are_translated():
         assert "sinal de vida" in lost.translated()
     finally:
         i18n._current.reset(token)
+
+
+# -- real stacks, killed and restarted -------------------------------------------------------
+
+FOREVER = "import time\nprint('started', flush=True)\nwhile True:\n    time.sleep(0.2)\n"
+# The grandchild leads a session of its own: neither the script's session nor its death
+# (PR_SET_PDEATHSIG is the script's alone) reaches it; only the run's id in its environment.
+WITH_GRANDCHILD = (
+    "import subprocess, time\n"
+    "subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
+    "print('started', flush=True)\n"
+    "while True:\n    time.sleep(0.2)\n"
+)
+CRASH_ENV = {"SCRIPTFLOW_DEAD_MAN_SECONDS": "45"}
+
+
+def marked(run_id: str) -> list[psutil.Process]:
+    """The live processes whose environment names the run (the script and its children)."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get(RUN_ID_VARIABLE) == run_id and _alive(p.pid):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def start_running(client, script_id: int, processes: int) -> str:
+    """Start a run and wait until its script (and `processes` in all) is running."""
+    r = client.post(f"/scripts/{script_id}/runs")
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    _wait(lambda: len(marked(run_id)) >= processes, 90, f"run {run_id} running its script")
+    return run_id
+
+
+def prefect_servers_of(proc: subprocess.Popen) -> list[psutil.Process]:
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    return [c for c in children if "prefect_child" in " ".join(c.cmdline())]
+
+
+def kill_hard(proc: subprocess.Popen, also: list[psutil.Process] = ()) -> None:
+    """SIGKILL, as the OOM killer or a `kill -9` would; `also`: processes that would die with
+    it on a machine that went down (the Prefect server of `up`, unless LIFECYCLE's parent
+    watch already took it)."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    for p in also:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    psutil.wait_procs(list(also), timeout=10)
+
+
+def fake_record(home: Path, unrelated: subprocess.Popen) -> str:
+    """A record of a dead worker whose script's pid is now an unrelated live process."""
+    run_id = "00000000-0000-4000-8000-000000000001"
+    created = psutil.Process(unrelated.pid).create_time()
+    record = active_runs.ActiveRun(
+        run_id,
+        "gone",
+        ProcessIdentity(2**22 - 7, time.time() - 60, None),
+        created - 60,
+        ProcessIdentity(unrelated.pid, created - 30, unrelated.pid),
+    )
+    folder = active_runs.folder(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{run_id}.json").write_text(json.dumps(record.to_dict()))
+    return run_id
+
+
+def wait_crashed(client, run_id: str, timeout: float) -> tuple[dict, float]:
+    started = time.monotonic()
+    run = _wait(
+        lambda: (r := client.get(f"/runs/{run_id}").json())["status"] != "running" and r,
+        timeout,
+        f"run {run_id} leaving `running`",
+    )
+    return run, time.monotonic() - started
+
+
+def _with_token(stack: Stack) -> Stack:
+    r = stack.cli("token", "create", "admin")
+    assert r.returncode == 0, r.stderr
+    stack.tokens["admin"] = r.stdout.strip()
+    return stack
+
+
+def test_it_ends_the_runs_of_a_killed_scriptflow_up_as_crashed_and_stops_their_scripts(
+    tmp_path,
+):
+    home = tmp_path / "home"
+    stack = _with_token(start_stack(home, CRASH_ENV))
+    unrelated = _sleeper()
+    try:
+        with stack.client() as admin:
+            plain = upload(admin, FOREVER, name="forever")
+            nested = upload(admin, WITH_GRANDCHILD, name="grandchild")
+            first = start_running(admin, plain["id"], 1)
+            second = start_running(admin, nested["id"], 2)
+        script = {p.pid for p in marked(first)}
+        (grandchild,) = [p for p in marked(second) if p.name() == "sleep"]
+        kill_hard(stack.proc, prefect_servers_of(stack.proc))
+        # PR_SET_PDEATHSIG: the scripts' own processes die with ScriptFlow...
+        _wait(lambda: not any(_alive(p) for p in script), 5, "the script dying with `up`")
+        # ... a grandchild in a session of its own lives on, until the restart.
+        assert _alive(grandchild.pid)
+        fake = fake_record(home, unrelated)
+
+        restarted = time.monotonic()
+        stack = _with_token(start_stack(home, CRASH_ENV))
+        with stack.client() as admin:
+            for run_id, code in ((first, "crashed_restart_ended"), (second, "crashed_restart")):
+                run, _waited = wait_crashed(admin, run_id, 60)
+                assert run["status"] == "crashed", run
+                assert run["message_code"] == code, run
+                assert run["message"].startswith("ScriptFlow stopped unexpectedly"), run
+            took = time.monotonic() - restarted
+            print(f"restart -> both runs crashed: {took:.1f} s (contract: 30 s)")
+            assert not marked(first) and not marked(second)
+            assert not _alive(grandchild.pid)
+            # A pid reused by an unrelated process is never touched; the record goes.
+            assert _alive(unrelated.pid)
+            assert not (active_runs.folder(home) / f"{fake}.json").exists()
+            assert list(active_runs.folder(home).glob("*.json")) == []
+            # And the stack runs scripts again.
+            again = admin.post(f"/scripts/{plain['id']}/runs", json={})
+            assert again.status_code == 202, again.text
+            r = admin.post(f"/runs/{again.json()['id']}/cancel")
+            assert r.status_code == 202
+            done = wait_run(admin, again.json()["id"], 90)
+            assert done["status"] == "cancelled", done
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+        stop_stack(stack)
+
+
+def _launch(command: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "scriptflow_prefect.commands.cli", command],
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115 (the child holds it)
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+class SplitStack:
+    """`scriptflow server`, `scriptflow web` and `scriptflow worker` on one home: the worker
+    can die alone, and come back or not."""
+
+    def __init__(self, home: Path, extra: dict[str, str]):
+        self.home = home
+        port, prefect_port = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SCRIPTFLOW_", "PREFECT_"))}
+        self.env = {
+            **env,
+            "SCRIPTFLOW_HOME": str(home),
+            "SCRIPTFLOW_PORT": str(port),
+            "SCRIPTFLOW_PREFECT_PORT": str(prefect_port),
+            "SCRIPTFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "SCRIPTFLOW_WORKER_POLL_SECONDS": "1",
+            "SCRIPTFLOW_WORKER_NAME": "recovery-test-worker",
+            "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
+            **extra,
+        }
+        home.mkdir(parents=True, exist_ok=True)
+        self.server = _launch("server", self.env, home / "server.out")
+        self.url = f"http://127.0.0.1:{port}"
+        self.stack = Stack(
+            home, self.url, f"http://127.0.0.1:{prefect_port}", self.env, self.server, home / "x"
+        )
+        _wait(self._prefect_answers, 150, "Prefect's server answering")
+        self.web = _launch("web", self.env, home / "web.out")
+        # One after the other: both create the work pool when missing, and the second one
+        # to try fails (ObjectAlreadyExists; noticed here, not fixed: scripts/prefect.py).
+        _wait(lambda: self.web.poll() is not None or self._ready(), 150, "web starting")
+        assert self.web.poll() is None, (home / "web.out").read_text()
+        self.worker = self.start_worker()
+        # /health says ok once a worker is alive too
+        _wait(lambda: _healthy(self.url), 150, "web and worker answering")
+        _with_token(self.stack)
+
+    def _ready(self) -> bool:
+        return "ScriptFlow is ready" in (self.home / "web.out").read_text(errors="replace")
+
+    def _prefect_answers(self) -> bool:
+        if not (self.home / "prefect" / "auth_string").exists():
+            return False
+        try:
+            with self.stack.prefect() as prefect:
+                return prefect.get("/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start_worker(self) -> subprocess.Popen:
+        return _launch("worker", self.env, self.home / "worker.out")
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.web, self.server):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def heartbeats_of(stack: Stack, run_id: str) -> int:
+    body = {
+        "filter": {
+            "event": {"name": ["prefect.flow-run.heartbeat"]},
+            "resource": {"id": [f"prefect.flow-run.{run_id}"]},
+            "occurred": {"since": "2000-01-01T00:00:00Z"},
+        },
+        "limit": 50,
+    }
+    with stack.prefect() as prefect:
+        r = prefect.post("/events/filter", json=body)
+    assert r.status_code == 200, r.text
+    return len(r.json()["events"])
+
+
+def test_a_worker_killed_for_good_has_its_run_crashed_by_the_server_and_one_back_stops_it(
+    tmp_path,
+):
+    split = SplitStack(tmp_path / "home", CRASH_ENV)
+    try:
+        with split.stack.client() as admin:
+            script = upload(admin, WITH_GRANDCHILD, name="grandchild")
+            run_id = start_running(admin, script["id"], 2)
+            # Prefect's engine beats for runs of our in-process worker too.
+            _wait(lambda: heartbeats_of(split.stack, run_id), 60, "a heartbeat event")
+            processes = marked(run_id)
+            (grandchild,) = [p for p in processes if p.name() == "sleep"]
+            kill_hard(split.worker)
+            _wait(
+                lambda: not any(_alive(p.pid) for p in processes if p.pid != grandchild.pid),
+                5,
+                "the script dying with its worker",
+            )
+            # Nobody comes back: the server's automation ends the run (dead-man, 45 s here).
+            run, waited = wait_crashed(admin, run_id, 180)
+            print(f"dead-man: crashed {waited:.0f} s after the worker was killed")
+            assert run["status"] == "crashed", run
+            assert run["message_code"] == "worker_lost", run
+            assert _alive(grandchild.pid)  # no worker on this machine to stop it yet
+
+            # The worker comes back: its record leads it to the orphan; the run stays as is.
+            split.worker = split.start_worker()
+            _wait(lambda: not _alive(grandchild.pid), 120, "the restarted worker stopping it")
+            assert admin.get(f"/runs/{run_id}").json()["message_code"] == "worker_lost"
+
+            # Killed and restarted at once: the run ends at the restart.
+            second = start_running(admin, script["id"], 2)
+            kill_hard(split.worker)
+            restarted = time.monotonic()
+            split.worker = split.start_worker()
+            run, _waited = wait_crashed(admin, second, 120)
+            print(f"worker restart -> crashed: {time.monotonic() - restarted:.1f} s")
+            assert run["status"] == "crashed" and run["message_code"] == "crashed_restart", run
+            assert not marked(second)
+
+            ok = upload(admin, "print('ok')\n", name="ok")
+            r = admin.post(f"/scripts/{ok['id']}/runs")
+            assert r.status_code == 202, r.text
+            assert wait_run(admin, r.json()["id"], 90)["status"] == "succeeded"
+    finally:
+        split.stop()

@@ -51,6 +51,7 @@ from scriptflow_prefect.runs.messages import RunMessage
 
 log = logging.getLogger("scriptflow.recovery")
 UNFINISHED = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
+PAGE = 200
 
 
 @dataclass(frozen=True)
@@ -129,13 +130,19 @@ async def _end(client: PrefectClient, run_id: str, found: list, at: datetime) ->
 
 async def _unfinished_runs_of(client: PrefectClient, worker: str) -> list[FlowRun]:
     """Unfinished runs in ScriptFlow's pool owned by a gone process of `worker` on this host."""
-    runs = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(UNFINISHED)))
-        ),
-        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[WORK_POOL])),
-        limit=500,
-    )
+    runs: list[FlowRun] = []
+    while True:  # Prefect answers at most 200 at a time
+        page = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(UNFINISHED)))
+            ),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[WORK_POOL])),
+            limit=PAGE,
+            offset=len(runs),
+        )
+        runs += page
+        if len(page) < PAGE:
+            break
     mine = []
     for run in runs:
         owner = parse_owner(run.infrastructure_pid)

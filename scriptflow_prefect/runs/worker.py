@@ -241,16 +241,21 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
     async def _recover(self) -> None:
         """Before taking any run: end what a crash of an earlier worker process left
         (recovery.py), and keep the server's dead-man automation (dead_man.py)."""
-        settings = get_settings()
-        for attempt in range(3):
-            try:
-                async with get_client() as client:
-                    await recovery.reconcile(client, self._home, self.name)
-                    await dead_man.ensure_automation(client, settings.dead_man_seconds)
-                return
-            except Exception as exc:  # Prefect busy or restarting: try again, then go on
-                log.warning("crash recovery failed (try %d of 3): %s", attempt + 1, exc)
-                await asyncio.sleep(2)
+        steps = {
+            "crash recovery": partial(recovery.reconcile, home=self._home, worker=self.name),
+            "the dead-man automation": partial(
+                dead_man.ensure_automation, within_seconds=get_settings().dead_man_seconds
+            ),
+        }
+        async with get_client() as client:
+            for what, step in steps.items():
+                for attempt in range(1, 4):
+                    try:
+                        await step(client)
+                        break
+                    except Exception as exc:  # Prefect busy or restarting: again, then go on
+                        log.warning("%s failed (try %d of 3): %s", what, attempt, exc)
+                        await asyncio.sleep(2)
 
     def wake(self) -> None:
         """Look for new runs now instead of at the next poll ("Run now" in the same process)."""
