@@ -190,7 +190,11 @@ WITH_GRANDCHILD = (
     "print('started', flush=True)\n"
     "while True:\n    time.sleep(0.2)\n"
 )
-CRASH_ENV = {"SCRIPTFLOW_DEAD_MAN_SECONDS": "45"}
+# The server's dead-man rule must not win the race against a restart that is slow on a loaded
+# machine (Prefect's server alone can take 45 s to start here): then the message would be
+# "worker_lost", a right answer too, but not the one under test.
+RESTART_ENV = {"SCRIPTFLOW_DEAD_MAN_SECONDS": "900"}
+DEAD_MAN_ENV = {"SCRIPTFLOW_DEAD_MAN_SECONDS": "45"}
 
 
 def marked(run_id: str) -> list[psutil.Process]:
@@ -274,7 +278,7 @@ def test_it_ends_the_runs_of_a_killed_scriptflow_up_as_crashed_and_stops_their_s
     tmp_path,
 ):
     home = tmp_path / "home"
-    stack = _with_token(start_stack(home, CRASH_ENV))
+    stack = _with_token(start_stack(home, RESTART_ENV))
     unrelated = _sleeper()
     try:
         with stack.client() as admin:
@@ -292,7 +296,7 @@ def test_it_ends_the_runs_of_a_killed_scriptflow_up_as_crashed_and_stops_their_s
         fake = fake_record(home, unrelated)
 
         restarted = time.monotonic()
-        stack = _with_token(start_stack(home, CRASH_ENV))
+        stack = _with_token(start_stack(home, RESTART_ENV))
         with stack.client() as admin:
             for run_id, code in ((first, "crashed_restart_ended"), (second, "crashed_restart")):
                 run, _waited = wait_crashed(admin, run_id, 60)
@@ -314,6 +318,28 @@ def test_it_ends_the_runs_of_a_killed_scriptflow_up_as_crashed_and_stops_their_s
             assert r.status_code == 202
             done = wait_run(admin, again.json()["id"], 90)
             assert done["status"] == "cancelled", done
+        # A run that fails outside its flow (here: a flow the worker refuses) does not stay
+        # pending or running with nothing behind it.
+        with stack.prefect() as prefect:
+            flow = prefect.post("/flows/", json={"name": "not-a-scriptflow-flow"}).json()
+            deployment = prefect.post(
+                "/deployments/",
+                json={
+                    "name": "stray",
+                    "flow_id": flow["id"],
+                    "work_pool_name": "scriptflow",
+                    "entrypoint": "stray.py:stray",
+                },
+            ).json()
+            stray = prefect.post(f"/deployments/{deployment['id']}/create_flow_run", json={})
+            assert stray.status_code == 201, stray.text
+
+            def ended():
+                state = prefect.get(f"/flow_runs/{stray.json()['id']}").json()["state"]
+                return state if state["type"] == "CRASHED" else None
+
+            state = _wait(ended, 60, "the stray run crashing")
+        assert state["message"].startswith("ScriptFlow's runner failed during this run"), state
     finally:
         unrelated.kill()
         unrelated.wait()
@@ -409,7 +435,7 @@ def heartbeats_of(stack: Stack, run_id: str) -> int:
 def test_a_worker_killed_for_good_has_its_run_crashed_by_the_server_and_one_back_stops_it(
     tmp_path,
 ):
-    split = SplitStack(tmp_path / "home", CRASH_ENV)
+    split = SplitStack(tmp_path / "home", DEAD_MAN_ENV)
     try:
         with split.stack.client() as admin:
             script = upload(admin, WITH_GRANDCHILD, name="grandchild")
