@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
@@ -42,11 +43,11 @@ class ProcessIdentity:
     create_time: float
     sid: int | None  # POSIX session id (the script leads its own); None on Windows
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"pid": self.pid, "create_time": self.create_time, "sid": self.sid}
 
     @classmethod
-    def from_dict(cls, data: dict) -> ProcessIdentity:
+    def from_dict(cls, data: dict[str, Any]) -> ProcessIdentity:
         sid = data.get("sid")
         return cls(int(data["pid"]), float(data["create_time"]), None if sid is None else int(sid))
 

@@ -68,7 +68,10 @@ def automation(within_seconds: int) -> AutomationCore:
         ),
         actions=[
             ChangeFlowRunState(
-                state=StateType.CRASHED, message=RunMessage("worker_lost").text, force=True
+                name=None,
+                state=StateType.CRASHED,
+                message=RunMessage("worker_lost").text,
+                force=True,
             )
         ],
     )

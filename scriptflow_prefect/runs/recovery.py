@@ -28,6 +28,7 @@ import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import anyio
@@ -123,7 +124,8 @@ async def _end(client: PrefectClient, run_id: str, found: list, at: datetime) ->
     else:
         code = "crashed_restart" if found else "crashed_restart_ended"
         msg, state = RunMessage(code, {"at": when}), Crashed
-    await client.update_flow_run_labels(run.id, msg.label())  # before the state: read together
+    labels: dict[str, Any] = msg.label()
+    await client.update_flow_run_labels(run.id, labels)  # before the state: read together
     await client.set_flow_run_state(run.id, state(message=msg.text), force=True)
     return Recovered(run_id, len(found), state.__name__.lower())
 

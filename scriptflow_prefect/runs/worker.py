@@ -11,11 +11,13 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import anyio
 from prefect import get_client
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Crashed
 from prefect.workers.base import (
@@ -197,7 +199,8 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
             async with get_client() as client:
                 current = await client.read_flow_run(flow_run.id)
                 if current.state is not None and not current.state.is_final():
-                    await client.update_flow_run_labels(flow_run.id, msg.label())
+                    labels: dict[str, Any] = msg.label()
+                    await client.update_flow_run_labels(flow_run.id, labels)
                     await client.set_flow_run_state(
                         flow_run.id, Crashed(message=msg.text), force=True
                     )
@@ -241,7 +244,7 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
     async def _recover(self) -> None:
         """Before taking any run: end what a crash of an earlier worker process left
         (recovery.py), and keep the server's dead-man automation (dead_man.py)."""
-        steps = {
+        steps: dict[str, Callable[[PrefectClient], Awaitable[object]]] = {
             "crash recovery": partial(recovery.reconcile, home=self._home, worker=self.name),
             "the dead-man automation": partial(
                 dead_man.ensure_automation, within_seconds=get_settings().dead_man_seconds
