@@ -274,6 +274,7 @@ def _with_token(stack: Stack) -> Stack:
     return stack
 
 
+@pytest.mark.timeout(900)  # two starts of a whole stack, on a machine shared by many
 def test_it_ends_the_runs_of_a_killed_scriptflow_up_as_crashed_and_stops_their_scripts(
     tmp_path,
 ):
@@ -404,8 +405,8 @@ class SplitStack:
         except httpx.HTTPError:
             return False
 
-    def start_worker(self) -> subprocess.Popen:
-        return _launch("worker", self.env, self.home / "worker.out")
+    def start_worker(self, extra: dict[str, str] | None = None) -> subprocess.Popen:
+        return _launch("worker", {**self.env, **(extra or {})}, self.home / "worker.out")
 
     def stop(self) -> None:
         for proc in (self.worker, self.web, self.server):
@@ -432,17 +433,33 @@ def heartbeats_of(stack: Stack, run_id: str) -> int:
     return len(r.json()["events"])
 
 
-def test_a_worker_killed_for_good_has_its_run_crashed_by_the_server_and_one_back_stops_it(
+@pytest.mark.stack
+@pytest.mark.timeout(900)
+def test_a_killed_worker_ends_its_runs_when_it_comes_back_or_the_server_does_if_it_never_does(
     tmp_path,
 ):
-    split = SplitStack(tmp_path / "home", DEAD_MAN_ENV)
+    split = SplitStack(tmp_path / "home", RESTART_ENV)
     try:
         with split.stack.client() as admin:
             script = upload(admin, WITH_GRANDCHILD, name="grandchild")
-            run_id = start_running(admin, script["id"], 2)
+
+            # Killed and restarted at once: the run ends at the restart, the orphan stopped.
+            first = start_running(admin, script["id"], 2)
+            kill_hard(split.worker)
+            restarted = time.monotonic()
+            # From here on the server's dead-man rule is short (the worker sets it at start).
+            split.worker = split.start_worker(DEAD_MAN_ENV)
+            run, _waited = wait_crashed(admin, first, 120)
+            print(f"worker restart -> crashed: {time.monotonic() - restarted:.1f} s")
+            assert run["status"] == "crashed", run
+            assert run["message_code"] == "crashed_restart", (run["message"], run["message_code"])
+            assert not marked(first)
+
+            # Killed for good: the server's automation ends the run (dead-man, 45 s here).
+            second = start_running(admin, script["id"], 2)
             # Prefect's engine beats for runs of our in-process worker too.
-            _wait(lambda: heartbeats_of(split.stack, run_id), 60, "a heartbeat event")
-            processes = marked(run_id)
+            _wait(lambda: heartbeats_of(split.stack, second), 60, "a heartbeat event")
+            processes = marked(second)
             (grandchild,) = [p for p in processes if p.name() == "sleep"]
             kill_hard(split.worker)
             _wait(
@@ -450,27 +467,17 @@ def test_a_worker_killed_for_good_has_its_run_crashed_by_the_server_and_one_back
                 5,
                 "the script dying with its worker",
             )
-            # Nobody comes back: the server's automation ends the run (dead-man, 45 s here).
-            run, waited = wait_crashed(admin, run_id, 180)
+            run, waited = wait_crashed(admin, second, 180)
             print(f"dead-man: crashed {waited:.0f} s after the worker was killed")
             assert run["status"] == "crashed", run
-            assert run["message_code"] == "worker_lost", run
+            assert run["message_code"] == "worker_lost", (run["message"], run["message_code"])
             assert _alive(grandchild.pid)  # no worker on this machine to stop it yet
 
-            # The worker comes back: its record leads it to the orphan; the run stays as is.
+            # The worker comes back after all: its record leads it to the orphan; the run
+            # keeps the server's message.
             split.worker = split.start_worker()
             _wait(lambda: not _alive(grandchild.pid), 120, "the restarted worker stopping it")
-            assert admin.get(f"/runs/{run_id}").json()["message_code"] == "worker_lost"
-
-            # Killed and restarted at once: the run ends at the restart.
-            second = start_running(admin, script["id"], 2)
-            kill_hard(split.worker)
-            restarted = time.monotonic()
-            split.worker = split.start_worker()
-            run, _waited = wait_crashed(admin, second, 120)
-            print(f"worker restart -> crashed: {time.monotonic() - restarted:.1f} s")
-            assert run["status"] == "crashed" and run["message_code"] == "crashed_restart", run
-            assert not marked(second)
+            assert admin.get(f"/runs/{second}").json()["message_code"] == "worker_lost"
 
             ok = upload(admin, "print('ok')\n", name="ok")
             r = admin.post(f"/scripts/{ok['id']}/runs")
