@@ -64,9 +64,14 @@ def _setup(admin) -> tuple[dict, dict, str]:
 
 
 def _next_run(admin, script_id: int) -> str:
-    return crash._wait(
-        lambda: admin.get(f"/scripts/{script_id}").json().get("next_run_at"), 60, "next run"
-    )
+    """The earliest run Prefect's scheduler has queued for the script (its next run)."""
+
+    def first() -> str | None:
+        items = admin.get("/runs", params={"script_id": script_id, "status": "queued"})
+        times = sorted(r["scheduled_at"] for r in items.json()["items"] if r["scheduled_at"])
+        return times[0] if times else None
+
+    return crash._wait(first, 180, "the scheduler queueing the next run")
 
 
 def _after(admin, run_id: str, script: dict, started: int, scheduled: dict, nxt: str, t0):
