@@ -377,7 +377,16 @@ class SplitStack:
             **extra,
         }
         home.mkdir(parents=True, exist_ok=True)
+        self.web = self.worker = None
         self.server = _launch("server", self.env, home / "server.out")
+        try:
+            self._start(port, prefect_port)
+        except BaseException:
+            self.stop()  # a stack that did not start is not left running
+            raise
+
+    def _start(self, port: int, prefect_port: int) -> None:
+        home = self.home
         self.url = f"http://127.0.0.1:{port}"
         self.stack = Stack(
             home, self.url, f"http://127.0.0.1:{prefect_port}", self.env, self.server, home / "x"
@@ -410,7 +419,7 @@ class SplitStack:
 
     def stop(self) -> None:
         for proc in (self.worker, self.web, self.server):
-            if proc.poll() is None:
+            if proc is not None and proc.poll() is None:
                 proc.terminate()
                 try:
                     proc.wait(30)
