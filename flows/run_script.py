@@ -26,6 +26,7 @@ from scriptflow_prefect.environments.models import EnvironmentFailed, WaitCancel
 from scriptflow_prefect.execution import workspace
 from scriptflow_prefect.execution.environment import script_env, scrubbed_env
 from scriptflow_prefect.execution.launchers import bat_setup, run_bat_variables, run_wine_env
+from scriptflow_prefect.execution.leftovers import RUN_ID_VARIABLE
 from scriptflow_prefect.execution.masking import Masker
 from scriptflow_prefect.execution.models import (
     CommandsUnavailable,
@@ -48,7 +49,7 @@ from scriptflow_prefect.platform.prefect_names import (
     TIMED_OUT_STATE_NAME,
 )
 from scriptflow_prefect.platform.settings import get_settings
-from scriptflow_prefect.runs import policies
+from scriptflow_prefect.runs import active_runs, policies
 from scriptflow_prefect.runs.cancel_watch import watcher
 from scriptflow_prefect.runs.input_wait import InputWait
 from scriptflow_prefect.runs.messages import RunMessage
@@ -194,6 +195,7 @@ def run_script(
 
     launcher = bat_setup(settings.bat_launcher, settings.language) if kind == "batch" else None
     env = script_env(scrubbed_env(), {**(environment or {}), **secret_values})
+    env[RUN_ID_VARIABLE] = str(run_id)  # finds its processes after a crash (leftovers.py)
     if launcher:
         # the run's own wine prefix, made from the base prefix of the account it runs as
         owner_home = os.path.expanduser(f"~{account}") if account else env.get("HOME", "")
@@ -256,6 +258,7 @@ def run_script(
                         run_as_password=password,
                         on_current=on_current,
                         private_dir=run_root,
+                        on_started=lambda proc: _record_script(settings, run_id, proc.pid),
                     )
             except CommandsUnavailable as exc:
                 ended = (
@@ -331,6 +334,14 @@ def run_script(
     if outcome == Status.CANCELLED:
         return Cancelled(message=message.text)
     return Failed(message=message.text)
+
+
+def _record_script(settings, run_id, pid: int) -> None:
+    """The worker's record of the run gets the script's process identity (active_runs.py)."""
+    try:
+        active_runs.script_started(settings.home, run_id, pid)
+    except OSError as exc:  # the run goes on; recovery then finds it by its run id
+        logging.getLogger("scriptflow.recovery").warning("could not record the script: %s", exc)
 
 
 def _sandbox(

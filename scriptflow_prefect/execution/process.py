@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -94,6 +94,7 @@ def run_script_process(
     on_current: CurrentCallback | None = None,
     private_dir: Path | None = None,
     run_as_password: str | None = None,
+    on_started: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> ExecutionResult:
     """Run one script to its end, timeout or cancel; deliver every output line as it comes.
 
@@ -109,7 +110,8 @@ def run_script_process(
     `run_as_password`: that account's password, which a Windows worker logs it on with
     (POSIX ignores it); never logged. Without it a Windows `run_as` raises RunAsPasswordMissing.
     `private_dir`: a folder of this run, not the script's, for the .bat wrapper under wine
-    (default: a temporary one).
+    (default: a temporary one). `on_started(proc)`: called once the script's process exists
+    (the worker records its identity, to find it again after a crash: runs/active_runs.py).
     """
     with _private_folder(private_dir) as folder:
         exit_file = None
@@ -134,6 +136,8 @@ def run_script_process(
             if ordered is not None:
                 os.close(ordered[1])  # the script holds the writing end now
         tree = process_tree(proc)
+        if on_started is not None:
+            on_started(proc)
         readers: list[PipeReader] = [
             StreamReader(proc.stdout, "stdout", sink, decoder),
             StreamReader(proc.stderr, "stderr", sink, decoder),

@@ -34,6 +34,9 @@ def client_env(settings: Settings) -> dict[str, str]:
         # The worker watches cancellations itself (flows/run_script.py); keep the defaults'
         # prefetch so scheduled runs start on time.
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+        # Runs in progress beat (events) so that the server can tell a vanished worker's
+        # runs (runs/dead_man.py); Prefect's default is 180 s.
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(settings.run_heartbeat_seconds),
     }
     if settings.auth_string:
         env["PREFECT_API_AUTH_STRING"] = settings.auth_string

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(2.0, gt=0, le=60)
     max_concurrent_runs: int = Field(50, ge=1, le=500)
     worker_name: str | None = None
+    # A running run's heartbeat (Prefect's, 30 s at least), and how long a run may go unheard
+    # before the server marks it crashed (its worker vanished: runs/dead_man.py).
+    run_heartbeat_seconds: int = Field(30, ge=30, le=600)
+    dead_man_seconds: int = Field(90, ge=40, le=86400)
     # Every run in a sandbox (execution/sandbox.py); "off" only for debugging.
     sandbox: Literal["on", "off"] = "on"
     # Prefect's embedded SQLite server takes "Run now" and the per-run labels write with
@@ -65,6 +69,16 @@ class Settings(BaseSettings):
     # Where scripts' Python dependencies come from: an index URL, or a folder of wheels
     # (offline hosts). Unset: the default package index.
     package_index_url: str | None = None
+
+    @field_validator("dead_man_seconds")
+    @classmethod
+    def _beats_missed(cls, v: int, info) -> int:
+        beat = info.data.get("run_heartbeat_seconds", 30)
+        if v < beat + 10:
+            raise ValueError(
+                f"must be at least SCRIPTFLOW_RUN_HEARTBEAT_SECONDS + 10 ({beat + 10})"
+            )
+        return v
 
     @field_validator("home", mode="after")
     @classmethod

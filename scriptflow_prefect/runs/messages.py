@@ -73,8 +73,24 @@ TEMPLATES: dict[str, str] = {
         "The disk is full: the output could not be kept (%(free)s free in %(folder)s); "
         "the script was stopped"
     ),
+    # Crash recovery (runs/recovery.py): `at` is when the worker was last known alive.
+    "crashed_restart": N_(
+        "ScriptFlow stopped unexpectedly during this run at %(at)s; the script was stopped at "
+        "restart"
+    ),
+    "crashed_restart_ended": N_(
+        "ScriptFlow stopped unexpectedly during this run at %(at)s; its script had already ended"
+    ),
+    "runner_failed": N_("ScriptFlow's runner failed during this run: %(reason)s"),
+    # Written by Prefect's server (the automation of runs/dead_man.py): no label, so
+    # it is known by its text (no parameters).
+    "worker_lost": N_(
+        "The worker running this run stopped answering (no heartbeat); the run was marked crashed"
+    ),
 }
-WHEN_PARAMS = {"when"}  # ISO-8601 times, shown in the reader's time zone
+WHEN_PARAMS = {"when", "at"}  # ISO-8601 times, shown in the reader's time zone
+# Messages Prefect's server writes by itself (an automation), without ScriptFlow's label.
+SERVER_WRITTEN = ("worker_lost",)
 
 
 @dataclass(frozen=True)
@@ -100,7 +116,12 @@ class RunMessage:
     def from_labels(cls, labels: dict[str, Any], state_message: str | None) -> RunMessage | None:
         """The coded message of a run whose state message is `state_message`, if any."""
         raw = labels.get(MESSAGE_LABEL)
-        if not isinstance(raw, str) or not state_message:
+        if not state_message:
+            return None
+        for code in SERVER_WRITTEN:
+            if state_message == TEMPLATES[code]:
+                return cls(code)
+        if not isinstance(raw, str):
             return None
         try:
             data = json.loads(raw)

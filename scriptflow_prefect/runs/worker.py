@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import anyio
+from prefect import get_client
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun
+from prefect.states import Crashed
 from prefect.workers.base import (
     BaseJobConfiguration,
     BaseVariables,
@@ -28,7 +31,9 @@ from scriptflow_prefect.environments import service as environments
 from scriptflow_prefect.execution.launchers import bat_setup
 from scriptflow_prefect.platform import prefect_names
 from scriptflow_prefect.platform.settings import get_settings
+from scriptflow_prefect.runs import active_runs, dead_man, recovery
 from scriptflow_prefect.runs.cancel_watch import watcher
+from scriptflow_prefect.runs.messages import RunMessage
 
 log = logging.getLogger("scriptflow.worker")
 
@@ -160,22 +165,59 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
         self._threads = anyio.CapacityLimiter(max_runs)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flow_names: dict = {}
+        self._home = get_settings().home
+        self._me = active_runs.this_process()
 
     async def run(self, flow_run, configuration, task_status=None) -> ScriptFlowWorkerResult:
         if task_status is not None:
-            task_status.started(os.getpid())
-        flow = flow_for(await self._flow_name(flow_run.flow_id))
+            # Prefect stores it as the run's infrastructure_pid (its own write): which worker
+            # process runs it, for recovery.py when the record is missing.
+            task_status.started(recovery.owner_label(self.name, self._me))
         heap_trimmer.run_started()
         try:
+            flow = flow_for(await self._flow_name(flow_run.flow_id))
             state = await anyio.to_thread.run_sync(
                 partial(_execute, flow, flow_run), limiter=self._threads
             )
+        except Exception as exc:
+            # Outside the flow (Prefect's engine, the API gone mid-run): Prefect's worker
+            # would only log it and leave the run Running with nothing behind it.
+            await self._crash_unfinished(flow_run, exc)
+            raise
         finally:
             trim_due = heap_trimmer.run_finished()
+            await anyio.to_thread.run_sync(active_runs.ended, self._home, flow_run.id)
         if trim_due:  # off the event loop: a trim with much to give back takes ~50 ms
             heap_trimmer.trim_soon()
         ok = getattr(state, "is_completed", lambda: False)()
         return ScriptFlowWorkerResult(identifier=str(flow_run.id), status_code=0 if ok else 1)
+
+    async def _crash_unfinished(self, flow_run: FlowRun, exc: Exception) -> None:
+        log.exception("run %s failed outside its flow", flow_run.id)
+        msg = RunMessage("runner_failed", {"reason": f"{type(exc).__name__}: {exc}"[:300]})
+        try:
+            async with get_client() as client:
+                current = await client.read_flow_run(flow_run.id)
+                if current.state is not None and not current.state.is_final():
+                    labels: dict[str, Any] = msg.label()
+                    await client.update_flow_run_labels(flow_run.id, labels)
+                    await client.set_flow_run_state(
+                        flow_run.id, Crashed(message=msg.text), force=True
+                    )
+        except Exception as error:  # the dead-man automation ends it (runs/dead_man.py)
+            log.warning("could not mark run %s crashed: %s", flow_run.id, error)
+
+    async def _propose_pending_state(self, flow_run: FlowRun) -> bool:
+        """The run's record is written before Prefect hears it is taken: a crash at any later
+        moment leaves a record for the next start (active_runs.py)."""
+        try:
+            await anyio.to_thread.run_sync(active_runs.taken, self._home, flow_run.id, self.name)
+        except OSError as exc:  # a full disk must not stop runs; recovery then relies on
+            log.warning("could not record run %s: %s", flow_run.id, exc)  # infrastructure_pid
+        taken = await super()._propose_pending_state(flow_run)
+        if not taken:
+            await anyio.to_thread.run_sync(active_runs.ended, self._home, flow_run.id)
+        return taken
 
     async def _give_worker_labels_to_flow_run(self, flow_run_id) -> None:
         """Skipped: ScriptFlow does not use worker labels, and on SQLite this extra write per
@@ -189,7 +231,8 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
         return self._flow_names[flow_id]
 
     async def start(self, *args, **kwargs) -> None:
-        self._loop = asyncio.get_running_loop()
+        await self._recover()
+        self._loop = asyncio.get_running_loop()  # "Run now" wakes it from here on
         threading.Thread(
             target=_warm_up_bat_launcher, daemon=True, name="scriptflow-wine-warmup"
         ).start()
@@ -197,6 +240,25 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
             target=_collect_environments, daemon=True, name="scriptflow-environments-gc"
         ).start()
         await super().start(*args, **kwargs)
+
+    async def _recover(self) -> None:
+        """Before taking any run: end what a crash of an earlier worker process left
+        (recovery.py), and keep the server's dead-man automation (dead_man.py)."""
+        steps: dict[str, Callable[[PrefectClient], Awaitable[object]]] = {
+            "crash recovery": partial(recovery.reconcile, home=self._home, worker=self.name),
+            "the dead-man automation": partial(
+                dead_man.ensure_automation, within_seconds=get_settings().dead_man_seconds
+            ),
+        }
+        async with get_client() as client:
+            for what, step in steps.items():
+                for attempt in range(1, 4):
+                    try:
+                        await step(client)
+                        break
+                    except Exception as exc:  # Prefect busy or restarting: again, then go on
+                        log.warning("%s failed (try %d of 3): %s", what, attempt, exc)
+                        await asyncio.sleep(2)
 
     def wake(self) -> None:
         """Look for new runs now instead of at the next poll ("Run now" in the same process)."""
