@@ -184,6 +184,8 @@ def _keep_wal_index(engine: Engine) -> sqlite3.Connection | None:
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
+    if not Path(url.database).parent.is_dir():  # an app built only to read its routes
+        return None
     with engine.connect():  # WAL mode set, the file made
         pass
     keeper = sqlite3.connect(url.database, isolation_level=None, check_same_thread=False)

@@ -49,6 +49,9 @@ def reserve_for(total: int) -> int:
 
 def free_bytes(folder: Path) -> tuple[int, int]:
     """(free to this user, total) bytes of the disk that holds `folder`."""
+    folder = Path(folder)
+    while not folder.exists() and folder.parent != folder:  # not made yet: its disk is the same
+        folder = folder.parent
     usage = shutil.disk_usage(folder)
     return usage.free, usage.total
 
