@@ -9,6 +9,7 @@ created, renamed, deleted) or users_changed after its commit; they raise a Scrip
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from scriptflow_prefect.accounts.models import User
-from scriptflow_prefect.notifications import automations, config, digests, prefs
+from scriptflow_prefect.notifications import automations, config, digests, prefs, sender
 from scriptflow_prefect.notifications.channels import CHANNELS
 from scriptflow_prefect.notifications.channels.email import mailer
 from scriptflow_prefect.platform import prefect as platform_prefect
@@ -172,6 +173,12 @@ async def users_changed(db: Session, settings: Settings) -> None:
             await automations.sync_all(db, settings)
     except platform_prefect.PrefectUnavailable as exc:
         raise _out_of_step(exc) from exc
+
+
+# -- the outbox's sender loop (every overlay process runs one) -------------------------------------
+async def deliver_outbox(db, settings: Settings, stop: asyncio.Event) -> None:
+    """Until `stop`: retry the messages waiting in the outbox on their back-off schedule."""
+    await sender.run(db, settings, stop)
 
 
 # -- start-up: seed from SCRIPTFLOW_SMTP_*, then bring Prefect in step --------------------------
