@@ -75,11 +75,11 @@ def attempt(
         outcome = "sent"
     if done is None:
         return None
-    record_outcome(done, outcome)
+    record_outcome(done, outcome, backoff.late_after)
     return outcome
 
 
-def record_outcome(entry: OutboxEntry, outcome: str) -> None:
+def record_outcome(entry: OutboxEntry, outcome: str, late_after: float = 0.0) -> None:
     """The event for an entry's new state (a failed try, or its end)."""
     payload = {**entry.payload, "attempts": entry.attempts, "errors": list(entry.errors)}
     args = (entry.resource_id, entry.resource_name)
@@ -87,7 +87,7 @@ def record_outcome(entry: OutboxEntry, outcome: str) -> None:
     reason = entry.errors[-1] if entry.errors else ""
     if outcome == "sent":
         at = entry.done_at or outbox.now_utc()
-        late = outbox.lateness(entry, at)
+        late = outbox.lateness(entry, at, late_after)
         extra = {"late_seconds": late, "caused_at": entry.caused_at.isoformat()} if late else {}
         events.record(events.SENT, *args, **kw, payload={**payload, **extra})
     elif outcome == "retrying":

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from scriptflow_prefect.notifications.models import OutboxEntry
 from scriptflow_prefect.platform.db import Database
-from scriptflow_prefect.platform.settings import get_settings
+from scriptflow_prefect.platform.settings import get_settings, parse_durations
 
 PENDING, SENDING, SENT, FAILED, DROPPED = "pending", "sending", "sent", "failed", "dropped"
 WAITING = (PENDING, SENDING)
@@ -36,8 +36,6 @@ WAITING = (PENDING, SENDING)
 # loses its claim; the time a dead sender's entry waits before another one takes it over.
 LEASE = timedelta(minutes=5)
 MAX_WAITING = 10_000
-# Delivered later than this after what caused it: the history says how late.
-LATE_AFTER = timedelta(minutes=2)
 
 
 def now_utc() -> datetime:
@@ -47,14 +45,20 @@ def now_utc() -> datetime:
 @dataclass(frozen=True)
 class Backoff:
     """When to try again: `delays` after each failed try (the last repeats), never later than
-    `give_up_after` seconds after the first try; past that, give up."""
+    `give_up_after` seconds after the first try; past that, give up. A message delivered more
+    than `late_after` seconds after what caused it is reported late."""
 
     delays: tuple[float, ...]
     give_up_after: float
+    late_after: float = 120.0
 
     @classmethod
     def from_settings(cls, settings) -> Backoff:
-        return cls(settings.notification_retry_seconds, settings.notification_give_up_seconds)
+        return cls(
+            settings.notification_retry_seconds,
+            settings.notification_give_up_seconds,
+            parse_durations(settings.notification_late_after)[-1],
+        )
 
     def next_attempt(self, first: datetime, attempts: int, now: datetime) -> datetime | None:
         deadline = first + timedelta(seconds=self.give_up_after)
@@ -254,7 +258,7 @@ def prune(db: Database, keep_days: int, now: datetime | None = None) -> int:
         ).rowcount
 
 
-def lateness(entry: OutboxEntry, at: datetime) -> float | None:
+def lateness(entry: OutboxEntry, at: datetime, late_after: float) -> float | None:
     """Seconds between what caused the message and its delivery, when worth saying."""
-    late = at - entry.caused_at
-    return late.total_seconds() if late > LATE_AFTER else None
+    late = (at - entry.caused_at).total_seconds()
+    return late if late > late_after else None

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     # waits (the last one repeats), until `notification_give_up` after the first try.
     notification_retry: str = "1m,2m,5m,10m,30m,1h"
     notification_give_up: str = "24h"
+    # The history says "delivered 2 hours late" past this delay after what caused a message.
+    notification_late_after: str = "2m"
 
     @field_validator("home", mode="after")
     @classmethod
@@ -142,7 +144,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s):// or file:// index URL or an existing folder")
         return str(folder.resolve())
 
-    @field_validator("notification_retry", "notification_give_up")
+    @field_validator("notification_retry", "notification_give_up", "notification_late_after")
     @classmethod
     def _durations(cls, v: str) -> str:
         parse_durations(v)
