@@ -25,7 +25,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_durations(text: str) -> tuple[float, ...]:
-    """"1m,2m,30s,1.5h" -> seconds; a bare number is seconds. ValueError names the bad part."""
+    """Durations such as "1m,2m,30s,1.5h" in seconds (a bare number is seconds)."""
     out = []
     for part in str(text).split(","):
         part = part.strip().lower()
