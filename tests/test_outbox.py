@@ -312,6 +312,29 @@ def test_a_dead_senders_entry_is_taken_over_after_its_lease(db, prefect_events):
         box.stop()
 
 
+def test_an_entry_claimed_by_a_dead_process_of_this_host_is_released_at_start(db):
+    import socket
+    import subprocess
+    import sys
+
+    from sqlalchemy import update
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer exists: Prefect's server killed during a try
+    killed = queue(db, "alice@example.test", unique("killed"))
+    alive = queue(db, "alice@example.test", unique("alive"))  # claimed by this process
+    with db.session() as s:
+        s.execute(
+            update(OutboxEntry)
+            .where(OutboxEntry.id == killed.id)
+            .values(claimed_by=f"{socket.gethostname()[:40]}:{gone.pid}:0123456789ab")
+        )
+    assert outbox.due(db) == []
+    assert outbox.release_orphans(db) == 1
+    assert outbox.due(db) == [killed.id]
+    assert outbox.claim(db, alive.id) is None  # a live claim waits for its lease
+
+
 def test_two_senders_racing_deliver_each_email_once(db, prefect_events):
     box = Mailbox()
     box.start()

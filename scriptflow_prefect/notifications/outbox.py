@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psutil
 from sqlalchemy import delete, func, inspect, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -202,6 +203,24 @@ def claim(db: Database, entry_id: int, now: datetime | None = None) -> str | Non
             .values(status=SENDING, claimed_by=token, lease_until=now + LEASE)
         ).rowcount
     return token if won == 1 else None
+
+
+def release_orphans(db: Database, now: datetime | None = None) -> int:
+    """Entries claimed on this host by a process that no longer exists (Prefect's server
+    killed mid-try, a sender killed with SIGKILL) are claimable at once, not after their
+    lease: called when a sender loop starts. A live pid may be another process now; such an
+    entry simply waits for its lease. Returns how many were released."""
+    now = now or now_utc()
+    host = socket.gethostname()[:40]
+    released = 0
+    with db.session() as s:
+        for e in s.scalars(select(OutboxEntry).where(OutboxEntry.status == SENDING)):
+            owner, _sep, rest = (e.claimed_by or "").partition(":")
+            pid = rest.partition(":")[0]
+            if owner == host and pid.isdigit() and not psutil.pid_exists(int(pid)):
+                e.lease_until = now - timedelta(microseconds=1)
+                released += 1
+    return released
 
 
 def get(db: Database, entry_id: int) -> OutboxEntry | None:

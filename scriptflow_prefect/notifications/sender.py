@@ -58,9 +58,14 @@ async def tick(db: Database, backoff: outbox.Backoff) -> int:
 
 async def run(db: Database, settings: Settings, stop: asyncio.Event) -> None:
     """Until `stop`: deliver what is due, and prune old entries once an hour. Entries left
-    by an earlier start are due at once (or when their lease runs out)."""
+    by an earlier start are due at once (those a dead process of this host had claimed too;
+    others when their lease runs out)."""
     backoff = outbox.Backoff.from_settings(settings)
     loop = asyncio.get_running_loop()
+    try:
+        await asyncio.to_thread(outbox.release_orphans, db)
+    except Exception:  # noqa: BLE001 - no database yet: their leases run out instead
+        log.exception("could not look for emails left by a stopped sender")
     pruned_at = -PRUNE_EVERY
     while not stop.is_set():
         try:
