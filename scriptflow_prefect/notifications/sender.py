@@ -10,6 +10,7 @@ import logging
 from scriptflow_prefect.notifications import outbox
 from scriptflow_prefect.notifications import prefect as notifications_prefect
 from scriptflow_prefect.notifications.attempts import Send, attempt, smtp_sender
+from scriptflow_prefect.notifications.channels import relay
 from scriptflow_prefect.notifications.channels.email import mailer
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform.db import Database
@@ -36,17 +37,22 @@ async def _email_sender() -> Send | None:
 
 
 async def tick(db: Database, backoff: outbox.Backoff) -> int:
-    """Try every due entry once; returns how many were tried."""
+    """Try every due entry once; returns how many were tried. Emails wait while the SMTP
+    server cannot be known; the other channels post through their Prefect blocks."""
     ids = await asyncio.to_thread(outbox.due, db)
     if not ids:
         return 0
-    send = await _email_sender()
-    if send is None:
-        return 0
+    email = await _email_sender()
     gate = asyncio.Semaphore(PARALLEL)
 
     async def one(entry_id: int) -> int:
         async with gate:
+            entry = await asyncio.to_thread(outbox.get, db, entry_id)
+            if entry is None:
+                return 0
+            send = email if entry.channel == "email" else relay.send_entry
+            if send is None:
+                return 0
             token = await asyncio.to_thread(outbox.claim, db, entry_id)
             if token is None:  # another sender won it
                 return 0

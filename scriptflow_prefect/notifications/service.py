@@ -218,7 +218,8 @@ async def start(db, settings: Settings) -> None:
                 config.put(s, SEED_KEY, {"fingerprint": fingerprint})
                 return
         try:
-            await EMAIL.refresh_block(s, settings)
+            for channel in CHANNELS.values():
+                await channel.refresh_block(s, settings)
             await _sync_all(s, settings)
         except ScriptError as exc:  # Prefect hiccup: the next change or start catches up
             log.warning("could not bring the notification automations in step: %s", exc)
