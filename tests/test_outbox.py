@@ -116,6 +116,12 @@ def alice(stack):
         yield c
 
 
+@pytest.fixture
+def admin(stack):
+    with stack.current.client("admin") as c:
+        yield c
+
+
 @pytest.fixture(scope="module")
 def prefect_events(stack):
     """This process's Prefect client pointed at the stack's server: where the outcome events
@@ -456,6 +462,79 @@ def test_a_run_email_waits_while_smtp_is_down_and_arrives_late_when_it_is_back(
 
 def run_of(client, run_id: str) -> dict:
     return client.get(f"/runs/{run_id}").json()
+
+
+class Receiver:
+    """A webhook receiver on a given loopback port, started late."""
+
+    def __init__(self, port: int):
+        import http.server
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                received.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def about(self, text: str) -> list[bytes]:
+        return [r for r in list(self.received) if text.encode() in r]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def channel_rows(stack, channel: str, text: str) -> list[OutboxEntry]:
+    db = Database(f"sqlite:///{stack.home / 'scriptflow.db'}")
+    try:
+        with db.session() as s:
+            rows = s.scalars(select(OutboxEntry).where(OutboxEntry.channel == channel))
+            return [r for r in rows if text in str(r.payload.get("subject"))]
+    finally:
+        db.engine.dispose()
+
+
+def test_a_webhook_post_waits_while_the_receiver_is_down_and_is_posted_once_back(
+    stack, alice, admin
+):
+    port = free_port()
+    r = admin.put("/settings/channels/webhook", json={"url": f"http://127.0.0.1:{port}/in"})
+    assert r.status_code == 200, r.text
+    receiver = None
+    try:
+        script = upload(alice, FAILING, name=unique("hook-down"))
+        r = alice.put(f"/scripts/{script['id']}/notifications", json={"channels": ["webhook"]})
+        assert r.status_code == 200, r.text
+        assert run(alice, script["id"])["status"] == "failed"
+        [row] = wait_until(
+            lambda: [
+                x for x in channel_rows(stack.current, "webhook", script["name"]) if x.attempts >= 2
+            ],
+            60,
+            "a second try of the webhook post",
+        )
+        assert row.status == outbox.PENDING and row.errors
+        receiver = Receiver(port)
+        wait_until(lambda: receiver.about(script["name"]), 30, "the webhook post")
+        wait_until(
+            lambda: channel_rows(stack.current, "webhook", script["name"])[0].status == outbox.SENT,
+            10,
+            "the post recorded as sent",
+        )
+        assert len(receiver.about(script["name"])) == 1
+    finally:
+        admin.put("/settings/channels/webhook", json={"url": None})
+        if receiver is not None:
+            receiver.close()
 
 
 def test_past_the_give_up_time_the_history_and_the_dashboard_say_gave_up(
