@@ -12,6 +12,7 @@ import json
 
 from prefect.blocks.abstract import NotificationBlock, NotificationError
 from prefect.blocks.core import Block
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from pydantic import Field
 
 from scriptflow_prefect.notifications import attempts, outbox
@@ -42,17 +43,19 @@ class ScriptFlowOutbox(NotificationBlock):
     action of its automations.
 
     Example:
+        Send a message through the outbox block ScriptFlow saved for a channel:
         ```python
         from scriptflow_prefect.blocks import ScriptFlowOutbox
 
-        ScriptFlowOutbox(channel="slack", target="slack-webhook/scriptflow-slack").notify(
-            "The nightly backup needs a look.", subject="Backups"
-        )
+        outbox = ScriptFlowOutbox.load("BLOCK_NAME")
+        outbox.notify("The nightly backup needs a look.", subject="Backups")
         ```
     """
 
     _block_type_name = "ScriptFlow Outbox"
     _block_type_slug = "scriptflow-outbox"
+    _logo_url = CustomWebhookNotificationBlock._logo_url
+    _documentation_url = "https://docs.prefect.io/v3/automate/events/automations-triggers"  # type: ignore[assignment]
 
     channel: str = Field(
         title="Channel", description="The ScriptFlow channel it sends for: teams, slack, webhook."
