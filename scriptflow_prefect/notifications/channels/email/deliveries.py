@@ -85,8 +85,8 @@ _tasks: set[asyncio.Task] = set()
 
 
 def start_run_email(block, request: dict[str, Any]) -> None:
-    """Deliver in the background: retries take up to a minute, and Prefect runs only a couple
-    of automation actions at a time."""
+    """Deliver in the background: the first try waits for the run's last output lines, and
+    Prefect runs only a couple of automation actions at a time."""
     task = asyncio.get_running_loop().create_task(deliver_run_email(block, request))
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
