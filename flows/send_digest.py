@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from prefect import flow, get_client, get_run_logger
+from prefect.runtime import flow_run
 
 from scriptflow_prefect import blocks
 from scriptflow_prefect.notifications import digests
-from scriptflow_prefect.notifications.channels.email import deliveries, mailer
+from scriptflow_prefect.notifications.channels.email import mailer
 from scriptflow_prefect.platform.prefect_names import EMAIL_BLOCK
 
 
@@ -47,6 +48,7 @@ def send_digest(
         facts = digests.collect(client, names, since, until)
 
     counts = {"sent": 0, "failed": 0}
+    run_id = str(flow_run.id) if flow_run.id else None  # a run sends each digest once
     for r in recipients:
         context = facts.summary([int(s["id"]) for s in r.get("scripts", [])], block.public_url)
         context["period"] = period
@@ -57,38 +59,26 @@ def send_digest(
             zone=r.get("timezone") or block.timezone,
         )
         msg = mailer.build_message(sender=block.from_address, to=r["email"], rendered=rendered)
-        result = mailer.deliver_sync(config, msg, block.retry_delays)
         payload = {
             "kind": "digest",
             "period": period,
             "subject": rendered.subject,
-            "attempts": result.attempts,
-            "errors": result.errors,
             "runs": context["runs"],
             "failures": context["failures"],
         }
-        if result.sent:
-            counts["sent"] += 1
-            deliveries.record(
-                deliveries.SENT,
-                deliveries.digest_resource(period),
-                f"{period} digest",
-                recipient=r["email"],
-                payload=payload,
-            )
-        else:
-            counts["failed"] += 1
-            deliveries.record(
-                deliveries.FAILED,
-                deliveries.digest_resource(period),
-                f"{period} digest",
-                recipient=r["email"],
-                payload={**payload, "reason": result.reason},
-            )
-            logger.warning(
-                "The %s digest to %s was not sent: %s", period, r["email"], result.reason
-            )
-    logger.info("%s digest: %s sent, %s failed", period, counts["sent"], counts["failed"])
+        outcome = digests.send_digest_email(
+            config, msg, block.retry_delays, period, r["email"], payload, run_id
+        )
+        counts[outcome] = counts.get(outcome, 0) + 1
+        if outcome not in ("sent", "retrying", "duplicate"):
+            logger.warning("The %s digest to %s was not sent (%s)", period, r["email"], outcome)
+    logger.info(
+        "%s digest: %s sent, %s to be tried again, %s not sent",
+        period,
+        counts["sent"],
+        counts.get("retrying", 0),
+        counts["failed"] + counts.get("gave_up", 0),
+    )
     return counts
 
 

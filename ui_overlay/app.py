@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -39,6 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scriptflow_prefect import __version__
 from scriptflow_prefect.accounts.service import LoginThrottle
+from scriptflow_prefect.notifications import service as notifications_core
 from scriptflow_prefect.platform import i18n
 from scriptflow_prefect.platform.db import Database
 from scriptflow_prefect.platform.i18n import _
@@ -209,6 +213,26 @@ def _page_errors(app: FastAPI) -> None:
         )
 
 
+def _outbox_lifespan(settings: Settings, db: Database):
+    """The notification outbox's sender loop lives as long as the web app: messages whose
+    first try failed are retried from here, also while Prefect's server restarts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(notifications_core.deliver_outbox(db, settings, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            try:
+                await asyncio.wait_for(task, 10)
+            except TimeoutError:  # a try stuck on a slow SMTP server: its lease covers it
+                task.cancel()
+
+    return lifespan
+
+
 def create_app(settings: Settings, *, db: Database | None = None, runner=None) -> FastAPI:
     db = db or Database(settings.sqlalchemy_url)
     app = FastAPI(
@@ -218,6 +242,7 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
         redoc_url=None,
         openapi_url=None,
         dependencies=[Depends(writable_db)],
+        lifespan=_outbox_lifespan(settings, db),
     )
     api = FastAPI(
         title="ScriptFlow API",

@@ -14,10 +14,9 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from scriptflow_prefect.notifications import digests
+from scriptflow_prefect.notifications import digests, events
 from scriptflow_prefect.notifications import prefect as notifications_prefect
 from scriptflow_prefect.notifications.channels import CHANNELS
-from scriptflow_prefect.notifications.channels.email import deliveries
 from scriptflow_prefect.notifications.models import NotificationPref
 from scriptflow_prefect.notifications.prefs import effective_prefs, recipients_of
 from scriptflow_prefect.platform import prefect_names
@@ -50,7 +49,7 @@ def automation_for(script: Script, kind: str, actions: list, told: list[str]) ->
         ),
         enabled=True,
         tags=[prefect_names.EMAIL_TAG, prefect_names.script_tag(script.id), f"on-{kind}"],
-        owner_resource=deliveries.script_resource(script.id),
+        owner_resource=events.script_resource(script.id),
         trigger=EventTrigger(
             expect=set(EVENTS[kind]),
             match={"prefect.resource.id": "prefect.flow-run.*"},

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 from typing import Any
 
 from prefect.client.schemas.actions import DeploymentScheduleCreate
@@ -14,12 +15,13 @@ from prefect.client.schemas.schedules import CronSchedule
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scriptflow_prefect.notifications import config
+from scriptflow_prefect.notifications import attempts, config, events, outbox
 from scriptflow_prefect.notifications import prefect as notifications_prefect
 from scriptflow_prefect.notifications.channels import CHANNELS
+from scriptflow_prefect.notifications.channels.email import mailer
 from scriptflow_prefect.notifications.prefs import effective_prefs, recipients_of
 from scriptflow_prefect.platform.prefect_names import EMAIL_BLOCK, TAG, script_tag
-from scriptflow_prefect.platform.settings import Settings
+from scriptflow_prefect.platform.settings import Settings, get_settings
 from scriptflow_prefect.runs.models import run_to_dict
 from scriptflow_prefect.scripts.models import Script
 
@@ -208,3 +210,41 @@ async def sync_digests(db: Session, settings: Settings) -> None:
                 )
             ],
         )
+
+
+# -- sending one (the send_digest flow, in the worker) -----------------------------------------
+def send_digest_email(
+    config: mailer.SmtpConfig,
+    msg: EmailMessage,
+    retry_delays: list[float],
+    period: str,
+    email: str,
+    payload: dict[str, Any],
+    flow_run_id: str | None,
+) -> str:
+    """Through the outbox when this worker has ScriptFlow's database (a sender loop retries
+    a failure), else with the block's short retries. "sent", "retrying", "failed", ..."""
+    resource, name = events.digest_resource(period), f"{period} digest"
+    db = outbox.local_db()
+    if db is not None:
+        return attempts.write_and_try(
+            db,
+            attempts.smtp_sender(config),
+            outbox.Backoff.from_settings(get_settings()),
+            channel="email",
+            message=bytes(msg),
+            resource_id=resource,
+            resource_name=name,
+            payload=payload,
+            recipient=email,
+            dedupe_key=f"digest:{flow_run_id}:{email.lower()}" if flow_run_id else None,
+        )
+    result = mailer.deliver_sync(config, msg, retry_delays)
+    payload = {**payload, "attempts": result.attempts, "errors": result.errors}
+    if result.sent:
+        events.record(events.SENT, resource, name, recipient=email, payload=payload)
+        return "sent"
+    events.record(
+        events.FAILED, resource, name, recipient=email, payload={**payload, "reason": result.reason}
+    )
+    return "failed"

@@ -1,9 +1,10 @@
 """The history of ScriptFlow's emails and the dashboard's alert, read back from Prefect.
 
-Every outcome is a Prefect event (deliveries.py): `scriptflow.email.sent|failed|held`, plus
+Every outcome is a Prefect event (outcomes.py): `scriptflow.email.sent|failed|held`, plus
 `prefect.automation.action.failed` when Prefect could not even run a ScriptFlow automation's
 action (its block gone, for example). They are kept as long as Prefect keeps events
-(PREFECT_SERVER_EVENTS_RETENTION_PERIOD)."""
+(PREFECT_SERVER_EVENTS_RETENTION_PERIOD). Messages still waiting in the outbox (outbox.py)
+come first, as "pending", with their next try."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from babel.dates import format_timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scriptflow_prefect.accounts.models import User
+from scriptflow_prefect.notifications import events as outcomes
+from scriptflow_prefect.notifications import outbox
 from scriptflow_prefect.notifications import prefect as notifications_prefect
 from scriptflow_prefect.notifications.automations import script_of
-from scriptflow_prefect.notifications.channels.email import deliveries
 from scriptflow_prefect.platform import prefect as platform_prefect
-from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.i18n import _, babel_locale, get_locale
 from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import ScriptError, visible_script_ids
 
@@ -28,16 +31,16 @@ ALERT_HOURS = 24
 
 
 STATUS_OF_EVENT = {
-    deliveries.SENT: "sent",
-    deliveries.FAILED: "failed",
-    deliveries.HELD: "held",
-    deliveries.ACTION_FAILED: "failed",
+    outcomes.SENT: "sent",
+    outcomes.FAILED: "failed",
+    outcomes.HELD: "held",
+    outcomes.ACTION_FAILED: "failed",
 }
 
 
 def _item(e, names: dict[int, str], automations: dict[str, int]) -> dict[str, Any]:
     p = dict(e.payload or {})
-    if e.event == deliveries.ACTION_FAILED:
+    if e.event == outcomes.ACTION_FAILED:
         aid = str(e.resource.id).removeprefix("prefect.automation.")
         sid = automations.get(aid)
         details = [str(v) for k, v in p.items() if k in ("notification_log", "template_error")]
@@ -58,6 +61,14 @@ def _item(e, names: dict[int, str], automations: dict[str, int]) -> dict[str, An
             "reason": " — ".join([str(p.get("reason") or "")] + details).strip(" —"),
         }
     sid = p.get("script_id")
+    reason = p.get("reason")
+    if p.get("gave_up"):
+        reason = _(
+            "Gave up after %(tries)s tries: %(error)s", tries=p.get("attempts"), error=reason
+        )
+    elif p.get("dropped"):
+        reason = _("Dropped: too many messages were waiting to be sent.")
+    late = p.get("late_seconds")
     return {
         "id": str(e.id),
         "at": e.occurred,
@@ -72,7 +83,41 @@ def _item(e, names: dict[int, str], automations: dict[str, int]) -> dict[str, An
         "attempts": p.get("attempts"),
         "errors": p.get("errors") or [],
         "held_back": p.get("held_back") or p.get("held_so_far"),
-        "reason": p.get("reason"),
+        "reason": reason,
+        "gave_up": bool(p.get("gave_up")),
+        "late_seconds": late,
+        "late": late_text(late),
+    }
+
+
+def late_text(seconds: float | None) -> str | None:
+    """ "delivered 2 hours late", in the reader's language."""
+    if not seconds:
+        return None
+    delay = format_timedelta(
+        timedelta(seconds=seconds), threshold=1.5, locale=babel_locale(get_locale())
+    )
+    return _("delivered %(delay)s late", delay=delay)
+
+
+def _pending_item(e, names: dict[int, str]) -> dict[str, Any]:
+    p = dict(e.payload or {})
+    return {
+        "id": f"outbox-{e.id}",
+        "at": e.created_at,
+        "status": "pending",
+        "kind": p.get("kind"),
+        "script_id": e.script_id,
+        "script_name": names.get(e.script_id) or p.get("script_name") or e.resource_name,
+        "recipient": e.recipient,
+        "subject": p.get("subject"),
+        "outcome": p.get("outcome"),
+        "run_id": e.run_id,
+        "attempts": e.attempts,
+        "errors": list(e.errors),
+        "held_back": p.get("held_back"),
+        "reason": e.errors[-1] if e.errors else None,
+        "next_attempt_at": e.next_attempt_at,
     }
 
 
@@ -91,11 +136,11 @@ async def _read(
         str(a.id): script_of(a) for a in await notifications_prefect.read_email_automations()
     }
     if script_id is not None:
-        ids, prefixes = [deliveries.script_resource(script_id)], None
+        ids, prefixes = [outcomes.script_resource(script_id)], None
     elif visible is None:
         ids, prefixes = None, ["scriptflow."]
     else:
-        ids, prefixes = [deliveries.script_resource(i) for i in visible], None
+        ids, prefixes = [outcomes.script_resource(i) for i in visible], None
     ours, total = ([], 0)
     if ids is None or ids:
         ours, total = await notifications_prefect.read_events(
@@ -103,7 +148,7 @@ async def _read(
         )
     if script_id is None and visible is None:  # an admin: also automations since deleted
         failed, ftotal = await notifications_prefect.read_events(
-            names=[deliveries.ACTION_FAILED],
+            names=[outcomes.ACTION_FAILED],
             since=since,
             wanted=wanted,
             resource_labels={"prefect.resource.name": "ScriptFlow ·*"},
@@ -114,7 +159,7 @@ async def _read(
         failed, ftotal = (
             (
                 await notifications_prefect.read_events(
-                    names=[deliveries.ACTION_FAILED], since=since, resource_ids=aids, wanted=wanted
+                    names=[outcomes.ACTION_FAILED], since=since, resource_ids=aids, wanted=wanted
                 )
             )
             if aids
@@ -128,20 +173,26 @@ async def history(
     db: Session, user: User, *, script_id: int | None = None, page: int = 1, per_page: int = 25
 ) -> tuple[list[dict[str, Any]], int]:
     since = datetime.now(UTC) - timedelta(days=HISTORY_DAYS)
+    visible = visible_script_ids(db, user)
+    if script_id is not None:
+        visible = [script_id]
+    waiting = outbox.waiting(db, visible)
     try:
-        events, total, automations = await _read(
+        found, total, automations = await _read(
             db,
             user,
             script_id=script_id,
             since=since,
-            names=[deliveries.SENT, deliveries.FAILED, deliveries.HELD],
+            names=[outcomes.SENT, outcomes.FAILED, outcomes.HELD],
             wanted=page * per_page,
         )
     except platform_prefect.PrefectUnavailable as exc:
         raise ScriptError(503, _("Prefect is not reachable: %(err)s", err=str(exc)[:200])) from exc
-    chosen = events[(page - 1) * per_page : page * per_page]
     names = dict(db.execute(select(Script.id, Script.name)).all())
-    return [_item(e, names, automations) for e in chosen], total
+    items = [_pending_item(e, names) for e in waiting] + [
+        _item(e, names, automations) for e in found
+    ]
+    return items[(page - 1) * per_page : page * per_page], total + len(waiting)
 
 
 _alerts: dict[int, tuple[float, dict[str, Any] | None]] = {}
@@ -152,13 +203,13 @@ async def alert(db: Session, user: User) -> dict[str, Any] | None:
     """Emails that could not be sent in the last day (for the dashboard), or None."""
     since = datetime.now(UTC) - timedelta(hours=ALERT_HOURS)
     try:
-        events, total, automations = await _read(
-            db, user, script_id=None, since=since, names=[deliveries.FAILED], wanted=1
+        found, total, automations = await _read(
+            db, user, script_id=None, since=since, names=[outcomes.FAILED], wanted=1
         )
     except platform_prefect.PrefectUnavailable:
         return cached_alert(user.id)
     names = dict(db.execute(select(Script.id, Script.name)).all())
-    result = {"count": total, "latest": _item(events[0], names, automations)} if events else None
+    result = {"count": total, "latest": _item(found[0], names, automations)} if found else None
     _alerts[user.id] = (asyncio.get_running_loop().time(), result)
     return result
 

@@ -9,6 +9,7 @@ created, renamed, deleted) or users_changed after its commit; they raise a Scrip
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from scriptflow_prefect.accounts.models import User
-from scriptflow_prefect.notifications import automations, config, digests, prefs
+from scriptflow_prefect.notifications import automations, config, digests, prefs, sender
 from scriptflow_prefect.notifications.channels import CHANNELS
 from scriptflow_prefect.notifications.channels.email import mailer
 from scriptflow_prefect.platform import prefect as platform_prefect
@@ -174,6 +175,12 @@ async def users_changed(db: Session, settings: Settings) -> None:
         raise _out_of_step(exc) from exc
 
 
+# -- the outbox's sender loop (every overlay process runs one) -------------------------------------
+async def deliver_outbox(db, settings: Settings, stop: asyncio.Event) -> None:
+    """Until `stop`: retry the messages waiting in the outbox on their back-off schedule."""
+    await sender.run(db, settings, stop)
+
+
 # -- start-up: seed from SCRIPTFLOW_SMTP_*, then bring Prefect in step --------------------------
 def _seed_values(settings: Settings) -> dict[str, Any] | None:
     if not settings.smtp_host:
@@ -211,7 +218,8 @@ async def start(db, settings: Settings) -> None:
                 config.put(s, SEED_KEY, {"fingerprint": fingerprint})
                 return
         try:
-            await EMAIL.refresh_block(s, settings)
+            for channel in CHANNELS.values():
+                await channel.refresh_block(s, settings)
             await _sync_all(s, settings)
         except ScriptError as exc:  # Prefect hiccup: the next change or start catches up
             log.warning("could not bring the notification automations in step: %s", exc)

@@ -21,6 +21,25 @@ class SettingsError(RuntimeError):
     """A setting cannot be used; the message names the variable."""
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_durations(text: str) -> tuple[float, ...]:
+    """Durations such as "1m,2m,30s,1.5h" in seconds (a bare number is seconds)."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        unit = _UNITS.get(part[-1:], 0)
+        try:
+            value = float(part[:-1] if unit else part) * (unit or 1)
+        except ValueError:
+            raise ValueError(f"{part!r} is not a duration such as 30s, 5m or 1h") from None
+        if not 0 < value <= 30 * 86400:
+            raise ValueError(f"{part!r} must be more than 0 and at most 30 days")
+        out.append(value)
+    return tuple(out)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
     _secret_files: list[Path] = PrivateAttr(default_factory=list)
@@ -69,6 +88,12 @@ class Settings(BaseSettings):
     # Where scripts' Python dependencies come from: an index URL, or a folder of wheels
     # (offline hosts). Unset: the default package index.
     package_index_url: str | None = None
+    # Notifications that could not be delivered (SMTP down, 4xx) are tried again after these
+    # waits (the last one repeats), until `notification_give_up` after the first try.
+    notification_retry: str = "1m,2m,5m,10m,30m,1h"
+    notification_give_up: str = "24h"
+    # The history says "delivered 2 hours late" past this delay after what caused a message.
+    notification_late_after: str = "2m"
 
     @field_validator("dead_man_seconds")
     @classmethod
@@ -135,6 +160,12 @@ class Settings(BaseSettings):
         if not folder.is_absolute() or not folder.is_dir():
             raise ValueError("must be an http(s):// or file:// index URL or an existing folder")
         return str(folder.resolve())
+
+    @field_validator("notification_retry", "notification_give_up", "notification_late_after")
+    @classmethod
+    def _durations(cls, v: str) -> str:
+        parse_durations(v)
+        return v
 
     @field_validator("language", mode="before")
     @classmethod
@@ -204,6 +235,14 @@ class Settings(BaseSettings):
     def link_url(self) -> str:
         """SCRIPTFLOW_PUBLIC_URL, else the overlay's own address: the base of emailed links."""
         return (self.public_url or self.overlay_url).rstrip("/")
+
+    @property
+    def notification_retry_seconds(self) -> tuple[float, ...]:
+        return parse_durations(self.notification_retry)
+
+    @property
+    def notification_give_up_seconds(self) -> float:
+        return parse_durations(self.notification_give_up)[-1]
 
     @property
     def sqlalchemy_url(self) -> str:

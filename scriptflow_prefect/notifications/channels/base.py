@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from scriptflow_prefect.notifications import config
 from scriptflow_prefect.notifications import prefect as notifications_prefect
+from scriptflow_prefect.notifications.channels.relay import ScriptFlowOutbox
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform.i18n import N_, _, translations
 from scriptflow_prefect.platform.settings import Settings
@@ -51,6 +52,10 @@ class Channel(ABC):
 
     def is_configured(self, db: Session) -> bool:
         return bool(self.block_id(db))
+
+    @abstractmethod
+    async def refresh_block(self, db: Session, settings: Settings) -> None:
+        """At start: bring the channel's Prefect blocks in step with the settings."""
 
     @abstractmethod
     def public_settings(self, db: Session) -> dict[str, Any]:
@@ -118,21 +123,43 @@ class UrlChannel(Channel):
             "configured": self.is_configured(db),
         }
 
+    @property
+    def outbox_name(self) -> str:
+        return f"{self.block_name}-outbox"
+
+    async def _save_outbox_block(self) -> str:
+        """The automations' action: the outbox block in front of the channel's own block."""
+        target = f"{self.block_class.get_block_type_slug()}/{self.block_name}"
+        block = ScriptFlowOutbox(channel=self.kind, target=target)
+        return str(await notifications_prefect.save_block(block, self.outbox_name))
+
+    async def refresh_block(self, db: Session, settings: Settings) -> None:
+        """A channel set up before the outbox existed gets its outbox block."""
+        s = self.stored(db)
+        if s.get("block_id") and not s.get("outbox_id"):
+            try:
+                s["outbox_id"] = await self._save_outbox_block()
+            except platform_prefect.PrefectUnavailable as exc:
+                raise config.unavailable(exc) from exc
+            config.put(db, self.key, s)
+
     async def save(self, db: Session, settings: Settings, data: dict[str, Any]) -> str:
         if "url" not in data:
             config.fail([_("Send the url (an empty one switches the channel off).")])
         url = data["url"]
         try:
             if url in (None, ""):
+                await notifications_prefect.delete_block(ScriptFlowOutbox, self.outbox_name)
                 await notifications_prefect.delete_block(self.block_class, self.block_name)
                 config.put(db, self.key, {})
                 return "-"
             url = self.check_url(url)
             block_id = await notifications_prefect.save_block(self.make_block(url), self.block_name)
+            outbox_id = await self._save_outbox_block()
         except platform_prefect.PrefectUnavailable as exc:
             raise config.unavailable(exc) from exc
         host = urlsplit(url).hostname or ""
-        config.put(db, self.key, {"block_id": str(block_id), "host": host})
+        config.put(db, self.key, {"block_id": str(block_id), "outbox_id": outbox_id, "host": host})
         return host
 
     def action(
@@ -145,7 +172,10 @@ class UrlChannel(Channel):
             "state": "{{ flow_run.state.name }}",
             "url": base + "/runs/{{ flow_run.id }}",
         }
-        return SendNotification(block_document_id=self.block_id(db), subject=SUBJECT, body=body)
+        # Through the outbox (retried for a day); straight to the channel's block until the
+        # outbox block exists (a channel set up before it, until the next start).
+        target = self.stored(db).get("outbox_id") or self.block_id(db)
+        return SendNotification(block_document_id=target, subject=SUBJECT, body=body)
 
     async def send_test(
         self, db: Session, settings: Settings, data: dict[str, Any], *, language: str, zone: str

@@ -18,9 +18,10 @@ class ScriptFlowEmail(NotificationBlock):
     ScriptFlow's own automations ("ScriptFlow · <script> · failure") send this block a small
     JSON request naming the flow run and the recipients. The block then reads the run and the
     last 50 lines of its output from Prefect, writes a plain-text and HTML email in each
-    recipient's language, retries temporary SMTP failures, holds back repeats of a flapping
-    script, and records every outcome as a `scriptflow.email.*` event. Any other body (an
-    automation made by hand in the Prefect UI) is sent as it is to `to`.
+    recipient's language, writes it to ScriptFlow's outbox (retried for up to a day when the
+    SMTP server fails for now), holds back repeats of a flapping script, and records every
+    outcome as a `scriptflow.email.*` event. Any other body (an automation made by hand in the
+    Prefect UI) is sent as it is to `to`.
 
     Example:
         Send a message with the block ScriptFlow saved:
@@ -77,7 +78,8 @@ class ScriptFlowEmail(NotificationBlock):
         default_factory=lambda: [10.0, 40.0],
         title="Retry delays (seconds)",
         description="How long to wait before each new try when the SMTP server fails "
-        "temporarily (three tries over about a minute by default).",
+        "temporarily, on a Prefect server without ScriptFlow's outbox (which retries for a "
+        "day: SCRIPTFLOW_NOTIFICATION_RETRY).",
     )
 
     async def notify(self, body: str, subject: str | None = None) -> None:

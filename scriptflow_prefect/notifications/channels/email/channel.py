@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scriptflow_prefect.accounts.models import User
-from scriptflow_prefect.notifications import config
+from scriptflow_prefect.notifications import config, events
 from scriptflow_prefect.notifications import prefect as notifications_prefect
 from scriptflow_prefect.notifications.channels.base import SUBJECT, Channel
 from scriptflow_prefect.notifications.channels.email import deliveries, mailer
@@ -183,9 +183,9 @@ class EmailChannel(Channel):
         try:
             await asyncio.to_thread(mailer.send, smtp, msg)
         except mailer.SendError as exc:
-            deliveries.record(
-                deliveries.FAILED,
-                deliveries.TEST_RESOURCE,
+            events.record(
+                events.FAILED,
+                events.TEST_RESOURCE,
                 "test",
                 recipient=to,
                 payload={**payload, "reason": str(exc), "errors": [str(exc)]},
@@ -194,9 +194,9 @@ class EmailChannel(Channel):
                 502,
                 _("The test email was not sent. The SMTP server said: %(error)s", error=str(exc)),
             ) from exc
-        deliveries.record(
-            deliveries.SENT,
-            deliveries.TEST_RESOURCE,
+        events.record(
+            events.SENT,
+            events.TEST_RESOURCE,
             "test",
             recipient=to,
             payload={**payload, "errors": []},

@@ -5,50 +5,33 @@ automations ScriptFlow keeps for each script (ARCHITECTURE.md "Automations"). Th
 hands the block a small JSON request (which run, which recipients); the block fetches the run
 and its last output lines from Prefect's API, renders the translated templates and sends.
 
-Each outcome becomes an event (`scriptflow.email.sent|failed|held`, resource
-`scriptflow.script.<id>`, related `scriptflow.recipient.<address>`), so the history and the
-flapping throttle live in Prefect beside the runs they are about; the overlay reads them back
-through its gateway."""
+Each message is written to the outbox (notifications/outbox.py) before its first try, made
+here; a temporary failure leaves it to the sender loops of the overlay (notifications/
+sender.py), which retry for up to a day. Each outcome becomes an event (notifications/
+events.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from scriptflow_prefect.notifications import attempts, events, outbox
 from scriptflow_prefect.notifications.channels.email import mailer
+from scriptflow_prefect.notifications.channels.email.throttle import THROTTLE
+from scriptflow_prefect.platform.settings import get_settings
 from scriptflow_prefect.runs.models import run_to_dict
 
 log = logging.getLogger("scriptflow.email")
 
-SENT = "scriptflow.email.sent"
-FAILED = "scriptflow.email.failed"
-HELD = "scriptflow.email.held"
-RETRYING = "scriptflow.email.retrying"
-ACTION_FAILED = "prefect.automation.action.failed"
 REQUEST_MARK = "scriptflow-run-email"
-TEST_RESOURCE = "scriptflow.email.test"
-OTHER_RESOURCE = "scriptflow.email.other"
 OUTPUT_LINES = 50
 # The run's last log batch reaches the API a moment after its final state (0.5 s batches).
 LOG_SETTLE_SECONDS = 2.0
 STREAM_LOGGERS = {"prefect.flow_runs.stdout": "stdout", "prefect.flow_runs.stderr": "stderr"}
-THROTTLE_MEMORY = timedelta(days=7)
-
-
-def script_resource(script_id: int | str) -> str:
-    return f"scriptflow.script.{script_id}"
-
-
-def digest_resource(period: str) -> str:
-    return f"scriptflow.digest.{period}"
-
-
-def recipient_resource(email: str) -> str:
-    return f"scriptflow.recipient.{email.lower()}"
 
 
 # -- the request a ScriptFlow automation sends to the block ---------------------------------
@@ -90,6 +73,7 @@ def parse_run_request(body: str) -> dict[str, Any] | None:
             "outcome": str(data["outcome"]),
             "run_id": run_id,
             "event": str(data.get("event", "")),
+            "event_id": str(data.get("event_id", "")),
             "state": str(data.get("state", "")),
             "recipients": recipients,
         }
@@ -97,129 +81,12 @@ def parse_run_request(body: str) -> dict[str, Any] | None:
         return None
 
 
-# -- events ----------------------------------------------------------------------------------
-def record(
-    event: str,
-    resource_id: str,
-    name: str,
-    *,
-    recipient: str | None = None,
-    run_id: UUID | str | None = None,
-    payload: dict[str, Any],
-) -> None:
-    """Emit one outcome event; losing it must never lose the email itself."""
-    from prefect.events import emit_event
-
-    related = []
-    if recipient:
-        related.append(
-            {
-                "prefect.resource.id": recipient_resource(recipient),
-                "prefect.resource.role": "recipient",
-                "prefect.resource.name": recipient,
-            }
-        )
-    if run_id:
-        related.append(
-            {
-                "prefect.resource.id": f"prefect.flow-run.{run_id}",
-                "prefect.resource.role": "flow-run",
-            }
-        )
-    try:
-        emit_event(
-            event=event,
-            resource={
-                "prefect.resource.id": resource_id,
-                "prefect.resource.name": name or resource_id,
-            },
-            related=related,
-            payload={"recipient": recipient, **payload},
-        )
-    except Exception:  # noqa: BLE001 - the history is best effort, the email is not
-        log.exception("could not record %s for %s", event, resource_id)
-
-
-async def _read_events(
-    names: list[str], resource_id: str, recipient: str, since: datetime, limit: int = 1
-):
-    from prefect import get_client
-    from prefect.events.filters import (
-        EventFilter,
-        EventNameFilter,
-        EventOccurredFilter,
-        EventRelatedFilter,
-        EventResourceFilter,
-    )
-
-    async with get_client() as client:
-        return await client.read_events(
-            EventFilter(
-                occurred=EventOccurredFilter(since=since, until=datetime.now(UTC)),
-                event=EventNameFilter(name=names),
-                resource=EventResourceFilter(id=[resource_id]),
-                related=EventRelatedFilter(id=[recipient_resource(recipient)]),
-            ),
-            limit=limit,
-        )
-
-
-class Throttle:
-    """At most one email per script and recipient in a quiet period; the rest are held back
-    and counted, and the next email says how many. Kept in memory, seeded from the recorded
-    events when the server (re)starts."""
-
-    def __init__(self) -> None:
-        self._last: dict[tuple[int, str], datetime | None] = {}
-        self._held: dict[tuple[int, str], int] = {}
-        # What admit() changed, so that failed() can put it back.
-        self._undo: dict[tuple[int, str], tuple[datetime | None, int]] = {}
-        self._lock = asyncio.Lock()
-
-    async def _seed(self, script_id: int, email: str) -> tuple[datetime | None, int]:
-        since = datetime.now(UTC) - THROTTLE_MEMORY
-        try:
-            sent = await _read_events([SENT], script_resource(script_id), email, since)
-            last = sent.events[0].occurred if sent.events else None
-            held = await _read_events([HELD], script_resource(script_id), email, last or since)
-            return last, held.total
-        except Exception:  # noqa: BLE001 - no history: start afresh rather than hold mail
-            log.warning("could not read the email history of script %s", script_id)
-            return None, 0
-
-    async def admit(
-        self, script_id: int, email: str, window: timedelta, now: datetime | None = None
-    ) -> tuple[bool, int]:
-        """(send it?, how many were held back before it / so far)."""
-        key = (script_id, email.lower())
-        async with self._lock:
-            if key not in self._last:
-                self._last[key], self._held[key] = await self._seed(script_id, email)
-            now = now or datetime.now(UTC)
-            last = self._last[key]
-            if window > timedelta(0) and last is not None and now - last < window:
-                self._held[key] += 1
-                return False, self._held[key]
-            held, self._held[key] = self._held[key], 0
-            self._last[key] = now
-            self._undo[key] = (last, held)
-            return True, held
-
-    def failed(self, script_id: int, email: str) -> None:
-        """A message that never arrived does not start a quiet period."""
-        key = (script_id, email.lower())
-        last, held = self._undo.pop(key, (None, 0))
-        self._last[key] = last
-        self._held[key] = self._held.get(key, 0) + held
-
-
-THROTTLE = Throttle()
 _tasks: set[asyncio.Task] = set()
 
 
 def start_run_email(block, request: dict[str, Any]) -> None:
-    """Deliver in the background: retries take up to a minute, and Prefect runs only a couple
-    of automation actions at a time."""
+    """Deliver in the background: the first try waits for the run's last output lines, and
+    Prefect runs only a couple of automation actions at a time."""
     task = asyncio.get_running_loop().create_task(deliver_run_email(block, request))
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
@@ -263,9 +130,70 @@ def run_context(flow_run, lines, more: bool, script_id: int, public_url: str) ->
     }
 
 
+async def send_email(
+    block,
+    config: mailer.SmtpConfig,
+    msg,
+    *,
+    resource_id: str,
+    name: str,
+    payload: dict[str, Any],
+    recipient: str,
+    script_id: int | None = None,
+    run_id: UUID | None = None,
+    caused_at: datetime | None = None,
+    dedupe_key: str | None = None,
+) -> str:
+    """Write the message to the outbox and make its first try here: "sent", "retrying" (the
+    overlay's sender loops take it from there), "failed", "gave_up" or "duplicate".
+
+    Without an outbox (a Prefect server that ScriptFlow did not start: no overlay database
+    here), it is sent as before, with the block's short in-memory retries."""
+    db = await asyncio.to_thread(outbox.local_db)
+    if db is None:
+        return await _send_without_outbox(
+            block, config, msg, resource_id, name, payload, recipient, run_id
+        )
+    return await asyncio.to_thread(
+        attempts.write_and_try,
+        db,
+        attempts.smtp_sender(config),
+        outbox.Backoff.from_settings(get_settings()),
+        channel="email",
+        message=bytes(msg),
+        resource_id=resource_id,
+        resource_name=name,
+        payload=payload,
+        caused_at=caused_at,
+        recipient=recipient,
+        script_id=script_id,
+        run_id=str(run_id) if run_id else None,
+        dedupe_key=dedupe_key,
+    )
+
+
+async def _send_without_outbox(block, config, msg, resource_id, name, payload, recipient, run_id):
+    result = await mailer.deliver(config, msg, block.retry_delays)
+    payload = {**payload, "attempts": result.attempts, "errors": result.errors}
+    if result.sent:
+        events.record(
+            events.SENT, resource_id, name, recipient=recipient, run_id=run_id, payload=payload
+        )
+        return "sent"
+    events.record(
+        events.FAILED,
+        resource_id,
+        name,
+        recipient=recipient,
+        run_id=run_id,
+        payload={**payload, "reason": result.reason},
+    )
+    return "failed"
+
+
 async def deliver_run_email(block, request: dict[str, Any]) -> None:
     script_id, run_id = request["script_id"], request["run_id"]
-    resource = script_resource(script_id)
+    resource = events.script_resource(script_id)
     # `event` and `state` are what Prefect rendered into the automation's template.
     base = {
         "kind": "run",
@@ -283,8 +211,8 @@ async def deliver_run_email(block, request: dict[str, Any]) -> None:
     except Exception as exc:  # noqa: BLE001 - say why in the history, for every recipient
         log.exception("could not prepare the email about run %s", run_id)
         for r in request["recipients"]:
-            record(
-                FAILED,
+            events.record(
+                events.FAILED,
                 resource,
                 f"#{script_id}",
                 recipient=r["email"],
@@ -300,13 +228,16 @@ async def deliver_run_email(block, request: dict[str, Any]) -> None:
     name = context["script_name"]
     base.update(status=context["run"]["status"], script_name=name)
     window = timedelta(minutes=block.throttle_minutes)
+    # Lateness counts from the run's end (what the email is about).
+    ended = context["run"].get("ended_at")
+    caused_at = ended if isinstance(ended, datetime) else None
 
     async def one(recipient: dict[str, Any]) -> None:
         email = recipient["email"]
         send, held = await THROTTLE.admit(script_id, email, window)
         if not send:
-            record(
-                HELD,
+            events.record(
+                events.HELD,
                 resource,
                 name,
                 recipient=email,
@@ -326,66 +257,44 @@ async def deliver_run_email(block, request: dict[str, Any]) -> None:
             zone=recipient.get("timezone") or block.timezone,
         )
         msg = mailer.build_message(sender=block.from_address, to=email, rendered=rendered)
-
-        async def on_retry(attempt: int, error: str, delay: float) -> None:
-            record(
-                RETRYING,
-                resource,
-                name,
-                recipient=email,
-                run_id=run_id,
-                payload={**base, "attempt": attempt, "error": error, "retry_in": delay},
-            )
-
-        result = await mailer.deliver(config, msg, block.retry_delays, on_retry)
-        payload = {
-            **base,
-            "subject": rendered.subject,
-            "attempts": result.attempts,
-            "errors": result.errors,
-            "held_back": held,
-        }
-        if result.sent:
-            record(SENT, resource, name, recipient=email, run_id=run_id, payload=payload)
-        else:
+        outcome = await send_email(
+            block,
+            config,
+            msg,
+            resource_id=resource,
+            name=name,
+            payload={**base, "subject": rendered.subject, "held_back": held},
+            recipient=email,
+            script_id=script_id,
+            run_id=run_id,
+            caused_at=caused_at,
+            dedupe_key=f"run:{request['event_id']}:{email.lower()}"
+            if request["event_id"]
+            else None,
+        )
+        if outcome == "failed":  # a message that never arrives does not start a quiet period
             THROTTLE.failed(script_id, email)
-            record(
-                FAILED,
-                resource,
-                name,
-                recipient=email,
-                run_id=run_id,
-                payload={**payload, "reason": result.reason},
-            )
-            log.warning("email about %s to %s failed: %s", name, email, result.reason)
 
     await asyncio.gather(*(one(r) for r in request["recipients"]))
 
 
 async def send_plain(block, body: str, subject: str | None) -> list[str]:
     """A hand-made automation's notification: its text as it is, to the block's `to`.
-    Returns the errors (empty when every recipient got it)."""
+    Returns the errors (empty when every recipient got it or will get it)."""
     config = mailer.SmtpConfig.from_credentials(block.credentials)
     rendered = mailer.Rendered(subject or "ScriptFlow", body, "")
     errors = []
     for email in block.to:
         msg = mailer.build_message(sender=block.from_address, to=email, rendered=rendered)
-        result = await mailer.deliver(config, msg, block.retry_delays)
-        payload = {
-            "kind": "other",
-            "subject": rendered.subject,
-            "attempts": result.attempts,
-            "errors": result.errors,
-        }
-        if result.sent:
-            record(SENT, OTHER_RESOURCE, "", recipient=email, payload=payload)
-        else:
-            record(
-                FAILED,
-                OTHER_RESOURCE,
-                "",
-                recipient=email,
-                payload={**payload, "reason": result.reason},
-            )
-            errors.append(f"{email}: {result.reason}")
+        outcome = await send_email(
+            block,
+            config,
+            msg,
+            resource_id=events.OTHER_RESOURCE,
+            name="",
+            payload={"kind": "other", "subject": rendered.subject},
+            recipient=email,
+        )
+        if outcome in ("failed", "gave_up"):
+            errors.append(f"{email}: {outcome}")
     return errors
