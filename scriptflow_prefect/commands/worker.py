@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import platform
 import sys
 
 from scriptflow_prefect.commands.logfiles import setup_logging
 from scriptflow_prefect.commands.prefect_server import wait_for_api
+from scriptflow_prefect.commands.stack import runner_name
 from scriptflow_prefect.commands.startup import announce_sandbox
 from scriptflow_prefect.commands.stopping import STOP, StopRequested
 from scriptflow_prefect.platform import prefect_names
@@ -51,7 +53,9 @@ async def _serve(settings: Settings) -> None:
     await scripts_prefect.ensure_work_pool()
     worker = ScriptFlowWorker(
         work_pool_name=prefect_names.WORK_POOL,
-        name=settings.worker_name,
+        # The same name at every start (not Prefect's random one): recovery finds the runs
+        # this worker left without a record by it.
+        name=runner_name(settings.worker_name, platform.node()),
         max_runs=settings.max_concurrent_runs,
     )
     # From the signal handler, only a hand-over to the loop: cancel_all takes a lock the

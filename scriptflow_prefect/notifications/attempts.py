@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from email.message import EmailMessage
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from scriptflow_prefect.notifications import events, outbox
 from scriptflow_prefect.notifications.channels.email import mailer
 from scriptflow_prefect.notifications.models import OutboxEntry
@@ -123,11 +125,18 @@ def record_dropped(entries: list[OutboxEntry]) -> None:
         record_outcome(e, "dropped")
 
 
+class OutboxUnavailable(RuntimeError):
+    """The message could not be written to the outbox (nothing was written, nothing sent)."""
+
+
 def write_and_try(db: Database, send: Send, backoff: outbox.Backoff, **entry) -> str:
     """Write one message to the outbox (outbox.enqueue's fields) and make its first try here:
     "sent", "retrying" (a sender loop takes it from there), "failed", "gave_up", or
     "duplicate" (its `dedupe_key` was written before)."""
-    queued = outbox.enqueue(db, **entry)
+    try:
+        queued = outbox.enqueue(db, **entry)
+    except SQLAlchemyError as exc:  # held past the wait by a backup, a full disk
+        raise OutboxUnavailable(str(exc)) from exc
     if queued is None:
         return "duplicate"
     record_dropped(queued.dropped)

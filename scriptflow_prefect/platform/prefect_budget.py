@@ -53,6 +53,12 @@ def budget(seconds: float = PAGE_SECONDS) -> Iterator[None]:
         _current.reset(token)
 
 
+def detach() -> None:
+    """Drop the budget in the current context: for a task that outlives the page that
+    started it (a queued "Run now" created in the background), whose context is a copy."""
+    _current.set(None)
+
+
 def was_slow() -> bool:
     """Whether a Prefect call of the current page ran out of its budget."""
     current = _current.get()

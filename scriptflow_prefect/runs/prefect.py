@@ -25,6 +25,7 @@ from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelled, Cancelling, Scheduled
 
+from scriptflow_prefect.platform import prefect_budget
 from scriptflow_prefect.platform.prefect import PrefectUnavailable, call, retry_busy, shared_client
 from scriptflow_prefect.platform.prefect_names import TAG, script_tag
 from scriptflow_prefect.runs.filters import RunQuery
@@ -67,6 +68,9 @@ async def create_manual_run(
         )
 
     async def _create():
+        # This task's context is a copy of the page's: past the answer, the page's Prefect
+        # budget would cut every retry at once and the queued run would never be made.
+        prefect_budget.detach()
         deadline = time.monotonic() + KEEP_TRYING
         while True:
             try:

@@ -186,7 +186,9 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
             raise
         finally:
             trim_due = heap_trimmer.run_finished()
-            await anyio.to_thread.run_sync(active_runs.ended, self._home, flow_run.id)
+            # One unlink, not awaited: in a task cancelled by a clean stop, an await here
+            # would raise first and leave a record that the next start reads as a crash.
+            active_runs.ended(self._home, flow_run.id)
         if trim_due:  # off the event loop: a trim with much to give back takes ~50 ms
             heap_trimmer.trim_soon()
         ok = getattr(state, "is_completed", lambda: False)()
@@ -280,6 +282,7 @@ class WorkerThread:
         self.worker: ScriptFlowWorker | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._serving_loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._main, name="scriptflow-worker", daemon=True)
@@ -294,6 +297,7 @@ class WorkerThread:
             work_pool_name=prefect_names.WORK_POOL, name=self.name, max_runs=self.max_runs
         )
         self._stop = asyncio.Event()
+        self._serving_loop = asyncio.get_running_loop()  # stop() needs it from the start
         self._ready.set()
         task = asyncio.create_task(self.worker.start(printer=log.info))
         await self._stop.wait()
@@ -309,7 +313,8 @@ class WorkerThread:
 
     def stop(self, timeout: float = 8.0) -> None:
         watcher.cancel_all()  # running scripts must not outlive ScriptFlow
-        if self.worker is not None and self.worker._loop is not None:
-            self.worker._loop.call_soon_threadsafe(self._stop.set)
+        loop = self._serving_loop
+        if loop is not None and loop.is_running():  # also while recovering, before polling
+            loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(timeout)

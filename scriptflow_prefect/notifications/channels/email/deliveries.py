@@ -154,22 +154,30 @@ async def send_email(
         return await _send_without_outbox(
             block, config, msg, resource_id, name, payload, recipient, run_id
         )
-    return await asyncio.to_thread(
-        attempts.write_and_try,
-        db,
-        attempts.smtp_sender(config),
-        outbox.Backoff.from_settings(get_settings()),
-        channel="email",
-        message=bytes(msg),
-        resource_id=resource_id,
-        resource_name=name,
-        payload=payload,
-        caused_at=caused_at,
-        recipient=recipient,
-        script_id=script_id,
-        run_id=str(run_id) if run_id else None,
-        dedupe_key=dedupe_key,
-    )
+    try:
+        return await asyncio.to_thread(
+            attempts.write_and_try,
+            db,
+            attempts.smtp_sender(config),
+            outbox.Backoff.from_settings(get_settings()),
+            channel="email",
+            message=bytes(msg),
+            resource_id=resource_id,
+            resource_name=name,
+            payload=payload,
+            caused_at=caused_at,
+            recipient=recipient,
+            script_id=script_id,
+            run_id=str(run_id) if run_id else None,
+            dedupe_key=dedupe_key,
+        )
+    except attempts.OutboxUnavailable as exc:
+        # The outbox cannot be written (its database held past the wait, a full disk): the
+        # email is not dropped unrecorded; it goes the old way, short retries in memory.
+        log.warning("the outbox could not be written (%s): sending %s directly", exc, name)
+        return await _send_without_outbox(
+            block, config, msg, resource_id, name, payload, recipient, run_id
+        )
 
 
 async def _send_without_outbox(block, config, msg, resource_id, name, payload, recipient, run_id):
