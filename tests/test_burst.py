@@ -21,6 +21,8 @@ from prefect.server.api import workers as workers_api
 from prefect.server.database.configurations import AioSqliteConfiguration
 
 from scriptflow_prefect.commands import prefect_sqlite
+from scriptflow_prefect.platform import prefect_budget
+from scriptflow_prefect.platform.prefect import PrefectUnavailable, call
 
 RETRYABLE = "Encountered retryable exception in request"
 
@@ -109,6 +111,30 @@ def _prefect_server(stack) -> psutil.Process:
         if "scriptflow_prefect.commands.prefect_child" in " ".join(p.cmdline()):
             return p
     raise AssertionError("no Prefect server under `scriptflow up`")
+
+
+def test_a_task_that_outlives_its_page_is_not_cut_by_the_pages_prefect_budget():
+    """A queued Run now is created by a task started inside a page's budget: a copy of the
+    page's context. Past the answer, the budget must not cut its retries (runs/prefect.py)."""
+
+    async def prefect_call():
+        await asyncio.sleep(0.05)
+        return "created"
+
+    async def background(detach: bool):
+        if detach:
+            prefect_budget.detach()
+        await asyncio.sleep(0.1)  # the page has answered; its budget has run out
+        return await call(prefect_call())
+
+    async def page(detach: bool):
+        with prefect_budget.budget(0.05):
+            task = asyncio.ensure_future(background(detach))
+        return await asyncio.gather(task, return_exceptions=True)
+
+    assert asyncio.run(page(detach=True)) == ["created"]
+    (without,) = asyncio.run(page(detach=False))
+    assert isinstance(without, PrefectUnavailable)  # what happened before: every retry cut
 
 
 def test_the_real_server_runs_patched(stack):
