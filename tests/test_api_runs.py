@@ -296,6 +296,9 @@ def test_it_hides_scriptflow_and_prefect_settings_and_secrets_from_scripts(stack
     assert run["status"] == "succeeded"
     env = json.loads(texts(lines)[0])
     assert env, "the script saw no environment at all"
+    # The one ScriptFlow variable a script gets: its run's id (what recovery finds its
+    # processes by, execution/leftovers.py); no setting.
+    assert env.pop("SCRIPTFLOW_RUN_ID") == run["id"]
     for name in env:
         assert not name.upper().startswith(("PREFECT_", "SCRIPTFLOW_")), name
         for marker in ("SECRET", "PASSWORD", "TOKEN", "AUTH", "API_KEY"):

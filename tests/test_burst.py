@@ -83,6 +83,13 @@ def test_it_leaves_other_calls_deferred():
     assert not prefect_sqlite.reads_then_writes("GET", f"/api/flow_runs/{run}/labels")
 
 
+def _run(coro):
+    """asyncio.run on a thread of its own: earlier tests of the session (a browser's
+    driver) may leave an event loop running in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def test_a_busy_answer_says_retry_after():
     async def busy(scope, receive, send):
         await send({"type": "http.response.start", "status": 503, "headers": []})
@@ -97,7 +104,7 @@ def test_a_busy_answer_says_retry_after():
         return {"type": "http.request", "body": b""}
 
     scope = {"type": "http", "method": "POST", "path": "/api/logs/"}
-    asyncio.run(prefect_sqlite.WriteLockFirst(busy)(scope, receive, send))
+    _run(prefect_sqlite.WriteLockFirst(busy)(scope, receive, send))
     assert (b"retry-after", prefect_sqlite.RETRY_AFTER) in sent[0]["headers"]
 
 
@@ -132,8 +139,8 @@ def test_a_task_that_outlives_its_page_is_not_cut_by_the_pages_prefect_budget():
             task = asyncio.ensure_future(background(detach))
         return await asyncio.gather(task, return_exceptions=True)
 
-    assert asyncio.run(page(detach=True)) == ["created"]
-    (without,) = asyncio.run(page(detach=False))
+    assert _run(page(detach=True)) == ["created"]
+    (without,) = _run(page(detach=False))
     assert isinstance(without, PrefectUnavailable)  # what happened before: every retry cut
 
 

@@ -45,6 +45,9 @@ ANSWER_WITHIN = 1.5
 KEEP_TRYING = 600.0
 
 _creating: dict[UUID, tuple[asyncio.Task, FlowRun]] = {}
+# SQLite's json_array() takes at most 127 arguments (SQLITE_MAX_FUNCTION_ARG): Prefect's tag
+# filter (one tag per script) answers 500 past that.
+MAX_TAGS_PER_QUERY = 100
 
 
 async def create_manual_run(
@@ -168,6 +171,11 @@ async def latest_runs(script_ids: list[int]) -> dict[int, FlowRun]:
     (at most 8 at a time). A dashboard of 150 scripts is not 150 concurrent clients."""
     if not script_ids:
         return {}
+    if len(script_ids) > MAX_TAGS_PER_QUERY:  # one query's tag filter takes at most 127
+        found: dict[int, FlowRun] = {}
+        for i in range(0, len(script_ids), MAX_TAGS_PER_QUERY):
+            found.update(await latest_runs(script_ids[i : i + MAX_TAGS_PER_QUERY]))
+        return found
     wanted = {script_tag(i): i for i in script_ids}
 
     async def _do():

@@ -46,6 +46,8 @@ async def read_scheduler_runs(
     more than LATE_AFTER_SECONDS after their time (oldest first)."""
     if script_ids is not None and not script_ids:
         return SchedulerRuns([], [], [])
+    if script_ids is not None and len(script_ids) > MAX_TAGS_PER_QUERY:
+        return await _in_chunks(script_ids, next_limit, limit)
 
     def runs_filter(
         types: list[StateType], after: datetime | None = None, before: datetime | None = None
@@ -85,6 +87,35 @@ async def read_scheduler_runs(
         return SchedulerRuns(running=running, next=upcoming, late=late)
 
     return await call(_do())
+
+
+# SQLite's json_array() takes at most 127 arguments (SQLITE_MAX_FUNCTION_ARG): Prefect's tag
+# filter answers 500 past that, so a user with more scripts is asked for in chunks.
+MAX_TAGS_PER_QUERY = 100
+
+
+async def _in_chunks(script_ids: list[int], next_limit: int, limit: int) -> SchedulerRuns:
+    parts = await asyncio.gather(
+        *(
+            read_scheduler_runs(
+                script_ids[i : i + MAX_TAGS_PER_QUERY], next_limit=next_limit, limit=limit
+            )
+            for i in range(0, len(script_ids), MAX_TAGS_PER_QUERY)
+        )
+    )
+    far = datetime.max.replace(tzinfo=UTC)
+
+    def started(fr: FlowRun) -> datetime:
+        return fr.start_time or far
+
+    def expected(fr: FlowRun) -> datetime:
+        return fr.expected_start_time or far
+
+    return SchedulerRuns(
+        running=sorted((r for p in parts for r in p.running), key=started)[:limit],
+        next=sorted((r for p in parts for r in p.next), key=expected)[:next_limit],
+        late=sorted((r for p in parts for r in p.late), key=expected)[:limit],
+    )
 
 
 # -- a script's deployment's schedules ----------------------------------------------------------
