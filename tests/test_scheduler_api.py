@@ -151,3 +151,18 @@ def test_the_page_shows_the_state_and_is_linked_from_the_schedules_page(stack) -
         assert "Alive" in r.text
         r = browser.get("/scheduler", headers={"Accept-Language": "pt-BR"})
         assert r.status_code == 200
+
+
+def test_it_answers_for_a_user_with_more_scripts_than_one_prefect_tag_filter_takes(bob) -> None:
+    """Prefect's tag filter on SQLite takes at most 127 tags (json_array's argument limit):
+    a user with more scripts used to get Prefect's 500 on the scheduler page and dashboard."""
+    mine = bob.get("/scripts").json()
+    have = len(mine) if isinstance(mine, list) else mine.get("total", 0)
+    for _ in range(max(0, 130 - have)):
+        upload(bob, "print('x')\n")
+    last = upload(bob, "print('x')\n")
+    run = bob.post(f"/scripts/{last['id']}/runs").json()
+    wait_run(bob, run["id"], timeout=60)
+    status_of(bob)  # 200, not "Prefect is not reachable"
+    r = bob.get("/runs", params={"script_id": last["id"]})
+    assert r.status_code == 200, r.text
