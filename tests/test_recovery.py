@@ -25,6 +25,7 @@ from conftest import (
     stop_stack,
     upload,
     wait_run,
+    wait_until,
 )
 
 from scriptflow_prefect.execution import leftovers
@@ -43,17 +44,6 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout:g} s")
-        time.sleep(0.1)
 
 
 # -- the pieces, with real processes and no server ---------------------------------------------
@@ -94,7 +84,7 @@ def test_it_kills_the_script_at_once_when_its_worker_is_killed(tmp_path):
         assert _alive(pid)
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
-        _wait(lambda: not _alive(pid), 5, "the script dying with its worker")
+        wait_until(lambda: not _alive(pid), 5, "the script dying with its worker")
     finally:
         worker.kill()
         worker.wait()
@@ -214,7 +204,7 @@ def start_running(client, script_id: int, processes: int) -> str:
     r = client.post(f"/scripts/{script_id}/runs")
     assert r.status_code == 202, r.text
     run_id = r.json()["id"]
-    _wait(lambda: len(marked(run_id)) >= processes, 90, f"run {run_id} running its script")
+    wait_until(lambda: len(marked(run_id)) >= processes, 90, f"run {run_id} running its script")
     return run_id
 
 
@@ -259,7 +249,7 @@ def fake_record(home: Path, unrelated: subprocess.Popen) -> str:
 
 def wait_crashed(client, run_id: str, timeout: float) -> tuple[dict, float]:
     started = time.monotonic()
-    run = _wait(
+    run = wait_until(
         lambda: (r := client.get(f"/runs/{run_id}").json())["status"] != "running" and r,
         timeout,
         f"run {run_id} leaving `running`",
@@ -291,7 +281,7 @@ def test_it_ends_the_runs_of_a_killed_scriptflow_up_as_crashed_and_stops_their_s
         (grandchild,) = [p for p in marked(second) if p.name() == "sleep"]
         kill_hard(stack.proc, prefect_servers_of(stack.proc))
         # PR_SET_PDEATHSIG: the scripts' own processes die with ScriptFlow...
-        _wait(lambda: not any(_alive(p) for p in script), 5, "the script dying with `up`")
+        wait_until(lambda: not any(_alive(p) for p in script), 5, "the script dying with `up`")
         # ... a grandchild in a session of its own lives on, until the restart.
         assert _alive(grandchild.pid)
         fake = fake_record(home, unrelated)
@@ -339,7 +329,7 @@ def test_it_ends_the_runs_of_a_killed_scriptflow_up_as_crashed_and_stops_their_s
                 state = prefect.get(f"/flow_runs/{stray.json()['id']}").json()["state"]
                 return state if state["type"] == "CRASHED" else None
 
-            state = _wait(ended, 60, "the stray run crashing")
+            state = wait_until(ended, 60, "the stray run crashing")
         assert state["message"].startswith("ScriptFlow's runner failed during this run"), state
     finally:
         unrelated.kill()
@@ -391,15 +381,15 @@ class SplitStack:
         self.stack = Stack(
             home, self.url, f"http://127.0.0.1:{prefect_port}", self.env, self.server, home / "x"
         )
-        _wait(self._prefect_answers, 150, "Prefect's server answering")
+        wait_until(self._prefect_answers, 150, "Prefect's server answering")
         self.web = _launch("web", self.env, home / "web.out")
         # One after the other: both create the work pool when missing, and the second one
         # to try fails (ObjectAlreadyExists; noticed here, not fixed: scripts/prefect.py).
-        _wait(lambda: self.web.poll() is not None or self._ready(), 150, "web starting")
+        wait_until(lambda: self.web.poll() is not None or self._ready(), 150, "web starting")
         assert self.web.poll() is None, (home / "web.out").read_text()
         self.worker = self.start_worker()
         # /health says ok once a worker is alive too
-        _wait(lambda: _healthy(self.url), 150, "web and worker answering")
+        wait_until(lambda: _healthy(self.url), 150, "web and worker answering")
         _with_token(self.stack)
 
     def _ready(self) -> bool:
@@ -467,11 +457,11 @@ def test_a_killed_worker_ends_its_runs_when_it_comes_back_or_the_server_does_if_
             # Killed for good: the server's automation ends the run (dead-man, 45 s here).
             second = start_running(admin, script["id"], 2)
             # Prefect's engine beats for runs of our in-process worker too.
-            _wait(lambda: heartbeats_of(split.stack, second), 60, "a heartbeat event")
+            wait_until(lambda: heartbeats_of(split.stack, second), 60, "a heartbeat event")
             processes = marked(second)
             (grandchild,) = [p for p in processes if p.name() == "sleep"]
             kill_hard(split.worker)
-            _wait(
+            wait_until(
                 lambda: not any(_alive(p.pid) for p in processes if p.pid != grandchild.pid),
                 5,
                 "the script dying with its worker",
@@ -485,7 +475,7 @@ def test_a_killed_worker_ends_its_runs_when_it_comes_back_or_the_server_does_if_
             # The worker comes back after all: its record leads it to the orphan; the run
             # keeps the server's message.
             split.worker = split.start_worker()
-            _wait(lambda: not _alive(grandchild.pid), 120, "the restarted worker stopping it")
+            wait_until(lambda: not _alive(grandchild.pid), 120, "the restarted worker stopping it")
             assert admin.get(f"/runs/{second}").json()["message_code"] == "worker_lost"
 
             ok = upload(admin, "print('ok')\n", name="ok")
