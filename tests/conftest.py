@@ -97,6 +97,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def need_tool(path_or_name: str, why: str) -> str:
     """A missing tool skips locally but fails in CI (a skip there would hide a gap)."""
     found = shutil.which(path_or_name) or (path_or_name if Path(path_or_name).exists() else None)

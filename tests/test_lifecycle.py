@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import free_port, stack_env, start_stack, stop_stack, wait_until
+from conftest import free_port, port_free, stack_env, start_stack, stop_stack, wait_until
 
 SERVER_CHILD = "scriptflow_prefect.commands.prefect_child"
 START_DEADLINE = 240  # a loaded machine: Prefect's server alone can take a minute to answer
@@ -60,16 +59,6 @@ def home_processes(home: Path) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def answers(port: int) -> bool:
