@@ -19,6 +19,7 @@ from scriptflow_prefect.notifications import events, outbox
 from scriptflow_prefect.notifications.channels.email import mailer
 from scriptflow_prefect.notifications.models import OutboxEntry
 from scriptflow_prefect.platform.db import Database
+from scriptflow_prefect.platform.settings import get_settings
 
 log = logging.getLogger("scriptflow.email")
 
@@ -129,10 +130,10 @@ class OutboxUnavailable(RuntimeError):
     """The message could not be written to the outbox (nothing was written, nothing sent)."""
 
 
-def write_and_try(db: Database, send: Send, backoff: outbox.Backoff, **entry) -> str:
+def write_and_try(db: Database, send: Send, backoff: outbox.Backoff | None = None, **entry) -> str:
     """Write one message to the outbox (outbox.enqueue's fields) and make its first try here:
     "sent", "retrying" (a sender loop takes it from there), "failed", "gave_up", or
-    "duplicate" (its `dedupe_key` was written before)."""
+    "duplicate" (its `dedupe_key` was written before). `backoff`: the settings' by default."""
     try:
         queued = outbox.enqueue(db, **entry)
     except SQLAlchemyError as exc:  # held past the wait by a backup, a full disk
@@ -140,4 +141,5 @@ def write_and_try(db: Database, send: Send, backoff: outbox.Backoff, **entry) ->
     if queued is None:
         return "duplicate"
     record_dropped(queued.dropped)
+    backoff = backoff or outbox.Backoff.from_settings(get_settings())
     return attempt(db, queued.id, queued.claim, send, backoff) or "retrying"

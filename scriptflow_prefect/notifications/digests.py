@@ -21,7 +21,7 @@ from scriptflow_prefect.notifications.channels import CHANNELS
 from scriptflow_prefect.notifications.channels.email import mailer
 from scriptflow_prefect.notifications.prefs import effective_prefs, recipients_of
 from scriptflow_prefect.platform.prefect_names import EMAIL_BLOCK, TAG, script_tag
-from scriptflow_prefect.platform.settings import Settings, get_settings
+from scriptflow_prefect.platform.settings import Settings
 from scriptflow_prefect.runs.models import run_to_dict
 from scriptflow_prefect.scripts.models import Script
 
@@ -233,7 +233,6 @@ def send_digest_email(
         return attempts.write_and_try(
             db,
             attempts.smtp_sender(config),
-            outbox.Backoff.from_settings(get_settings()),
             channel="email",
             message=bytes(msg),
             resource_id=resource,

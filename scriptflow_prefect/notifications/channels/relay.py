@@ -17,7 +17,6 @@ from pydantic import Field
 
 from scriptflow_prefect.notifications import attempts, outbox
 from scriptflow_prefect.notifications.models import OutboxEntry
-from scriptflow_prefect.platform.settings import get_settings
 
 
 async def post(target: str, subject: str | None, body: str) -> None:
@@ -75,7 +74,6 @@ class ScriptFlowOutbox(NotificationBlock):
             attempts.write_and_try,
             db,
             send_entry,
-            outbox.Backoff.from_settings(get_settings()),
             channel=self.channel,
             message=json.dumps(message).encode(),
             resource_id=f"scriptflow.channel.{self.channel}",

@@ -22,7 +22,6 @@ from uuid import UUID
 from scriptflow_prefect.notifications import attempts, events, outbox
 from scriptflow_prefect.notifications.channels.email import mailer
 from scriptflow_prefect.notifications.channels.email.throttle import THROTTLE
-from scriptflow_prefect.platform.settings import get_settings
 from scriptflow_prefect.runs.models import run_to_dict
 
 log = logging.getLogger("scriptflow.email")
@@ -159,7 +158,6 @@ async def send_email(
             attempts.write_and_try,
             db,
             attempts.smtp_sender(config),
-            outbox.Backoff.from_settings(get_settings()),
             channel="email",
             message=bytes(msg),
             resource_id=resource_id,
