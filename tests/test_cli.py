@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import start_stack, stop_stack, unique, upload, wait_run
+from conftest import free_port, start_stack, stop_stack, unique, upload, wait_run
 
 from scriptflow_prefect.commands.stack import runner_name
 
@@ -183,6 +183,53 @@ def test_it_points_the_prefect_cli_at_scriptflows_server(stack, alice, tmp_path)
     r = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert script["name"] in r.stdout
+
+
+def test_prefect_env_refuses_to_invent_a_home(tmp_path):
+    home = tmp_path / "nowhere"
+    r = subprocess.run(
+        [*SCRIPTFLOW, "prefect-env"],
+        env=clean_env(SCRIPTFLOW_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode != 0 and r.stdout == ""
+    assert f"SCRIPTFLOW_HOME={home}" in r.stderr
+    assert not home.exists()  # nothing created, no auth string that matches no server
+
+
+def test_prefect_env_refuses_a_home_no_stack_has_run_with(tmp_path):
+    home = tmp_path / "empty"
+    home.mkdir()
+    r = subprocess.run(
+        [*SCRIPTFLOW, "prefect-env"],
+        env=clean_env(SCRIPTFLOW_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode != 0 and r.stdout == ""
+    assert "auth_string is missing" in r.stderr
+    assert list(home.iterdir()) == []
+
+
+def test_prefect_env_says_when_the_stack_is_not_running(tmp_path):
+    home = tmp_path / "stopped"
+    (home / "prefect").mkdir(parents=True)
+    (home / "prefect" / "auth_string").write_text("scriptflow:kept")
+    port = free_port()
+    r = subprocess.run(
+        [*SCRIPTFLOW, "prefect-env"],
+        env=clean_env(SCRIPTFLOW_HOME=str(home), SCRIPTFLOW_PREFECT_PORT=str(port)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # The exports stand (eval still points the CLI there), but the exit code says no server.
+    assert r.returncode == 3
+    assert "export PREFECT_API_AUTH_STRING=scriptflow:kept" in r.stdout
+    assert f"no Prefect server answers at http://127.0.0.1:{port}/api" in r.stderr
 
 
 # -- settings and the home lock -------------------------------------------------------------

@@ -11,7 +11,6 @@ import ctypes
 import getpass
 import logging
 import os
-import shlex
 import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -71,11 +70,15 @@ def cmd_web(args) -> int:
 
 
 def cmd_prefect_env(args) -> int:
-    settings = _settings()
-    print(f"export PREFECT_API_URL={shlex.quote(settings.api_url)}")
-    if settings.auth_string:
-        print(f"export PREFECT_API_AUTH_STRING={shlex.quote(settings.auth_string)}")
-    return 0
+    from scriptflow_prefect.commands.power_env import print_prefect_env
+    from scriptflow_prefect.platform.settings import SettingsError, load_settings
+
+    # Not _settings(): that prepares the home, and this command must not invent one.
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        sys.exit(f"scriptflow: bad setting: {exc}")
+    return print_prefect_env(settings)
 
 
 def _read_password(from_stdin: bool, confirm: bool = True) -> str:
