@@ -184,7 +184,7 @@ def test_several_schedules_never_share_an_instant() -> None:
     for day in (29, 30):
         s = spec("monthly", "12:00", "UTC", day_of_month=day)
         per_schedule = [
-            schedules._server_dates(p, datetime(2027, 1, 1, tzinfo=UTC), 60)
+            schedules.schedule_dates(p.schedule, datetime(2027, 1, 1, tzinfo=UTC), 60)
             for p in to_prefect_schedules(s)
         ]
         assert len(per_schedule) == 2
@@ -284,7 +284,7 @@ def test_only_the_preview_helper_imports_prefect_server() -> None:
         if isinstance(node, ast.Import | ast.ImportFrom) and "prefect.server" in ast.unparse(node)
     ]
     helper = next(
-        n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_server_dates"
+        n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "schedule_dates"
     )
     inside = {id(node) for node in ast.walk(helper)}
     assert server_imports and all(id(node) in inside for node in server_imports)
@@ -548,25 +548,30 @@ def test_the_preview_is_what_prefects_scheduler_inserts(prefect_server: None) ->
     assert local("Australia/Sydney", 2028, 2, 29, 2, 30).timestamp() in day31
 
 
-# -- the state of a schedule in Prefect: only "no such deployment" counts as active ----------
+# -- the schedule as Prefect runs it, when Prefect says nothing or breaks ----------------------
 class _PrefectAnswering:
     """An HTTP server on loopback standing in for Prefect's API at the network edge: every
-    request gets `status` (404: no such deployment; 500: Prefect broke)."""
+    request gets `status` with `body` (200 []: no such deployment; 500: Prefect broke)."""
 
-    def __init__(self, status: int):
+    def __init__(self, status: int, body: bytes):
         import http.server
         import threading
 
-        answer = status
-
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
-                body = b'{"detail": "Deployment not found."}'
-                self.send_response(answer)
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                # Prefect's client asks for a CSRF token before a POST: none, as on a
+                # server that has CSRF protection off (Prefect's default).
+                csrf = "/csrf-token" in self.path
+                answer = b'{"detail": "CSRF protection is disabled."}' if csrf else body
+                self.send_response(422 if csrf else status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(answer)
+
+            do_GET = do_POST = _answer  # noqa: N815 - http.server's names
 
             def log_message(self, *args):
                 pass
@@ -580,32 +585,33 @@ class _PrefectAnswering:
         self.server.server_close()
 
 
-def _states_with_prefect_answering(status: int):
+def _truth_with_prefect_answering(status: int, body: bytes):
     import uuid
     from types import SimpleNamespace
 
     from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
-    from scriptflow_prefect.schedules import service
+    from scriptflow_prefect.schedules import truth
 
+    saved = {"frequency": "daily", "time": "06:00", "timezone": "UTC", "active": True}
     script = SimpleNamespace(
-        id=7, schedule={"active": True}, deployment_id=str(uuid.uuid4()), name="x"
+        id=7, schedule=saved, settings=None, deployment_id=str(uuid.uuid4()), name="x"
     )
-    server = _PrefectAnswering(status)
+    server = _PrefectAnswering(status, body)
     try:
         with temporary_settings({PREFECT_API_URL: server.url, PREFECT_CLIENT_MAX_RETRIES: 0}):
-            return run_async(service.schedule_states([script]))
+            return run_async(truth.truths_or_saved([script]))[7]
     finally:
         server.close()
 
 
-def test_it_counts_a_deployment_prefect_does_not_have_as_active():
-    assert _states_with_prefect_answering(404) == {7: "active"}
+def test_a_schedule_whose_deployment_prefect_does_not_have_is_not_scheduled():
+    found = _truth_with_prefect_answering(200, b"[]")
+    assert found.known and found.source is None and found.removed_in_prefect
+    assert found.next_run_at is None
 
 
-def test_it_reports_a_prefect_failure_instead_of_calling_the_schedule_active():
-    from scriptflow_prefect.platform.errors import ServiceError
-
-    with pytest.raises(ServiceError) as caught:
-        _states_with_prefect_answering(500)
-    assert caught.value.status == 503 and "Prefect" in str(caught.value)
+def test_when_prefect_breaks_the_saved_schedule_is_shown_as_unknown():
+    found = _truth_with_prefect_answering(500, b'{"detail": "broken"}')
+    assert not found.known and found.source == "scriptflow" and found.state == "active"
+    assert found.next_runs and found.next_run_at is None  # Prefect's next run is not known

@@ -110,6 +110,11 @@ class _Schedule(BaseModel):
     time: Annotated[str, Field(pattern=TIME, description="HH:MM, 24-hour")]
     timezone: TimeZone
     active: bool = True
+    replace: bool = Field(
+        False,
+        description="Replace schedules set in Prefect that the simple form cannot express "
+        "(schedule_source prefect); without it such a PUT answers 409 and changes nothing",
+    )
 
 
 class DailySchedule(_Schedule):

@@ -17,6 +17,7 @@ from scriptflow_prefect.platform.i18n import _, get_locale
 from scriptflow_prefect.runs import service as run_core
 from scriptflow_prefect.schedules import service as core
 from scriptflow_prefect.schedules.spec import parse_spec
+from scriptflow_prefect.schedules.truth import read_truths, saved_truth, truths_or_saved
 from scriptflow_prefect.schedules.words import describe
 from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import ScriptError, visible_scripts_query
@@ -44,8 +45,11 @@ def schedule_from_form(form: FormData) -> dict:
 @pages.post("/scripts/{script_id}/schedule", dependencies=[Csrf])
 async def save(request: Request, script_id: int, user: PageUser, db: DbDep):
     script = visible_script(db, user, script_id)
+    form = await request.form()
     try:
-        await core.set_schedule(db, user, script, schedule_from_form(await request.form()))
+        await core.set_schedule(
+            db, user, script, schedule_from_form(form), replace=form.get("replace") == "1"
+        )
     except ScriptError as exc:
         db.rollback()
         flash(request, _("The schedule was not saved: %(reason)s", reason=str(exc)), "error")
@@ -69,9 +73,8 @@ async def preview(request: Request, user: PageUser):
 @pages.post("/scripts/{script_id}/schedule/enable", dependencies=[Csrf])
 async def enable(request: Request, script_id: int, user: PageUser, db: DbDep):
     script = visible_script(db, user, script_id)
-    if script.schedule:
-        await core.set_schedule(db, user, script, {**script.schedule, "active": True})
-        flash(request, _("The schedule of %(name)s is on again.", name=script.name))
+    await core.set_active(db, user, script, True)
+    flash(request, _("The schedule of %(name)s is on again.", name=script.name))
     return RedirectResponse("/", status_code=303)
 
 
@@ -86,47 +89,53 @@ async def acknowledge(request: Request, script_id: int, user: PageUser, db: DbDe
 @pages.get("/scripts/{script_id}/schedule/delete")
 async def delete_form(request: Request, script_id: int, user: PageUser, db: DbDep):
     script = visible_script(db, user, script_id)
-    return render(request, "schedules/delete.html", {"script": script})
+    truth = (await truths_or_saved([script]))[script.id]
+    words = truth.words(get_locale())
+    return render(
+        request, "schedules/delete.html", {"script": script, "truth": truth, "words": words}
+    )
 
 
 @pages.post("/scripts/{script_id}/schedule/delete", dependencies=[Csrf])
 async def delete(request: Request, script_id: int, user: PageUser, db: DbDep):
     script = visible_script(db, user, script_id)
-    if script.schedule:
-        await core.delete_schedule(db, user, script)
+    await core.delete_schedule(db, user, script)
     flash(request, _("The schedule of %(name)s was removed; the script stays.", name=script.name))
     return RedirectResponse("/schedules", status_code=303)
 
 
 @pages.get("/schedules")
 async def schedule_list(request: Request, user: PageUser, db: DbDep, sort: str = "next"):
+    """Every visible script Prefect runs on a schedule, whoever set it, paused or not; a
+    schedule saved here that Prefect no longer has is listed too, saying so."""
     sort = sort if sort in SORTS else "next"
-    scripts = [
-        s for s in db.scalars(visible_scripts_query(user).order_by(Script.name)) if s.schedule
-    ]
+    scripts = list(db.scalars(visible_scripts_query(user).order_by(Script.name)))
     try:
-        states = await core.schedule_states(scripts)
+        truths = await read_truths(scripts)
         last = await run_core.last_runs([s.id for s in scripts])
+        prefect_down = False
     except platform_prefect.PrefectUnavailable:
-        states, last = {}, {}
-    rows = []
-    for s in scripts:
-        spec = parse_spec(s.schedule)
-        info = core.schedule_to_dict(s) or {}
-        rows.append(
-            {
-                "script": s,
-                "words": describe(spec, get_locale()),
-                "next": (info.get("next_runs") or [None])[0],
-                "state": states.get(s.id, "active" if spec.active else "inactive"),
-                "last_run": last.get(s.id),
-            }
-        )
+        truths, last = {s.id: saved_truth(s) for s in scripts}, {}
+        prefect_down = True
+    locale = get_locale()
+    rows = [
+        {
+            "script": s,
+            "truth": truths[s.id],
+            "words": truths[s.id].words(locale),
+            "next": truths[s.id].next_runs[0] if truths[s.id].next_runs else None,
+            "state": truths[s.id].state,
+            "last_run": last.get(s.id),
+        }
+        for s in scripts
+        if truths[s.id].scheduled or truths[s.id].removed_in_prefect
+    ]
     if sort == "next":
         rows.sort(key=lambda r: (r["next"] is None, r["next"].timestamp() if r["next"] else 0))
     elif sort == "created":
         rows.sort(key=lambda r: r["script"].created_at, reverse=True)
-    return render(request, "schedules/list.html", {"rows": rows, "sort": sort})
+    context = {"rows": rows, "sort": sort, "prefect_down": prefect_down}
+    return render(request, "schedules/list.html", context)
 
 
 @pages.post("/schedules/bulk", dependencies=[Csrf])
@@ -139,7 +148,7 @@ async def bulk(request: Request, user: PageUser, db: DbDep, action: Annotated[st
     done = 0
     for sid in ids:
         script = visible_script(db, user, sid)
-        if script.schedule:
+        if script.deployment_id:
             await core.set_active(db, user, script, action == "activate")
             done += 1
     flash(

@@ -12,7 +12,9 @@ from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, no_database_write
 from scriptflow_prefect.ui_overlay.openapi import body, errors
 
 from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.prefect import PrefectUnavailable
 from scriptflow_prefect.schedules import service as core
+from scriptflow_prefect.schedules.truth import read_truths
 from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import visible_scripts_query
 
@@ -28,27 +30,33 @@ def _body_object(body: Any) -> dict:
 @api.put(
     "/scripts/{script_id}/schedule",
     response_model=schemas.Schedule,
-    responses=errors(503),
+    responses=errors(409, 503),
     openapi_extra=body(ScheduleBody),
 )
 async def put_schedule(script_id: int, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]):
     script = visible_script(db, user, script_id)
-    await core.set_schedule(db, user, script, _body_object(body))
-    return core.schedule_to_dict(script)
+    data = _body_object(body)
+    replace = data.get("replace", False)
+    if not isinstance(replace, bool):
+        raise HTTPException(422, _("replace must be true or false."))
+    await core.set_schedule(db, user, script, data, replace=replace)
+    return core.schedule_to_dict(await core.truth_of(script))
 
 
-@api.get("/scripts/{script_id}/schedule", response_model=schemas.Schedule)
+@api.get("/scripts/{script_id}/schedule", response_model=schemas.Schedule, responses=errors(503))
 async def get_schedule(script_id: int, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
-    if not script.schedule:
+    schedule = core.schedule_to_dict(await core.truth_of(script))
+    if schedule is None:
         raise HTTPException(404, _("This script has no schedule."))
-    return core.schedule_to_dict(script)
+    return schedule
 
 
 @api.delete("/scripts/{script_id}/schedule", status_code=204, responses=errors(503))
 async def delete_schedule(script_id: int, user: ApiUser, db: DbDep):
     script = visible_script(db, user, script_id)
-    if not script.schedule:
+    truth = await core.truth_of(script)
+    if not script.schedule and not truth.scheduled:
         raise HTTPException(404, _("This script has no schedule."))
     await core.delete_schedule(db, user, script)
     return Response(status_code=204)
@@ -64,19 +72,21 @@ async def preview(user: ApiUser, body: Annotated[Any, Body()]):
 
 @api.get("/schedules", response_model=schemas.ScriptSchedules, responses=errors(503))
 async def list_schedules(user: ApiUser, db: DbDep):
-    scripts = [
-        s for s in db.scalars(visible_scripts_query(user).order_by(Script.name)) if s.schedule
+    """Every visible script Prefect runs on a schedule, whoever set it, paused or not."""
+    scripts = list(db.scalars(visible_scripts_query(user).order_by(Script.name)))
+    try:
+        truths = await read_truths(scripts)
+    except PrefectUnavailable as exc:
+        raise HTTPException(
+            503,
+            _(
+                "Prefect is not reachable, the schedules' state is unknown: %(err)s",
+                err=str(exc)[:200],
+            ),
+        ) from exc
+    items = [
+        {"script_id": s.id, "script_name": s.name, **(core.schedule_to_dict(truths[s.id]) or {})}
+        for s in scripts
+        if truths[s.id].scheduled
     ]
-    states = await core.schedule_states(scripts)
-    return {
-        "items": [
-            {
-                "script_id": s.id,
-                "script_name": s.name,
-                "state": states.get(s.id, "active"),
-                **(core.schedule_to_dict(s) or {}),
-            }
-            for s in scripts
-        ],
-        "total": len(scripts),
-    }
+    return {"items": items, "total": len(items)}

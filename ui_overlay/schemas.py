@@ -7,7 +7,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, ConfigDict, PlainSerializer, SerializationInfo, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializationInfo,
+    model_serializer,
+)
 
 from scriptflow_prefect.runs.models import IsoDatetime, Run, Trigger
 
@@ -80,14 +87,39 @@ class RunSummary(Open):
 # -- scripts and schedules ---------------------------------------------------------------------
 
 
-class Schedule(Open):
-    frequency: Literal["daily", "weekly", "monthly"]
-    time: str
+class PrefectSchedule(Open):
+    """One of the deployment's schedules as Prefect has it."""
+
+    id: str
+    kind: Literal["cron", "interval", "rrule", "other"]
+    value: str = Field(description="the cron, the interval in seconds, or the RRULE")
     timezone: str
+    active: bool
+    description: str
+
+
+ScheduleState = Literal["active", "inactive", "disabled", "paused_in_prefect"]
+
+
+class Schedule(Open):
+    """A script's schedule as Prefect runs it. The simple form's fields are null when the
+    schedule was set in Prefect in a way the form cannot express (`source` "prefect")."""
+
+    frequency: Literal["daily", "weekly", "monthly"] | None
+    time: str | None
+    timezone: str | None
     days_of_week: list[str] = []
     day_of_month: int | Literal["last"] | None = None
     active: bool
     next_runs: list[IsoDatetime]
+    source: Literal["scriptflow", "prefect"] | None = None
+    state: ScheduleState | None = Field(
+        None,
+        description="inactive: switched off in ScriptFlow; disabled: switched off by the run "
+        "policy after failures in a row; paused_in_prefect: paused in Prefect",
+    )
+    description: str | None = None
+    prefect_schedules: list[PrefectSchedule] = []
 
 
 class WorkingFolder(Open):
@@ -110,7 +142,14 @@ class Script(Open):
     timeout_seconds: int | None = None
     schedule: Schedule | None = None
     last_run: Run | None = None
-    next_run_at: IsoDatetime | None = None
+    schedule_source: Literal["scriptflow", "prefect"] | None = Field(
+        None,
+        description="prefect: the deployment's schedules were set in Prefect in a way the "
+        "simple form cannot express",
+    )
+    next_run_at: IsoDatetime | None = Field(
+        None, description="the next run Prefect will start; null when none or unknown"
+    )
     arguments: list[str] = []
     environment: dict[str, str] = {}
     secrets: list[str] = []
@@ -182,7 +221,7 @@ class SchedulePreview(Open):
 class ScriptSchedule(Schedule):
     script_id: int
     script_name: str
-    state: Literal["active", "inactive", "disabled"]
+    state: ScheduleState
 
 
 class ScriptSchedules(Open):

@@ -30,8 +30,7 @@ from scriptflow_prefect.platform.i18n import _, get_locale
 from scriptflow_prefect.runs import service as run_core
 from scriptflow_prefect.runs.policies import RunPolicy
 from scriptflow_prefect.schedules import service as schedule_sync
-from scriptflow_prefect.schedules.spec import parse_spec
-from scriptflow_prefect.schedules.words import describe
+from scriptflow_prefect.schedules.truth import truths_or_saved
 from scriptflow_prefect.scripts import content_checks, store, versions
 from scriptflow_prefect.scripts import service as core
 from scriptflow_prefect.scripts.command_line import join_arguments, split_arguments
@@ -90,7 +89,8 @@ async def library(
         last = await run_core.last_runs([s.id for s in scripts])
     except platform_prefect.PrefectUnavailable:
         last = {}
-    rows = [core.script_to_dict(s, last.get(s.id)) for s in scripts]
+    truths = await truths_or_saved(scripts)
+    rows = [core.script_to_dict(s, last.get(s.id), truths[s.id]) for s in scripts]
     return render(
         request,
         "scripts/list.html",
@@ -171,17 +171,19 @@ async def detail(
         recent, _total = await run_core.list_runs(db, user, script_id=script.id, per_page=10)
     except platform_prefect.PrefectUnavailable:
         recent = []
-    states = await schedule_sync.schedule_states([script]) if script.schedule else {}
+    truth = (await truths_or_saved([script]))[script.id]
     return render(
         request,
         "scripts/detail.html",
         {
             **schedule_form_context(request),
-            "schedule_words": describe(parse_spec(script.schedule), get_locale())
-            if script.schedule
-            else None,
-            "schedule_state": states.get(script.id),
-            "script": core.script_to_dict(script, recent[0] if recent else None),
+            "truth": truth,
+            "schedule_words": truth.words(get_locale()),
+            # The form starts from what runs when it can say it, else from the last saved.
+            "sched": dict(truth.spec.model_dump(), active=truth.state == "active")
+            if truth.spec
+            else script.schedule,
+            "script": core.script_to_dict(script, recent[0] if recent else None, truth),
             "versions": sorted(script.versions, key=lambda v: -v.version),
             "shown": shown,
             "lines": content.splitlines() or [""],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, File, Form, HTTPException, Query, Request, UploadFile
@@ -23,6 +24,7 @@ from scriptflow_prefect.notifications import service as notifications
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.runs import service as run_core
 from scriptflow_prefect.runs.models import Run
+from scriptflow_prefect.schedules.truth import truths_or_saved
 from scriptflow_prefect.scripts import files as script_files
 from scriptflow_prefect.scripts import service as core
 from scriptflow_prefect.scripts import store, versions
@@ -70,8 +72,13 @@ def refuse_huge_body(request: Request) -> None:
 
 
 async def script_dicts(scripts: list[Script]) -> list[dict]:
-    last = await run_core.last_runs([s.id for s in scripts]) if scripts else {}
-    return [core.script_to_dict(s, last.get(s.id)) for s in scripts]
+    """Script objects with their last run and their schedule as Prefect runs it."""
+    if not scripts:
+        return []
+    last, truths = await asyncio.gather(
+        run_core.last_runs([s.id for s in scripts]), truths_or_saved(scripts)
+    )
+    return [core.script_to_dict(s, last.get(s.id), truths[s.id]) for s in scripts]
 
 
 @api.get("/scripts", response_model=schemas.ScriptPage, responses=errors(503))
@@ -135,7 +142,7 @@ async def upload_script(
         companions=bundle.companions,
     )
     await _notifications_follow(request, db, script)
-    return core.script_to_dict(script)
+    return (await script_dicts([script]))[0]
 
 
 @api.get("/scripts/{script_id}", response_model=schemas.Script, responses=errors(503))

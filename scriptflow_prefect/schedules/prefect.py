@@ -14,18 +14,23 @@ from prefect.client.schemas.actions import (
     DeploymentUpdate,
 )
 from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
     FlowRunFilter,
+    FlowRunFilterDeploymentId,
     FlowRunFilterExpectedStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
     FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
 from scriptflow_prefect.platform.prefect import call
 from scriptflow_prefect.platform.prefect_names import TAG, script_tag
+from scriptflow_prefect.runs.models import Trigger
 
 # -- the scheduler's state: runs in progress, next and late runs, workers --------------------
 LATE_AFTER_SECONDS = 15  # Prefect's own "Late" threshold (PREFECT_API_SERVICES_LATE_RUNS_...)
@@ -120,10 +125,13 @@ async def _in_chunks(script_ids: list[int], next_limit: int, limit: int) -> Sche
 
 # -- a script's deployment's schedules ----------------------------------------------------------
 async def replace_schedules(
-    deployment_id: str | UUID | None, schedules: list[DeploymentScheduleCreate]
+    deployment_id: str | UUID | None,
+    schedules: list[DeploymentScheduleCreate],
+    *,
+    unpause: bool = False,
 ) -> None:
     """Replace the deployment's schedules (Prefect deletes the old ones on a PATCH with
-    schedules)."""
+    schedules); `unpause` also lifts a pause set on the whole deployment in Prefect."""
     if deployment_id is None:
         return
     update = DeploymentUpdate(
@@ -131,10 +139,28 @@ async def replace_schedules(
             DeploymentScheduleUpdate(schedule=s.schedule, active=s.active) for s in schedules
         ]
     )
+    if unpause:
+        update.paused = False
 
     async def _do():
         async with get_client() as client:
             await client.update_deployment(UUID(str(deployment_id)), update)
+
+    await call(_do())
+
+
+async def set_schedules_active(deployment_id: str | UUID, active: bool) -> None:
+    """Switch each of the deployment's schedules on or off where it is, whoever set it:
+    nothing is replaced. Switching on also lifts a pause of the whole deployment."""
+    key = UUID(str(deployment_id))
+
+    async def _do():
+        async with get_client() as client:
+            for schedule in await client.read_deployment_schedules(key):
+                if schedule.active != active:
+                    await client.update_deployment_schedule(key, schedule.id, active=active)
+            if active:
+                await client.update_deployment(key, DeploymentUpdate(paused=False))
 
     await call(_do())
 
@@ -149,5 +175,51 @@ async def read_schedules(deployment_id: str | UUID) -> list | None:
                 return (await client.read_deployment(UUID(str(deployment_id)))).schedules
             except ObjectNotFound:
                 return None
+
+    return await call(_do())
+
+
+async def read_deployments(ids: list[str]) -> dict[str, DeploymentResponse]:
+    """These deployments as Prefect has them now, by id; one that Prefect does not have is
+    absent. One request per 100 ids."""
+    keys = [UUID(i) for i in dict.fromkeys(ids)]
+
+    async def _do() -> dict[str, DeploymentResponse]:
+        found: dict[str, DeploymentResponse] = {}
+        async with get_client() as client:
+            for i in range(0, len(keys), MAX_TAGS_PER_QUERY):
+                chunk = keys[i : i + MAX_TAGS_PER_QUERY]
+                for d in await client.read_deployments(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=chunk)),
+                    limit=len(chunk),
+                ):
+                    found[str(d.id)] = d
+        return found
+
+    return await call(_do()) if keys else {}
+
+
+async def failed_in_a_row(deployment_id: str | UUID, n: int) -> bool:
+    """Whether the deployment's last `n` finished scheduled runs all failed: what the run
+    policy switches a schedule off after (runs/policies.py), so a pause it did is told from
+    one a power user did in Prefect."""
+    if n <= 0:
+        return False
+    finished = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]
+
+    async def _do() -> bool:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    deployment_id=FlowRunFilterDeploymentId(any_=[UUID(str(deployment_id))]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=finished)),
+                ),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                limit=max(3 * n, 20),  # manual runs and retries in between are skipped
+            )
+        scheduled = [r for r in runs if Trigger.of(r) == Trigger.SCHEDULED][:n]
+        return len(scheduled) == n and all(
+            r.state is not None and r.state.type != StateType.COMPLETED for r in scheduled
+        )
 
     return await call(_do())

@@ -3,7 +3,6 @@ schedules of its deployment (Prefect runs those). Previews come from the same ob
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -24,6 +23,7 @@ from scriptflow_prefect.schedules.spec import (
     parse_spec,
     to_prefect_schedules,
 )
+from scriptflow_prefect.schedules.truth import Truth, read_truths
 from scriptflow_prefect.schedules.words import describe
 
 # Scripts use schedules (scripts.service builds a deployment's schedules here), so this module
@@ -62,12 +62,17 @@ def prefect_schedules_for(schedule: dict[str, Any] | None) -> list:
     return to_prefect_schedules(parse_spec(schedule)) if schedule else []
 
 
-def schedule_to_dict(script: Script, after: datetime | None = None) -> dict[str, Any] | None:
-    if not script.schedule:
-        return None
-    spec = parse_spec(script.schedule)
-    runs = next_runs(spec, after) if spec.active else []
-    return {**spec.model_dump(), "next_runs": runs}
+def schedule_to_dict(truth: Truth) -> dict[str, Any] | None:
+    """The API's schedule object for a script's schedule as Prefect runs it."""
+    return truth.to_dict(get_locale())
+
+
+async def truth_of(script: Script) -> Truth:
+    """One script's schedule as Prefect runs it (503 if Prefect cannot say)."""
+    try:
+        return (await read_truths([script]))[script.id]
+    except PrefectUnavailable as exc:
+        raise _unavailable(exc) from exc
 
 
 def preview(data: dict[str, Any]) -> dict[str, Any]:
@@ -97,18 +102,42 @@ def _unavailable(exc: Exception) -> ServiceError:
 
 async def _put_schedules(script: Script) -> None:
     """Give the script's deployment the schedules of its stored schedule (the rest of the
-    deployment is the script's business: scripts.deployment.sync_deployment)."""
+    deployment is the script's business: scripts.deployment.sync_deployment). Saving an
+    active schedule also lifts a pause of the whole deployment: the form says "Active"."""
+    active = bool(script.schedule and script.schedule.get("active", True))
     try:
         await schedules_prefect.replace_schedules(
-            script.deployment_id, prefect_schedules_for(script.schedule)
+            script.deployment_id, prefect_schedules_for(script.schedule), unpause=active
         )
     except PrefectUnavailable as exc:
         raise _unavailable(exc) from exc
 
 
-async def set_schedule(db: Session, user: User, script: Script, data: dict[str, Any]) -> Script:
-    fields = {k: v for k, v in data.items() if k != "next_runs"}
+class SetInPrefect(ServiceError):
+    """Saving the simple form would replace schedules a power user set in Prefect (409)."""
+
+    def __init__(self, truth: Truth):
+        super().__init__(
+            409,
+            _(
+                "This script's schedule was set in Prefect (%(words)s) and the simple form "
+                "cannot express it. Saving replaces it: confirm to replace it.",
+                words=truth.words(get_locale()) or "",
+            ),
+        )
+
+
+async def set_schedule(
+    db: Session, user: User, script: Script, data: dict[str, Any], *, replace: bool = False
+) -> Script:
+    """Save the simple form. Schedules set in Prefect that the form cannot express are
+    never silently overwritten: without `replace`, a 409 says what would be lost."""
+    fields = {k: v for k, v in data.items() if k not in ("next_runs", "replace")}
     spec = spec_of(fields)
+    if not replace and script.deployment_id:
+        truth = await truth_of(script)
+        if truth.source == "prefect":
+            raise SetInPrefect(truth)
     old = script.schedule
     script.schedule = spec.model_dump(mode="json")
     settings = dict(script.settings or {})
@@ -127,12 +156,36 @@ async def set_schedule(db: Session, user: User, script: Script, data: dict[str, 
 
 
 async def set_active(db: Session, user: User, script: Script, active: bool) -> Script:
-    if not script.schedule:
+    """Switch the script's schedules on or off in Prefect where they are, whoever set them:
+    nothing is replaced, so a schedule set in Prefect stays as it was."""
+    if not script.deployment_id:
         return script
-    return await set_schedule(db, user, script, {**script.schedule, "active": active})
+    try:
+        await schedules_prefect.set_schedules_active(script.deployment_id, active)
+    except PrefectUnavailable as exc:
+        raise _unavailable(exc) from exc
+    if script.schedule:
+        script.schedule = {**script.schedule, "active": active}
+    if active:
+        script.settings = {
+            k: v
+            for k, v in (script.settings or {}).items()
+            if k not in ("disabled_reason", "disabled_acknowledged")
+        }
+    script.updated_at = utcnow()
+    audit(
+        db,
+        user.id,
+        "schedule.activate" if active else "schedule.deactivate",
+        script.name,
+        script_id=script.id,
+    )
+    return script
 
 
 async def delete_schedule(db: Session, user: User, script: Script) -> None:
+    """Remove every schedule of the script's deployment, those set in Prefect too (the page
+    asks first)."""
     old = script.schedule
     script.schedule = None
     try:
@@ -141,34 +194,6 @@ async def delete_schedule(db: Session, user: User, script: Script) -> None:
         script.schedule = old
         raise
     audit(db, user.id, "schedule.delete", script.name, script_id=script.id)
-
-
-async def schedule_states(scripts: list[Script]) -> dict[int, str]:
-    """active / inactive / disabled (Prefect paused it after consecutive failures). A
-    deployment Prefect does not have counts as active; any other failure is a 503."""
-
-    async def one(script: Script) -> tuple[int, str]:
-        spec = script.schedule or {}
-        if not spec.get("active", True):
-            return script.id, "inactive"
-        if not script.deployment_id:
-            return script.id, "active"
-        try:
-            schedules = await schedules_prefect.read_schedules(script.deployment_id)
-        except PrefectUnavailable as exc:
-            raise ServiceError(
-                503,
-                _(
-                    "Prefect is not reachable, the schedules' state is unknown: %(err)s",
-                    err=str(exc)[:200],
-                ),
-            ) from exc
-        if schedules and not any(s.active for s in schedules):
-            return script.id, "disabled"
-        return script.id, "active"
-
-    pairs = await asyncio.gather(*(one(s) for s in scripts if s.schedule))
-    return dict(pairs)
 
 
 async def scheduler_runs(

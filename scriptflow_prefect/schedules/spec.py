@@ -34,8 +34,10 @@ __all__ = [
     "ScheduleError",
     "ScheduleSpec",
     "annotate",
+    "crons_of",
     "next_runs",
     "parse_spec",
+    "schedule_dates",
     "to_prefect_schedules",
 ]
 
@@ -258,7 +260,7 @@ def _schedule_error(exc: ValidationError) -> ScheduleError:
     )
 
 
-def _crons(spec: ScheduleSpec) -> list[str]:
+def crons_of(spec: ScheduleSpec) -> list[str]:
     at = f"{spec.wall_time.minute} {spec.wall_time.hour}"
     if spec.frequency == "daily":
         return [f"{at} * * *"]
@@ -281,11 +283,13 @@ def to_prefect_schedules(spec: ScheduleSpec) -> list[DeploymentScheduleCreate]:
         DeploymentScheduleCreate(
             schedule=CronSchedule(cron=cron, timezone=spec.timezone), active=spec.active
         )
-        for cron in _crons(spec)
+        for cron in crons_of(spec)
     ]
 
 
-def _server_dates(schedule: DeploymentScheduleCreate, after: datetime, n: int) -> list[datetime]:
+def schedule_dates(schedule: Any, after: datetime, n: int) -> list[datetime]:
+    """The first `n` dates strictly after `after` of one Prefect schedule (cron, interval or
+    rrule, as the client has it), from the server's own generator."""
     # The one place this module imports prefect.server: the preview must come from the
     # date generator the server's scheduler service runs, fed the schedule exactly as the
     # API would receive it (JSON), or the preview could drift from what actually runs.
@@ -293,9 +297,7 @@ def _server_dates(schedule: DeploymentScheduleCreate, after: datetime, n: int) -
     from prefect.server.schemas.schedules import SCHEDULE_TYPES
     from pydantic import TypeAdapter
 
-    server_schedule = TypeAdapter(SCHEDULE_TYPES).validate_python(
-        schedule.schedule.model_dump(mode="json")
-    )
+    server_schedule = TypeAdapter(SCHEDULE_TYPES).validate_python(schedule.model_dump(mode="json"))
     # Prefect's start is inclusive; ScriptFlow's `after` is not.
     start = after + timedelta(microseconds=1)
     return list(server_schedule._get_dates_generator(n=n, start=start))
@@ -316,7 +318,7 @@ def next_runs(spec: ScheduleSpec, after: datetime | None = None, n: int = 5) -> 
     instants: set[float] = set()
     for schedule in to_prefect_schedules(spec):
         # Each schedule's first n dates contain the first n of the union.
-        instants.update(d.timestamp() for d in _server_dates(schedule, after, n))
+        instants.update(d.timestamp() for d in schedule_dates(schedule.schedule, after, n))
     # Plain datetimes in a ZoneInfo, not Prefect's pendulum subclass in its own tz type.
     return [datetime.fromtimestamp(ts, tz) for ts in sorted(instants)[:n]]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.client.schemas.actions import DeploymentScheduleCreate
+
 from scriptflow_prefect.history import service as history_service
 from scriptflow_prefect.platform import prefect as platform_prefect
 from scriptflow_prefect.platform import prefect_names as prefect_names
@@ -41,29 +43,50 @@ def deployment_tags(script: Script) -> list[str]:
     return [prefect_names.TAG, script.kind, prefect_names.script_tag(script.id)]
 
 
-async def sync_deployment(script: Script, *, reenable: bool = False) -> None:
-    """Create or update the script's deployment so that Prefect runs what the overlay shows.
-
-    A schedule that the flow switched off after consecutive failures stays off through other
-    edits (a rename, a new version); only saving the schedule (`reenable`) turns it on."""
-    try:
-        schedules = prefect_schedules_for(script.schedule)
-        if schedules and not reenable and script.deployment_id:
-            current = await scripts_prefect.read_deployment(script.deployment_id)
-            if (
-                current is not None
-                and current.schedules
-                and not any(s.active for s in current.schedules)
-            ):
-                for schedule in schedules:
-                    schedule.active = False
-        deployment_id = await scripts_prefect.upsert_deployment(
-            name=script.name,
-            description=script.description or "",
-            tags=deployment_tags(script),
-            parameters=deployment_parameters(script),
-            schedules=schedules,
+def _kept(schedules) -> list[DeploymentScheduleCreate]:
+    return [
+        DeploymentScheduleCreate(
+            schedule=s.schedule, active=s.active, parameters=s.parameters or {}, slug=s.slug
         )
+        for s in schedules
+    ]
+
+
+async def sync_deployment(script: Script) -> None:
+    """Create or update the script's deployment so that Prefect runs what the overlay shows:
+    its parameters, tags, work pool and entrypoint.
+
+    Its schedules and paused flag are Prefect's truth (schedules.truth): an edit here (a new
+    version, a setting) updates the deployment in place and leaves them as they are, so a
+    schedule switched off after failures or set by a power user in Prefect survives it. Only
+    a new deployment gets the saved form's schedules; Prefect names deployments by flow and
+    name, so a rename is a new deployment, which takes over the old one's schedules and pause
+    (the caller deletes the old one)."""
+    try:
+        current = (
+            await scripts_prefect.read_deployment(script.deployment_id)
+            if script.deployment_id
+            else None
+        )
+        if current is not None and current.name == script.name:
+            await scripts_prefect.update_deployment(
+                current.id,
+                description=script.description or "",
+                tags=deployment_tags(script),
+                parameters=deployment_parameters(script),
+            )
+            deployment_id = current.id
+        else:
+            deployment_id = await scripts_prefect.upsert_deployment(
+                name=script.name,
+                description=script.description or "",
+                tags=deployment_tags(script),
+                parameters=deployment_parameters(script),
+                schedules=_kept(current.schedules)
+                if current is not None
+                else prefect_schedules_for(script.schedule),
+                paused=bool(current is not None and current.paused),
+            )
     except platform_prefect.PrefectUnavailable as exc:
         raise ServiceError(
             503, _("Prefect is not reachable, nothing was changed: %(err)s", err=str(exc)[:200])

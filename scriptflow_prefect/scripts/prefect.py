@@ -8,7 +8,11 @@ from uuid import UUID
 
 from prefect import get_client
 from prefect.blocks.system import Secret
-from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
+from prefect.client.schemas.actions import (
+    DeploymentScheduleCreate,
+    DeploymentUpdate,
+    WorkPoolCreate,
+)
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import SecretStr
 
@@ -72,6 +76,33 @@ async def upsert_deployment(
             )
 
     return await call(_do())
+
+
+async def update_deployment(
+    deployment_id: str | UUID,
+    *,
+    description: str,
+    tags: list[str],
+    parameters: dict[str, Any],
+) -> None:
+    """Bring an existing deployment back to what the overlay shows, in place: its schedules
+    and its paused flag are left as they are (power users set those in Prefect)."""
+    schema = flow_parameter_schema(ENTRYPOINT)
+    update = DeploymentUpdate(
+        description=description,
+        tags=tags,
+        parameters=parameters,
+        parameter_openapi_schema=schema,
+        work_pool_name=WORK_POOL,
+        entrypoint=ENTRYPOINT,
+        enforce_parameter_schema=False,
+    )
+
+    async def _do() -> None:
+        async with get_client() as client:
+            await client.update_deployment(UUID(str(deployment_id)), update)
+
+    await call(_do())
 
 
 async def delete_deployment(deployment_id: str | UUID) -> None:

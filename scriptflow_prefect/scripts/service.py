@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from datetime import datetime
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -26,6 +25,7 @@ from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.models import utcnow
 from scriptflow_prefect.runs.policies import RunPolicy
 from scriptflow_prefect.schedules.service import schedule_to_dict
+from scriptflow_prefect.schedules.truth import Truth, saved_truth
 from scriptflow_prefect.scripts import (
     content_checks,
     dependencies,
@@ -301,9 +301,12 @@ def visible_script_ids(
 
 
 def script_to_dict(
-    script: Script, last_run: dict | None = None, next_run_at: datetime | None = None
+    script: Script, last_run: dict | None = None, truth: Truth | None = None
 ) -> dict[str, Any]:
+    """The API's script object. `truth` is its schedule as Prefect runs it
+    (schedules.truth.read_truths); without it, the last saved form, next run unknown."""
     v = current_version(script)
+    truth = truth or saved_truth(script)
     return {
         "id": script.id,
         "name": script.name,
@@ -321,7 +324,8 @@ def script_to_dict(
         **run_config.public_fields(run_config.run_config(script.settings)),
         "warnings": content_checks.warnings(script.settings, script.current_version),
         "files": files.files_of(script),
-        "schedule": schedule_to_dict(script),
+        "schedule": schedule_to_dict(truth),
+        "schedule_source": truth.source,
         "last_run": last_run,
-        "next_run_at": next_run_at,
+        "next_run_at": truth.next_run_at,
     }

@@ -1,0 +1,192 @@
+"""When a script really runs: read from its deployment's schedules in Prefect, every time.
+
+The overlay keeps the simple form as the user last saved it (`Script.schedule`); Prefect runs
+the deployment's schedules, and power users change those with Prefect's CLI and UI. So every
+page and API answer about *when* asks Prefect (one request for a whole page of scripts), and
+says where the schedule came from:
+
+- `scriptflow`: Prefect runs exactly what the form last wrote (active or not);
+- `prefect`: Prefect's schedules differ (a cron, interval or RRULE added, the form's schedule
+  replaced or given its own parameters): shown as they are, with their next runs;
+- None: Prefect has no schedule for it (never set, or removed in Prefect).
+
+The state tells why a schedule does not run: `inactive` (switched off in ScriptFlow),
+`disabled` (the run policy switched it off after failures in a row: its last scheduled runs
+all failed) or `paused_in_prefect` (anyone else, in Prefect: a paused schedule or deployment).
+When Prefect cannot be reached, the last saved form is shown and `known` is False."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.prefect import PrefectUnavailable
+from scriptflow_prefect.runs.policies import policy_from
+from scriptflow_prefect.schedules import prefect as schedules_prefect
+from scriptflow_prefect.schedules.foreign import as_dict, cron_key, spec_of_schedules
+from scriptflow_prefect.schedules.spec import (
+    ScheduleSpec,
+    crons_of,
+    next_runs,
+    parse_spec,
+    schedule_dates,
+)
+from scriptflow_prefect.schedules.words import describe
+
+Source = Literal["scriptflow", "prefect"]
+State = Literal["active", "inactive", "disabled", "paused_in_prefect", "none"]
+PREVIEW = 5
+
+
+class Script(Protocol):
+    id: int
+    schedule: dict[str, Any] | None
+    settings: dict[str, Any] | None
+    deployment_id: str | None
+
+
+@dataclass
+class Truth:
+    source: Source | None
+    state: State
+    spec: ScheduleSpec | None  # the form's view, when the form can express what runs
+    next_runs: list[datetime] = field(default_factory=list)
+    prefect_schedules: list[dict[str, Any]] = field(default_factory=list)
+    known: bool = True  # False: Prefect was not reachable, this is the last saved form
+    removed_in_prefect: bool = False  # saved here, but Prefect has no schedule for it
+
+    @property
+    def next_run_at(self) -> datetime | None:
+        return self.next_runs[0] if self.next_runs and self.known else None
+
+    @property
+    def scheduled(self) -> bool:
+        return self.source is not None
+
+    def words(self, locale: str) -> str | None:
+        if self.source is None:
+            return None
+        if self.source == "scriptflow" and self.spec is not None:
+            return describe(self.spec, locale)
+        if self.spec is not None:
+            text = describe(self.spec, locale)
+        else:
+            text = "; ".join(s["description"] for s in self.prefect_schedules)
+        return _("%(schedule)s (set in Prefect)", schedule=text)
+
+    def to_dict(self, locale: str) -> dict[str, Any] | None:
+        """The API's schedule object; None when nothing is scheduled."""
+        if self.source is None:
+            return None
+        form = self.spec.model_dump() if self.spec else {}
+        return {
+            "frequency": form.get("frequency"),
+            "time": form.get("time"),
+            "timezone": form.get("timezone") or _first_timezone(self.prefect_schedules),
+            "days_of_week": form.get("days_of_week", []),
+            "day_of_month": form.get("day_of_month"),
+            "active": self.state == "active",
+            "next_runs": self.next_runs,
+            "source": self.source,
+            "state": self.state,
+            "description": self.words(locale),
+            "prefect_schedules": self.prefect_schedules,
+        }
+
+
+def _first_timezone(schedules: list[dict[str, Any]]) -> str | None:
+    return schedules[0]["timezone"] if schedules else None
+
+
+def saved_truth(script: Script, after: datetime | None = None) -> Truth:
+    """What the last saved form says, for when Prefect cannot be asked."""
+    if not script.schedule:
+        return Truth(source=None, state="none", spec=None, known=False)
+    spec = parse_spec(script.schedule)
+    runs = next_runs(spec, after) if spec.active else []
+    state: State = "active" if spec.active else "inactive"
+    return Truth(source="scriptflow", state=state, spec=spec, next_runs=runs, known=False)
+
+
+def _union_of_dates(schedules: list[Any], after: datetime | None, tz: str | None) -> list[datetime]:
+    start = after or datetime.now(UTC)
+    instants: set[float] = set()
+    for s in schedules:
+        instants.update(d.timestamp() for d in schedule_dates(s.schedule, start, PREVIEW))
+    try:
+        zone = ZoneInfo(tz or "UTC")
+    except (ValueError, KeyError):  # a name Prefect took but this machine lacks
+        zone = ZoneInfo("UTC")
+    return [datetime.fromtimestamp(ts, zone) for ts in sorted(instants)[:PREVIEW]]
+
+
+def _source(script: Script, schedules: list[Any]) -> Source | None:
+    if not schedules:
+        return None
+    if not script.schedule:
+        return "prefect"
+    saved = parse_spec(script.schedule)
+    keys = [cron_key(s.schedule) for s in schedules]
+    written = sorted((c, saved.timezone) for c in crons_of(saved))
+    plain = all(k is not None for k in keys) and not any(
+        getattr(s, "parameters", None) for s in schedules
+    )
+    # Normalised like the form reads them back: a cron retyped the same way is still ours.
+    if plain and sorted(k for k in keys if k) == written:
+        return "scriptflow"
+    back = spec_of_schedules(schedules)
+    if back is not None and sorted(crons_of(back)) == sorted(c for c, _tz in written):
+        return "scriptflow" if back.timezone == saved.timezone else "prefect"
+    return "prefect"
+
+
+def _truth(script: Script, deployment: Any | None, after: datetime | None) -> Truth:
+    schedules = list(deployment.schedules or []) if deployment is not None else []
+    source = _source(script, schedules)
+    if source is None:
+        return Truth(source=None, state="none", spec=None, removed_in_prefect=bool(script.schedule))
+    running = [s for s in schedules if s.active] if not deployment.paused else []
+    described = [as_dict(s) for s in schedules]
+    if source == "scriptflow":
+        saved = parse_spec(script.schedule)
+        spec = saved.model_copy(update={"active": bool(running)})
+        runs = next_runs(spec, after) if running else []
+    else:
+        spec = spec_of_schedules(schedules)
+        tz = spec.timezone if spec else _first_timezone(described)
+        runs = _union_of_dates(running, after, tz) if running else []
+    state: State = "active" if running else "paused_in_prefect"
+    if not running and source == "scriptflow" and not parse_spec(script.schedule).active:
+        state = "inactive"
+    return Truth(source, state, spec, runs, described)
+
+
+async def read_truths(scripts: list[Script], after: datetime | None = None) -> dict[int, Truth]:
+    """Each script's schedule as Prefect runs it. Raises PrefectUnavailable; callers that
+    can show something anyway use `truths_or_saved`."""
+    ids = [s.deployment_id for s in scripts if s.deployment_id]
+    deployments = await schedules_prefect.read_deployments(ids)
+    truths = {s.id: _truth(s, deployments.get(s.deployment_id or ""), after) for s in scripts}
+
+    # A schedule that stopped by itself: the run policy's doing if the last scheduled runs
+    # all failed; anyone else's in Prefect otherwise (one request per stopped schedule).
+    async def why(script: Script) -> None:
+        n = policy_from((script.settings or {}).get("policy")).disable_after_failures
+        assert script.deployment_id
+        if await schedules_prefect.failed_in_a_row(script.deployment_id, n):
+            truths[script.id].state = "disabled"
+
+    stopped = [s for s in scripts if truths[s.id].state == "paused_in_prefect" and s.deployment_id]
+    await asyncio.gather(*(why(s) for s in stopped))
+    return truths
+
+
+async def truths_or_saved(scripts: list[Script], after: datetime | None = None) -> dict[int, Truth]:
+    try:
+        return await read_truths(scripts, after)
+    except PrefectUnavailable:
+        return {s.id: saved_truth(s, after) for s in scripts}
