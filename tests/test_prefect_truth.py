@@ -130,7 +130,7 @@ def test_a_deployment_paused_in_prefect_is_paused_and_activating_it_here_resumes
     stack, alice, alice_web, prefect
 ):
     script = scheduled_script(alice)
-    sid, name = script["id"], script["name"]
+    sid = script["id"]
     prefect.pause_deployment(deployment_id(prefect, script))  # the CLI has no such command
     wait_until(
         lambda: alice.get(f"/scripts/{sid}").json()["schedule"]["state"] == "paused_in_prefect",

@@ -390,15 +390,6 @@ def test_a_scheduled_run_starts_on_time_and_succeeds(soon, alice) -> None:
 # --- missed times: a dedicated stack that is down when its runs are due ----------------------
 
 
-def _prefect_healthy(url: str, auth: str | None) -> bool:
-    user, _sep, password = (auth or "").partition(":")
-    try:
-        r = httpx.get(url + "/health", auth=(user, password) if auth else None, timeout=2)
-        return r.status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _prefects_server_alone(home) -> tuple[subprocess.Popen, dict[str, str]]:
     """`scriptflow server` in `home`: Prefect's server (API, scheduler) as its own process, as
     in a scale-out install; returns it and the exports of `scriptflow prefect-env`."""
@@ -414,24 +405,27 @@ def _prefects_server_alone(home) -> tuple[subprocess.Popen, dict[str, str]]:
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
-    cli = subprocess.run(
-        [sys.executable, "-m", "scriptflow_prefect.commands.cli", "prefect-env"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # `prefect-env` exits 0 once the home has the server's auth string and the server answers.
+    deadline = time.monotonic() + 120
+    while True:
+        cli = subprocess.run(
+            [sys.executable, "-m", "scriptflow_prefect.commands.cli", "prefect-env"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if cli.returncode == 0:
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop_group(proc)
+            raise AssertionError("scriptflow server did not start:\n" + log.read_text())
+        time.sleep(0.3)
     exports = dict(
         shlex.split(line.removeprefix("export "))[0].split("=", 1)
         for line in cli.stdout.splitlines()
         if line.startswith("export ")
     )
-    deadline = time.monotonic() + 120
-    while not _prefect_healthy(exports["PREFECT_API_URL"], exports.get("PREFECT_API_AUTH_STRING")):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            _stop_group(proc)
-            raise AssertionError("scriptflow server did not start:\n" + log.read_text())
-        time.sleep(0.3)
     return proc, exports
 
 

@@ -26,7 +26,6 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.exceptions import ObjectNotFound
 
 from scriptflow_prefect.platform.prefect import call
 from scriptflow_prefect.platform.prefect_names import TAG, script_tag
@@ -163,20 +162,6 @@ async def set_schedules_active(deployment_id: str | UUID, active: bool) -> None:
                 await client.update_deployment(key, DeploymentUpdate(paused=False))
 
     await call(_do())
-
-
-async def read_schedules(deployment_id: str | UUID) -> list | None:
-    """The deployment's schedules; None when Prefect has no such deployment (PrefectUnavailable
-    for anything else)."""
-
-    async def _do():
-        async with get_client() as client:
-            try:
-                return (await client.read_deployment(UUID(str(deployment_id)))).schedules
-            except ObjectNotFound:
-                return None
-
-    return await call(_do())
 
 
 async def read_deployments(ids: list[str]) -> dict[str, DeploymentResponse]:

@@ -120,8 +120,8 @@ class SetInPrefect(ServiceError):
         super().__init__(
             409,
             _(
-                "This script's schedule was set in Prefect (%(words)s) and the simple form "
-                "cannot express it. Saving replaces it: confirm to replace it.",
+                "This script's schedule was set in Prefect: %(words)s. Saving the form "
+                "replaces it; confirm that you want to replace it.",
                 words=truth.words(get_locale()) or "",
             ),
         )
