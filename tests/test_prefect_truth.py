@@ -113,6 +113,7 @@ def test_a_schedule_paused_in_prefect_shows_as_paused_everywhere(stack, alice, a
     assert "Paused (in Prefect)" in row and "Disabled after failures" not in row
     dashboard = row_of(alice_web.get("/dashboard/rows").text, name)
     assert "paused in Prefect" in dashboard
+    assert "paused in Prefect" in row_of(alice_web.get("/scripts").text, name)
     section = schedule_section(alice_web.get(f"/scripts/{sid}").text)
     assert "Paused (in Prefect)" in section
     assert re.search(r'id="sf-active"[^>]*checked', section) is None  # the box is not ticked

@@ -18,6 +18,7 @@ When Prefect cannot be reached, the last saved form is shown and `known` is Fals
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -40,6 +41,8 @@ from scriptflow_prefect.schedules.words import describe
 Source = Literal["scriptflow", "prefect"]
 State = Literal["active", "inactive", "disabled", "paused_in_prefect", "none"]
 PREVIEW = 5
+WHY_KEPT_SECONDS = 20.0
+_WHY: dict[tuple[str, int], tuple[float, bool]] = {}  # (deployment, n) -> (when, failed)
 
 
 class Script(Protocol):
@@ -173,15 +176,24 @@ async def read_truths(scripts: list[Script], after: datetime | None = None) -> d
     truths = {s.id: _truth(s, deployments.get(s.deployment_id or ""), after) for s in scripts}
 
     # A schedule that stopped by itself: the run policy's doing if the last scheduled runs
-    # all failed; anyone else's in Prefect otherwise (one request per stopped schedule).
+    # all failed; anyone else's in Prefect otherwise. One request per stopped schedule, kept
+    # for a while: the dashboard asks every few seconds, and the answer changes only when a
+    # scheduled run ends or someone switches the schedule (which ends the stop).
     async def why(script: Script) -> None:
         n = policy_from((script.settings or {}).get("policy")).disable_after_failures
         assert script.deployment_id
-        if await schedules_prefect.failed_in_a_row(script.deployment_id, n):
+        key = (script.deployment_id, n)
+        kept = _WHY.get(key)
+        if kept is None or time.monotonic() - kept[0] > WHY_KEPT_SECONDS:
+            kept = time.monotonic(), await schedules_prefect.failed_in_a_row(*key)
+            _WHY[key] = kept
+        if kept[1]:
             truths[script.id].state = "disabled"
 
     stopped = [s for s in scripts if truths[s.id].state == "paused_in_prefect" and s.deployment_id]
     await asyncio.gather(*(why(s) for s in stopped))
+    if len(_WHY) > 10_000:  # bounded: deleted deployments' answers go
+        _WHY.clear()
     return truths
 
 
