@@ -232,6 +232,25 @@ def test_prefect_env_says_when_the_stack_is_not_running(tmp_path):
     assert f"no Prefect server answers at http://127.0.0.1:{port}/api" in r.stderr
 
 
+def test_prefect_env_needs_no_home_when_the_auth_string_is_given(tmp_path):
+    home = tmp_path / "unused"
+    port = free_port()
+    r = subprocess.run(
+        [*SCRIPTFLOW, "prefect-env"],
+        env=clean_env(
+            SCRIPTFLOW_HOME=str(home),
+            SCRIPTFLOW_PREFECT_PORT=str(port),
+            SCRIPTFLOW_PREFECT_AUTH_STRING="scriptflow:given",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "export PREFECT_API_AUTH_STRING=scriptflow:given" in r.stdout
+    assert r.returncode == 3 and "no Prefect server answers" in r.stderr  # none runs here
+    assert not home.exists()
+
+
 # -- settings and the home lock -------------------------------------------------------------
 @pytest.mark.parametrize("command", [["prefect-env"], ["up"], ["user", "add", "x"]])
 def test_it_refuses_a_bad_setting_and_names_it(tmp_path, command):

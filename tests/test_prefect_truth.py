@@ -264,3 +264,58 @@ def test_put_schedule_refuses_a_replace_that_is_not_a_boolean(alice):
     r = alice.put(f"/scripts/{script['id']}/schedule", json=body)
     assert r.status_code == 422 and "replace" in r.json()["detail"]
     assert alice.get(f"/scripts/{script['id']}").json()["schedule"] is None
+
+
+def bulk(web: httpx.Client, action: str, *ids: int) -> httpx.Response:
+    token = re.search(r'name="csrf_token" value="([^"]+)"', web.get("/schedules").text)[1]
+    data = {"csrf_token": token, "action": action, "script_ids": [str(i) for i in ids]}
+    return web.post("/schedules/bulk", data=data)
+
+
+def test_a_schedule_set_in_prefect_switched_off_here_reads_inactive_and_on_again(
+    stack, alice, alice_web, prefect
+):
+    script = upload(alice, "print('hi')\n", name=unique("off-here"))
+    sid = script["id"]
+    prefect_cli(
+        stack, "deployment", "schedule", "create", f"run_script/{script['name']}",
+        "--cron", "0 */6 * * *", "--timezone", "UTC",
+    )  # fmt: skip
+    assert bulk(alice_web, "deactivate", sid).status_code == 200
+    s = alice.get(f"/scripts/{sid}").json()
+    assert s["schedule_source"] == "prefect" and s["schedule"]["state"] == "inactive"
+    # Switched where it is, not replaced: still the power user's cron.
+    (only,) = prefect.read_deployment_schedules(deployment_id(prefect, script))
+    assert only.schedule.cron == "0 */6 * * *" and only.active is False
+    assert bulk(alice_web, "activate", sid).status_code == 200
+    assert alice.get(f"/scripts/{sid}").json()["schedule"]["state"] == "active"
+
+
+def test_half_of_a_day_30_pair_paused_in_prefect_is_a_schedule_set_in_prefect(alice, prefect):
+    script = upload(alice, "print('hi')\n", name=unique("half"))
+    body = {"frequency": "monthly", "time": "12:00", "timezone": "UTC", "day_of_month": 30}
+    assert alice.put(f"/scripts/{script['id']}/schedule", json=body).status_code == 200
+    dep = deployment_id(prefect, script)
+    february = next(
+        s for s in prefect.read_deployment_schedules(dep) if s.schedule.cron.endswith("L 2 *")
+    )
+    prefect.update_deployment_schedule(dep, february.id, active=False)
+    s = alice.get(f"/scripts/{script['id']}").json()
+    assert s["schedule_source"] == "prefect" and s["schedule"]["state"] == "active"
+    assert all(ts(t).month != 2 for t in s["schedule"]["next_runs"])  # February's is off
+    r = alice.put(f"/scripts/{script['id']}/schedule", json=body)
+    assert r.status_code == 409  # saving the form would switch February on again: asks
+
+
+def test_switching_a_schedule_whose_deployment_is_gone_says_so(stack, alice, alice_web, prefect):
+    script = scheduled_script(alice)
+    prefect.delete_deployment(deployment_id(prefect, script))
+    r = bulk(alice_web, "deactivate", script["id"])
+    assert r.status_code == 200 and "has no deployment in Prefect" in r.text
+    r = alice.put(
+        f"/scripts/{script['id']}/schedule",
+        json={"frequency": "daily", "time": "08:00", "timezone": "UTC"},
+    )
+    assert r.status_code == 409 and "scheduler status" in r.json()["detail"]
+    page = alice_web.get(f"/scripts/{script['id']}").text
+    assert "has no deployment in Prefect" in schedule_section(page)

@@ -615,3 +615,71 @@ def test_when_prefect_breaks_the_saved_schedule_is_shown_as_unknown():
     found = _truth_with_prefect_answering(500, b'{"detail": "broken"}')
     assert not found.known and found.source == "scriptflow" and found.state == "active"
     assert found.next_runs and found.next_run_at is None  # Prefect's next run is not known
+
+
+# -- schedules set in Prefect, read back into the simple form (schedules/foreign.py) -----------
+def _cron(cron: str, active: bool = True):
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import CronSchedule
+
+    return DeploymentScheduleCreate(schedule=CronSchedule(cron=cron, timezone="UTC"), active=active)
+
+
+@pytest.mark.parametrize(
+    ("cron", "expected"),
+    [
+        ("0 6 * * *", {"frequency": "daily", "time": "06:00"}),
+        ("00 06 * * *", {"frequency": "daily", "time": "06:00"}),
+        ("0 6 * * 0-7", {"frequency": "daily", "time": "06:00"}),  # every day, not Sundays
+        ("0 6 * * 0-6", {"frequency": "daily", "time": "06:00"}),
+        (
+            "15 8 * * 1-5",
+            {"frequency": "weekly", "days_of_week": ["mon", "tue", "wed", "thu", "fri"]},
+        ),
+        ("15 8 * * 6,7", {"frequency": "weekly", "days_of_week": ["sat", "sun"]}),
+        ("0 1 L * *", {"frequency": "monthly", "day_of_month": "last"}),
+        ("0 1 12 * *", {"frequency": "monthly", "day_of_month": 12}),
+    ],
+)
+def test_a_cron_the_form_can_express_is_read_back_as_the_form(cron, expected):
+    from scriptflow_prefect.schedules.foreign import spec_of_schedules
+
+    spec = spec_of_schedules([_cron(cron)])
+    assert spec is not None and spec.model_dump().items() >= expected.items()
+
+
+@pytest.mark.parametrize(
+    "crons",
+    [
+        ["0 */2 * * *"],
+        ["0 6 * * 5-1"],
+        ["0 6 1 * 1"],
+        ["0 6 15 1 *"],
+        ["0 6 * * *", "0 7 * * *"],
+        ["0 0 30 2 *"],
+    ],
+)
+def test_a_cron_the_form_cannot_express_is_not_read_as_the_form(crons):
+    from scriptflow_prefect.schedules.foreign import spec_of_schedules
+
+    assert spec_of_schedules([_cron(c) for c in crons]) is None
+
+
+def test_a_pair_with_one_half_paused_is_not_the_forms():
+    from scriptflow_prefect.schedules.foreign import spec_of_schedules
+
+    pair = to_prefect_schedules(spec("monthly", "12:00", "UTC", day_of_month=30))
+    assert spec_of_schedules(pair) is not None
+    pair[1].active = False
+    assert spec_of_schedules(pair) is None
+
+
+def test_a_cron_with_no_date_ever_gives_no_next_runs_instead_of_an_error():
+    from types import SimpleNamespace
+
+    from scriptflow_prefect.schedules import truth
+
+    script = SimpleNamespace(id=1, schedule=None, settings=None, deployment_id="x")
+    deployment = SimpleNamespace(schedules=[_cron("0 0 30 2 *")], paused=False)
+    found = truth._truth(script, deployment, None)
+    assert found.source == "prefect" and found.next_runs == [] and found.state == "active"

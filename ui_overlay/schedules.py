@@ -73,7 +73,12 @@ async def preview(request: Request, user: PageUser):
 @pages.post("/scripts/{script_id}/schedule/enable", dependencies=[Csrf])
 async def enable(request: Request, script_id: int, user: PageUser, db: DbDep):
     script = visible_script(db, user, script_id)
-    await core.set_active(db, user, script, True)
+    try:
+        await core.set_active(db, user, script, True)
+    except ScriptError as exc:
+        db.rollback()
+        flash(request, str(exc), "error")
+        return RedirectResponse("/", status_code=303)
     flash(request, _("The schedule of %(name)s is on again.", name=script.name))
     return RedirectResponse("/", status_code=303)
 
@@ -148,9 +153,15 @@ async def bulk(request: Request, user: PageUser, db: DbDep, action: Annotated[st
     done = 0
     for sid in ids:
         script = visible_script(db, user, sid)
-        if script.deployment_id:
+        try:
             await core.set_active(db, user, script, action == "activate")
-            done += 1
+        except ScriptError as exc:
+            # Those before stay done (committed as they went: Prefect has them too).
+            db.rollback()
+            flash(request, _("%(name)s: %(reason)s", name=script.name, reason=str(exc)), "error")
+            continue
+        db.commit()
+        done += 1
     flash(
         request,
         _("%(n)s schedule(s) activated.", n=done)

@@ -14,7 +14,7 @@ from scriptflow_prefect.ui_overlay.openapi import body, errors
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.prefect import PrefectUnavailable
 from scriptflow_prefect.schedules import service as core
-from scriptflow_prefect.schedules.truth import read_truths
+from scriptflow_prefect.schedules.truth import read_truths, truths_or_saved
 from scriptflow_prefect.scripts.models import Script
 from scriptflow_prefect.scripts.service import visible_scripts_query
 
@@ -30,7 +30,7 @@ def _body_object(body: Any) -> dict:
 @api.put(
     "/scripts/{script_id}/schedule",
     response_model=schemas.Schedule,
-    responses=errors(409, 503),
+    responses=errors(409, 422, 503),
     openapi_extra=body(ScheduleBody),
 )
 async def put_schedule(script_id: int, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]):
@@ -40,7 +40,8 @@ async def put_schedule(script_id: int, user: ApiUser, db: DbDep, body: Annotated
     if not isinstance(replace, bool):
         raise HTTPException(422, _("replace must be true or false."))
     await core.set_schedule(db, user, script, data, replace=replace)
-    return core.schedule_to_dict(await core.truth_of(script))
+    # Written in Prefect already: a failed read-back must not undo the save here.
+    return core.schedule_to_dict((await truths_or_saved([script]))[script.id])
 
 
 @api.get("/scripts/{script_id}/schedule", response_model=schemas.Schedule, responses=errors(503))

@@ -179,7 +179,8 @@ async def detail(
             **schedule_form_context(request),
             "truth": truth,
             "schedule_words": truth.words(get_locale()),
-            # The form starts from what runs when it can say it, else from the last saved.
+            # The form starts from what runs, its Active box ticked only if it runs (a
+            # stopped schedule is saved on again by ticking it), else from the last saved.
             "sched": dict(truth.spec.model_dump(), active=truth.state == "active")
             if truth.spec
             else script.schedule,

@@ -1,9 +1,9 @@
 """`scriptflow prefect-env`: the exports that point the `prefect` CLI at this home's Prefect.
 
-It only reads: a home that does not exist, or an embedded server's auth string that was never
-written, means no stack ever ran with this SCRIPTFLOW_HOME. Inventing one there (what loading
-the settings the usual way does) would print a new auth string that matches no server, so it
-says where it looked and fails instead."""
+It only reads: a home that does not exist, or an embedded server's generated auth string
+that was never written, means no stack ever ran with this SCRIPTFLOW_HOME. Inventing one
+there (what loading the settings the usual way does) would print a new auth string that
+matches no server, so it says where it looked and fails instead."""
 
 from __future__ import annotations
 
@@ -19,10 +19,14 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 
 
 def _missing(settings: Settings) -> str | None:
+    """Why this home cannot say which Prefect to use; None if it can. Only an embedded server
+    whose auth string ScriptFlow generated needs the home (the string is kept there)."""
+    if not settings.embedded_prefect or settings.prefect_auth_string:
+        return None
     if not settings.home.is_dir():
         return "there is no such folder"
-    if settings.embedded_prefect and not (settings.prefect_home / "auth_string").is_file():
-        kept = settings.prefect_home / "auth_string"
+    kept = settings.prefect_home / "auth_string"
+    if not kept.is_file():
         return f"no ScriptFlow stack has run with it ({kept} is missing)"
     return None
 

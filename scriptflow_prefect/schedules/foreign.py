@@ -15,8 +15,8 @@ from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRu
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.schedules.spec import DAYS, ScheduleError, ScheduleSpec, crons_of
 
-# Cron's day-of-week numbers (0 and 7 are Sunday) and names, as ScriptFlow writes days.
-_DOW = {str(i): DAYS[(i - 1) % 7] for i in range(8)} | {d: d for d in DAYS}
+# Cron's number of each day name ScriptFlow writes (Sunday is 0, and 7 too).
+_NUMBERS = {day: (i + 1) % 7 for i, day in enumerate(DAYS)}
 
 
 def cron_key(schedule: Any) -> tuple[str, str] | None:
@@ -27,28 +27,36 @@ def cron_key(schedule: Any) -> tuple[str, str] | None:
     return " ".join(schedule.cron.split()), schedule.timezone or "UTC"
 
 
+def _number(token: str) -> int | None:
+    """Cron's day-of-week number of a token: 0-7 (0 and 7 are Sunday) or a name (sun=0)."""
+    if token.isdigit() and int(token) <= 7:
+        return int(token)
+    return _NUMBERS.get(token)
+
+
 def _days(field: str) -> list[str] | None:
-    days: set[str] = set()
+    """The days a day-of-week field names, in ScriptFlow's order; None if it is more than a
+    list of days and ranges (steps, `L`, `#`)."""
+    numbers: set[int] = set()
     for part in field.lower().split(","):
         low, _sep, high = part.partition("-")
-        if low not in _DOW or (high and high not in _DOW):
+        a, b = _number(low), _number(high) if high else _number(low)
+        if a is None or b is None or a > b:
             return None
-        if not high:
-            days.add(_DOW[low])
-            continue
-        a, b = DAYS.index(_DOW[low]), DAYS.index(_DOW[high])
-        if (low, high) == ("0", "6") or (low, high) == ("sun", "sat"):
-            return list(DAYS)
-        if a > b:
-            return None
-        days.update(DAYS[a : b + 1])
-    return [d for d in DAYS if d in days]
+        numbers.update(n % 7 for n in range(a, b + 1))  # 0-7 is every day, 7 Sunday again
+    return [day for day in DAYS if _NUMBERS[day] in numbers]
 
 
 def _normal(cron: str) -> str:
-    """A cron with its days of week written as ScriptFlow writes them (1-5 -> mon,...,fri)."""
+    """A cron as ScriptFlow writes it: days of week as names (1-5 -> mon,...,fri; 0-7 -> *),
+    minute and hour without leading zeros (06 -> 6)."""
     fields = cron.split()
-    if len(fields) == 5 and fields[4] != "*" and (days := _days(fields[4])):
+    if len(fields) != 5:
+        return cron
+    for i in (0, 1):
+        if fields[i].isdigit():
+            fields[i] = str(int(fields[i]))
+    if fields[4] != "*" and (days := _days(fields[4])):
         fields[4] = "*" if len(days) == len(DAYS) else ",".join(days)
     return " ".join(fields)
 

@@ -17,7 +17,6 @@ from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
     FlowRunFilter,
-    FlowRunFilterDeploymentId,
     FlowRunFilterExpectedStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
@@ -26,6 +25,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import ObjectNotFound
 
 from scriptflow_prefect.platform.prefect import call
 from scriptflow_prefect.platform.prefect_names import TAG, script_tag
@@ -148,20 +148,26 @@ async def replace_schedules(
     await call(_do())
 
 
-async def set_schedules_active(deployment_id: str | UUID, active: bool) -> None:
+async def set_schedules_active(deployment_id: str | UUID, active: bool) -> bool:
     """Switch each of the deployment's schedules on or off where it is, whoever set it:
-    nothing is replaced. Switching on also lifts a pause of the whole deployment."""
+    nothing is replaced. Switching on also lifts a pause of the whole deployment. False when
+    Prefect has no such deployment."""
     key = UUID(str(deployment_id))
 
-    async def _do():
+    async def _do() -> bool:
         async with get_client() as client:
+            try:
+                await client.read_deployment(key)
+            except ObjectNotFound:
+                return False
             for schedule in await client.read_deployment_schedules(key):
                 if schedule.active != active:
                     await client.update_deployment_schedule(key, schedule.id, active=active)
             if active:
                 await client.update_deployment(key, DeploymentUpdate(paused=False))
+            return True
 
-    await call(_do())
+    return await call(_do())
 
 
 async def read_deployments(ids: list[str]) -> dict[str, DeploymentResponse]:
@@ -184,10 +190,11 @@ async def read_deployments(ids: list[str]) -> dict[str, DeploymentResponse]:
     return await call(_do()) if keys else {}
 
 
-async def failed_in_a_row(deployment_id: str | UUID, n: int) -> bool:
-    """Whether the deployment's last `n` finished scheduled runs all failed: what the run
-    policy switches a schedule off after (runs/policies.py), so a pause it did is told from
-    one a power user did in Prefect."""
+async def failed_in_a_row(script_id: int, n: int) -> bool:
+    """Whether the script's last `n` finished scheduled runs all failed: what the run policy
+    switches a schedule off after (runs/policies.py), so a stop it made is told from one a
+    power user made in Prefect. By the script's tag, not its deployment: a rename is a new
+    deployment, and the runs of the old one keep the tag."""
     if n <= 0:
         return False
     finished = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]
@@ -196,7 +203,7 @@ async def failed_in_a_row(deployment_id: str | UUID, n: int) -> bool:
         async with get_client() as client:
             runs = await client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(
-                    deployment_id=FlowRunFilterDeploymentId(any_=[UUID(str(deployment_id))]),
+                    tags=FlowRunFilterTags(all_=[TAG, script_tag(script_id)]),
                     state=FlowRunFilterState(type=FlowRunFilterStateType(any_=finished)),
                 ),
                 sort=FlowRunSort.EXPECTED_START_TIME_DESC,

@@ -23,7 +23,7 @@ from scriptflow_prefect.schedules.spec import (
     parse_spec,
     to_prefect_schedules,
 )
-from scriptflow_prefect.schedules.truth import Truth, read_truths
+from scriptflow_prefect.schedules.truth import DEACTIVATED_HERE, Truth, read_truths
 from scriptflow_prefect.schedules.words import describe
 
 # Scripts use schedules (scripts.service builds a deployment's schedules here), so this module
@@ -113,6 +113,14 @@ async def _put_schedules(script: Script) -> None:
         raise _unavailable(exc) from exc
 
 
+def _missing_deployment(script: Script) -> str:
+    return _(
+        "%(name)s has no deployment in Prefect (deleted there?): repair it on the scheduler "
+        "status page first.",
+        name=script.name,
+    )
+
+
 class SetInPrefect(ServiceError):
     """Saving the simple form would replace schedules a power user set in Prefect (409)."""
 
@@ -120,7 +128,7 @@ class SetInPrefect(ServiceError):
         super().__init__(
             409,
             _(
-                "This script's schedule was set in Prefect: %(words)s. Saving the form "
+                "This script runs on a schedule set in Prefect: %(words)s. Saving the form "
                 "replaces it; confirm that you want to replace it.",
                 words=truth.words(get_locale()) or "",
             ),
@@ -134,9 +142,11 @@ async def set_schedule(
     never silently overwritten: without `replace`, a 409 says what would be lost."""
     fields = {k: v for k, v in data.items() if k not in ("next_runs", "replace")}
     spec = spec_of(fields)
-    if not replace and script.deployment_id:
+    if script.deployment_id:
         truth = await truth_of(script)
-        if truth.source == "prefect":
+        if truth.deployment_missing:
+            raise ServiceError(409, _missing_deployment(script))
+        if truth.source == "prefect" and not replace:
             raise SetInPrefect(truth)
     old = script.schedule
     script.schedule = spec.model_dump(mode="json")
@@ -144,6 +154,7 @@ async def set_schedule(
     # Saving the schedule re-enables it after an automatic switch-off and clears the flag.
     settings.pop("disabled_reason", None)
     settings.pop("disabled_acknowledged", None)
+    settings.pop(DEACTIVATED_HERE, None)  # the form's Active box says it now
     script.settings = settings
     script.updated_at = utcnow()
     try:
@@ -161,17 +172,21 @@ async def set_active(db: Session, user: User, script: Script, active: bool) -> S
     if not script.deployment_id:
         return script
     try:
-        await schedules_prefect.set_schedules_active(script.deployment_id, active)
+        found = await schedules_prefect.set_schedules_active(script.deployment_id, active)
     except PrefectUnavailable as exc:
         raise _unavailable(exc) from exc
+    if not found:
+        raise ServiceError(409, _missing_deployment(script))
     if script.schedule:
         script.schedule = {**script.schedule, "active": active}
-    if active:
-        script.settings = {
-            k: v
-            for k, v in (script.settings or {}).items()
-            if k not in ("disabled_reason", "disabled_acknowledged")
-        }
+    # Remembered, so that a schedule set in Prefect and switched off here reads "inactive",
+    # not "paused in Prefect"; switching on also ends an automatic switch-off.
+    settings = {
+        k: v
+        for k, v in (script.settings or {}).items()
+        if k not in ("disabled_reason", "disabled_acknowledged", DEACTIVATED_HERE)
+    }
+    script.settings = settings if active else {**settings, DEACTIVATED_HERE: True}
     script.updated_at = utcnow()
     audit(
         db,

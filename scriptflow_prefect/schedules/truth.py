@@ -18,6 +18,7 @@ When Prefect cannot be reached, the last saved form is shown and `known` is Fals
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.prefect import PrefectUnavailable
 from scriptflow_prefect.runs.policies import policy_from
 from scriptflow_prefect.schedules import prefect as schedules_prefect
-from scriptflow_prefect.schedules.foreign import as_dict, cron_key, spec_of_schedules
+from scriptflow_prefect.schedules.foreign import as_dict, spec_of_schedules
 from scriptflow_prefect.schedules.spec import (
     ScheduleSpec,
     crons_of,
@@ -41,8 +42,11 @@ from scriptflow_prefect.schedules.words import describe
 Source = Literal["scriptflow", "prefect"]
 State = Literal["active", "inactive", "disabled", "paused_in_prefect", "none"]
 PREVIEW = 5
-WHY_KEPT_SECONDS = 20.0
-_WHY: dict[tuple[str, int], tuple[float, bool]] = {}  # (deployment, n) -> (when, failed)
+WHY_KEPT_SECONDS = 8.0  # under the 10 s in which a change made in Prefect must show
+_WHY: dict[tuple[int, int], tuple[float, bool]] = {}  # (script, n) -> (when, failed)
+# In Script.settings: its schedules were switched off here (set_active), whoever set them.
+DEACTIVATED_HERE = "deactivated_here"
+log = logging.getLogger(__name__)
 
 
 class Script(Protocol):
@@ -61,6 +65,8 @@ class Truth:
     prefect_schedules: list[dict[str, Any]] = field(default_factory=list)
     known: bool = True  # False: Prefect was not reachable, this is the last saved form
     removed_in_prefect: bool = False  # saved here, but Prefect has no schedule for it
+    deployment_missing: bool = False  # the script's deployment is gone from Prefect
+    deployment_paused: bool = False  # the whole deployment is paused in Prefect
 
     @property
     def next_run_at(self) -> datetime | None:
@@ -115,11 +121,19 @@ def saved_truth(script: Script, after: datetime | None = None) -> Truth:
     return Truth(source="scriptflow", state=state, spec=spec, next_runs=runs, known=False)
 
 
+def _dates(schedule: Any, start: datetime) -> list[datetime]:
+    try:
+        return schedule_dates(schedule.schedule, start, PREVIEW)
+    except Exception:  # noqa: BLE001 - a valid cron with no date ever ("0 0 30 2 *")
+        log.warning("no next runs for the Prefect schedule %s", schedule.schedule)
+        return []
+
+
 def _union_of_dates(schedules: list[Any], after: datetime | None, tz: str | None) -> list[datetime]:
     start = after or datetime.now(UTC)
     instants: set[float] = set()
     for s in schedules:
-        instants.update(d.timestamp() for d in schedule_dates(s.schedule, start, PREVIEW))
+        instants.update(d.timestamp() for d in _dates(s, start))
     try:
         zone = ZoneInfo(tz or "UTC")
     except (ValueError, KeyError):  # a name Prefect took but this machine lacks
@@ -128,44 +142,50 @@ def _union_of_dates(schedules: list[Any], after: datetime | None, tz: str | None
 
 
 def _source(script: Script, schedules: list[Any]) -> Source | None:
+    """scriptflow when Prefect runs what the form last wrote (read back the way the form
+    writes crons, so "0 6 * * 1-5" retyped for weekdays is still the form's), all on or all
+    off together; prefect for anything else."""
     if not schedules:
         return None
     if not script.schedule:
         return "prefect"
     saved = parse_spec(script.schedule)
-    keys = [cron_key(s.schedule) for s in schedules]
-    written = sorted((c, saved.timezone) for c in crons_of(saved))
-    plain = all(k is not None for k in keys) and not any(
-        getattr(s, "parameters", None) for s in schedules
-    )
-    # Normalised like the form reads them back: a cron retyped the same way is still ours.
-    if plain and sorted(k for k in keys if k) == written:
-        return "scriptflow"
-    back = spec_of_schedules(schedules)
-    if back is not None and sorted(crons_of(back)) == sorted(c for c, _tz in written):
-        return "scriptflow" if back.timezone == saved.timezone else "prefect"
-    return "prefect"
+    back = spec_of_schedules(schedules)  # None: mixed on/off, own parameters, not cron
+    if back is None or back.timezone != saved.timezone:
+        return "prefect"
+    return "scriptflow" if sorted(crons_of(back)) == sorted(crons_of(saved)) else "prefect"
 
 
 def _truth(script: Script, deployment: Any | None, after: datetime | None) -> Truth:
     schedules = list(deployment.schedules or []) if deployment is not None else []
     source = _source(script, schedules)
     if source is None:
-        return Truth(source=None, state="none", spec=None, removed_in_prefect=bool(script.schedule))
-    running = [s for s in schedules if s.active] if not deployment.paused else []
+        return Truth(
+            source=None,
+            state="none",
+            spec=None,
+            removed_in_prefect=bool(script.schedule),
+            deployment_missing=deployment is None and bool(script.deployment_id),
+        )
+    paused = bool(deployment.paused)
+    running = [] if paused else [s for s in schedules if s.active]
     described = [as_dict(s) for s in schedules]
     if source == "scriptflow":
-        saved = parse_spec(script.schedule)
-        spec = saved.model_copy(update={"active": bool(running)})
+        spec = parse_spec(script.schedule).model_copy(update={"active": bool(running)})
         runs = next_runs(spec, after) if running else []
     else:
         spec = spec_of_schedules(schedules)
         tz = spec.timezone if spec else _first_timezone(described)
         runs = _union_of_dates(running, after, tz) if running else []
-    state: State = "active" if running else "paused_in_prefect"
-    if not running and source == "scriptflow" and not parse_spec(script.schedule).active:
-        state = "inactive"
-    return Truth(source, state, spec, runs, described)
+    switched_off_here = (script.settings or {}).get(DEACTIVATED_HERE) or (
+        source == "scriptflow" and not parse_spec(script.schedule).active
+    )
+    state: State = "active"
+    if not running:
+        state = "inactive" if switched_off_here and not paused else "paused_in_prefect"
+    truth = Truth(source, state, spec, runs, described)
+    truth.deployment_paused = paused
+    return truth
 
 
 async def read_truths(scripts: list[Script], after: datetime | None = None) -> dict[int, Truth]:
@@ -181,8 +201,7 @@ async def read_truths(scripts: list[Script], after: datetime | None = None) -> d
     # scheduled run ends or someone switches the schedule (which ends the stop).
     async def why(script: Script) -> None:
         n = policy_from((script.settings or {}).get("policy")).disable_after_failures
-        assert script.deployment_id
-        key = (script.deployment_id, n)
+        key = (script.id, n)
         kept = _WHY.get(key)
         if kept is None or time.monotonic() - kept[0] > WHY_KEPT_SECONDS:
             kept = time.monotonic(), await schedules_prefect.failed_in_a_row(*key)
@@ -190,9 +209,15 @@ async def read_truths(scripts: list[Script], after: datetime | None = None) -> d
         if kept[1]:
             truths[script.id].state = "disabled"
 
-    stopped = [s for s in scripts if truths[s.id].state == "paused_in_prefect" and s.deployment_id]
+    # The policy switches schedules off one by one, never the whole deployment: a paused
+    # deployment is someone's doing in Prefect, whatever its runs did.
+    stopped = [
+        s
+        for s in scripts
+        if truths[s.id].state == "paused_in_prefect" and not truths[s.id].deployment_paused
+    ]
     await asyncio.gather(*(why(s) for s in stopped))
-    if len(_WHY) > 10_000:  # bounded: deleted deployments' answers go
+    if len(_WHY) > 10_000:  # bounded: deleted scripts' answers go
         _WHY.clear()
     return truths
 
