@@ -1,24 +1,27 @@
 """The scheduler's state as a user may see it: runs in progress, the next scheduled runs,
-late runs and the runners (workers) with their heartbeats. Read from Prefect each time."""
+late runs and the runners (workers) with their heartbeats; drift between ScriptFlow and
+Prefect (scripts/drift.py), repaired here by an admin. Read from Prefect each time."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse
 from scriptflow_prefect.ui_overlay import schemas
-from scriptflow_prefect.ui_overlay.deps import ApiUser, DbDep, PageUser
+from scriptflow_prefect.ui_overlay.deps import ApiUser, Csrf, DbDep, PageUser
 from scriptflow_prefect.ui_overlay.health import sandbox_component
 from scriptflow_prefect.ui_overlay.openapi import errors
-from scriptflow_prefect.ui_overlay.templating import render
+from scriptflow_prefect.ui_overlay.templating import flash, render
 from sqlalchemy.orm import Session
 
 from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.monitoring import service as monitoring
 from scriptflow_prefect.platform import prefect as platform_prefect
-from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.i18n import N_, _
 from scriptflow_prefect.runs import service as run_core
 from scriptflow_prefect.schedules import service as schedules
+from scriptflow_prefect.scripts import drift, drift_repair
 from scriptflow_prefect.scripts.service import ScriptError, visible_script_ids
 
 pages = APIRouter()
@@ -65,5 +68,84 @@ async def scheduler_page(request: Request, user: PageUser, db: DbDep):
         prefect_down = True
     # Admins see here, loudly, when scripts run without a sandbox on this host.
     sandbox = sandbox_component(request.app.state.settings) if user.is_admin else None
-    context = {**status, "prefect_down": prefect_down, "sandbox": sandbox}
+    items = [] if prefect_down else await _drift_or_none(db, user)
+    context = {
+        **status,
+        "prefect_down": prefect_down,
+        "sandbox": sandbox,
+        "drift": [{**i.to_dict(), "label": _(KIND_LABELS[i.kind])} for i in items or []],
+        "drift_unknown": items is None,
+    }
     return render(request, "scheduler/index.html", context)
+
+
+# -- drift between ScriptFlow and Prefect --------------------------------------------------------
+KIND_LABELS = {
+    "missing": N_("Deployment missing"),
+    "renamed": N_("Deployment renamed"),
+    "orphan": N_("Orphan deployment"),
+    "parameters": N_("Parameters changed"),
+    "tags": N_("Tags changed"),
+    "work_pool": N_("Work pool changed"),
+    "concurrency": N_("Concurrency limit"),
+}
+
+
+async def _drift_or_none(db: Session, user: User) -> list[drift.DriftItem] | None:
+    try:
+        return drift.visible(await drift.detect(db), user)
+    except platform_prefect.PrefectUnavailable:
+        return None
+
+
+@api.get("/scheduler/drift", response_model=schemas.DriftList, responses=errors(503))
+async def get_drift(user: ApiUser, db: DbDep):
+    """What differs between ScriptFlow's scripts and their deployments in Prefect: an admin
+    sees every item, anyone else their own scripts' items (no orphan deployments)."""
+    try:
+        items = drift.visible(await drift.detect(db), user)
+    except platform_prefect.PrefectUnavailable as exc:
+        raise ScriptError(503, _("Prefect is not reachable: %(err)s", err=str(exc)[:200])) from exc
+    return {"items": [i.to_dict() for i in items]}
+
+
+@api.post(
+    "/scheduler/drift/repair",
+    response_model=schemas.DriftRepairResult,
+    responses=errors(403, 404, 409, 422, 503),
+)
+async def post_drift_repair(body: schemas.DriftRepairBody, user: ApiUser, db: DbDep):
+    """Repair one item (`{"item": "<id>"}`) or every repairable one (`{"all": true}`);
+    admins only. Nothing is repaired at start-up: a deletion in Prefect may be deliberate."""
+    if (body.item is None) == (not body.all):
+        raise ScriptError(422, _('Name one item ("item": "<id>") or send "all": true.'))
+    if body.item is not None:
+        item = await drift_repair.repair_one(db, user, body.item)
+        return {"repaired": [item.to_dict()], "failed": []}
+    repaired, failed = await drift_repair.repair_all(db, user)
+    return {
+        "repaired": [i.to_dict() for i in repaired],
+        "failed": [{"item": i.to_dict(), "detail": why} for i, why in failed],
+    }
+
+
+@pages.post("/scheduler/drift/repair", dependencies=[Csrf])
+async def drift_repair_page(
+    request: Request, user: PageUser, db: DbDep, item: Annotated[str, Form()] = ""
+):
+    try:
+        if item == "all":
+            repaired, failed = await drift_repair.repair_all(db, user)
+            flash(request, _("Repaired %(n)s item(s).", n=len(repaired)))
+            for i, why in failed:
+                flash(
+                    request, _("Not repaired: %(msg)s (%(why)s)", msg=i.message, why=why), "error"
+                )
+        else:
+            done = await drift_repair.repair_one(db, user, item)
+            flash(request, _("Repaired: %(msg)s", msg=done.message))
+    except ScriptError as exc:
+        if exc.status == 403:
+            raise
+        flash(request, str(exc), "error")
+    return RedirectResponse("/scheduler#h-drift", status_code=303)

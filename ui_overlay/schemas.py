@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from scriptflow_prefect.runs.models import IsoDatetime, Run, Trigger
+from scriptflow_prefect.scripts.drift import ITEM_ID
 
 # Free-form values (and extra fields below) in JSON as the API has always written them.
 Loose = Annotated[Any, PlainSerializer(jsonable_encoder, when_used="json")]
@@ -242,6 +243,54 @@ class Scheduler(Open):
     next: list[NextRun]
     late: list[Run]
     workers: list[Loose]
+
+
+# -- drift between ScriptFlow and Prefect (scripts/drift.py) ------------------------------------
+
+
+class DriftScript(Open):
+    id: int
+    name: str
+
+
+class DriftDeployment(Open):
+    id: str
+    name: str
+
+
+class DriftItem(Open):
+    """One difference between a script and its Prefect deployment. `repair` says what the
+    repair does (null: shown for information, e.g. a concurrency limit set in Prefect)."""
+
+    id: str
+    kind: Literal["missing", "renamed", "orphan", "parameters", "tags", "work_pool", "concurrency"]
+    script: DriftScript | None
+    deployment: DriftDeployment | None
+    message: str
+    repair: str | None
+    repairable: bool
+
+
+class DriftList(Open):
+    items: list[DriftItem]
+
+
+class DriftFailure(Open):
+    item: DriftItem
+    detail: str
+
+
+class DriftRepairResult(Open):
+    repaired: list[DriftItem]
+    failed: list[DriftFailure]
+
+
+class DriftRepairBody(BaseModel):
+    """`{"item": "<id from GET /scheduler/drift>"}` or `{"all": true}`."""
+
+    model_config = ConfigDict(extra="forbid")
+    item: str | None = Field(default=None, max_length=80, pattern=ITEM_ID)
+    all: bool = Field(default=False, strict=True)
 
 
 # -- notifications, settings, auth ---------------------------------------------------------------

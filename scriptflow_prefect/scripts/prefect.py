@@ -13,11 +13,25 @@ from prefect.client.schemas.actions import (
     DeploymentUpdate,
     WorkPoolCreate,
 )
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    DeploymentFilterTags,
+    FlowFilter,
+    FlowFilterName,
+)
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import SecretStr
 
 from scriptflow_prefect.platform.prefect import call, flow_parameter_schema
-from scriptflow_prefect.platform.prefect_names import ENTRYPOINT, FLOW_NAME, WORK_POOL
+from scriptflow_prefect.platform.prefect_names import (
+    CLEAN_FLOW,
+    DIGEST_FLOW,
+    ENTRYPOINT,
+    FLOW_NAME,
+    TAG,
+    WORK_POOL,
+)
 from scriptflow_prefect.runs.worker import ScriptFlowWorker
 
 SECRET_TYPE = Secret.get_block_type_slug()
@@ -197,3 +211,88 @@ def _value_of(doc) -> str:
     # Not Secret.get(): it parses JSON, so a password "123" would come back as the number 123.
     value = doc.data.get("value")
     return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+
+
+# -- drift (scripts/drift.py): what Prefect holds of ScriptFlow's deployments ---------------
+async def read_script_deployments(ids: list[str]) -> list:
+    """Every deployment that may be a script's, in one go: those of the run_script flow, those
+    tagged `scriptflow` (not the digest and clean-up flows: they are not scripts'), and these
+    `ids` whatever they are now. Each once."""
+
+    async def _all(client, **filters) -> list:
+        found, offset = [], 0
+        while True:
+            page = await client.read_deployments(limit=200, offset=offset, **filters)
+            found += page
+            if len(page) < 200:
+                return found
+            offset += 200
+
+    async def _do():
+        async with get_client() as client:
+            others = await client.read_flows(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[DIGEST_FLOW, CLEAN_FLOW]))
+            )
+            not_scripts = {f.id for f in others}
+            by_flow = await _all(
+                client, flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME]))
+            )
+            tagged = await _all(
+                client, deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[TAG]))
+            )
+            valid = [UUID(i) for i in ids if _is_uuid(i)]
+            named = (
+                await _all(
+                    client, deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=valid))
+                )
+                if valid
+                else []
+            )
+            seen: dict = {}
+            for d in [*by_flow, *(t for t in tagged if t.flow_id not in not_scripts), *named]:
+                seen.setdefault(d.id, d)
+            return list(seen.values())
+
+    return await call(_do())
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+async def replace_schedules_and_limit(deployment_id: str, source) -> None:
+    """Give the deployment `deployment_id` the schedules (with their active flags) and the
+    concurrency limit of the deployment `source` (read before): a deployment made again under
+    another name keeps what was set in Prefect."""
+
+    async def _do():
+        async with get_client() as client:
+            target = UUID(deployment_id)
+            current = await client.read_deployment(target)
+            for schedule in current.schedules:
+                await client.delete_deployment_schedule(target, schedule.id)
+            if source.schedules:
+                await client.create_deployment_schedules(
+                    target,
+                    [
+                        DeploymentScheduleCreate(
+                            schedule=s.schedule,
+                            active=s.active,
+                            max_scheduled_runs=s.max_scheduled_runs,
+                            parameters=s.parameters,
+                            slug=s.slug,
+                        )
+                        for s in source.schedules
+                    ],
+                )
+            limit = source.global_concurrency_limit
+            if limit is not None:
+                await client.update_deployment(
+                    target, DeploymentUpdate(concurrency_limit=limit.limit)
+                )
+
+    await call(_do())
