@@ -75,7 +75,16 @@ async def upsert_deployment(
     async def _do() -> UUID:
         async with get_client() as client:
             flow_id = await ensure_flow_id(client)
+            # Prefect's upsert writes the limit it is given, None included: a limit set in
+            # Prefect (drift.py shows it) is handed back so that a save here keeps it.
+            try:
+                current = await client.read_deployment_by_name(f"{FLOW_NAME}/{name}")
+            except ObjectNotFound:
+                current = None
+            limit = current.global_concurrency_limit if current is not None else None
             return await client.create_deployment(
+                concurrency_limit=limit.limit if limit is not None else None,
+                concurrency_options=current.concurrency_options if current is not None else None,
                 flow_id=flow_id,
                 name=name,
                 description=description,
