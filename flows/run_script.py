@@ -20,6 +20,7 @@ from prefect import flow, get_client
 from prefect.context import get_run_context
 from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Cancelled, Completed, Failed, State
+from pydantic import ValidationError
 
 from scriptflow_prefect.environments import service as environments
 from scriptflow_prefect.environments.models import EnvironmentFailed, WaitCancelled
@@ -54,9 +55,8 @@ from scriptflow_prefect.runs.cancel_watch import watcher
 from scriptflow_prefect.runs.input_wait import InputWait
 from scriptflow_prefect.runs.messages import RunMessage
 from scriptflow_prefect.runs.models import Status
+from scriptflow_prefect.scripts import run_contents
 from scriptflow_prefect.scripts import secrets as script_secrets
-from scriptflow_prefect.scripts import store
-from scriptflow_prefect.scripts.files import check_name
 
 # Prefect's log table is for browsing; the complete output goes to the run's output file.
 # Past this many lines a run's output reaches Prefect only as a notice.
@@ -128,7 +128,16 @@ def run_script(
     system = loggers["stdout"]
     counter = {"lines": 0}
 
-    rules = policies.policy_from(policy)
+    try:
+        rules = policies.policy_from(policy)
+    except ValidationError as exc:  # edited in Prefect into something that is no policy
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in ("policy", *err["loc"]))
+        msg = RunMessage("parameters_invalid", {"reason": f"{where}: {err['msg']}"[:300]})
+        system.error(msg.text)
+        with get_client(sync_client=True) as client:
+            client.update_flow_run_labels(run_id, msg.label())
+        return Failed(message=msg.text)
     with get_client(sync_client=True) as client:
         decision = policies.before_start(client, flow_run, rules)
         if not decision.run and decision.message:
@@ -160,15 +169,15 @@ def run_script(
     # The password is masked too: a script that prints it does not put it in a log.
     mask = Masker([*secret_values.values(), *([password] if password else [])])
 
-    # Hashes verified (never run altered bytes), names checked again: parameters can be
-    # edited in Prefect. The entry point is written under its own name (%~nx0, __file__).
-    entry = check_name(filename)
-    contents = [(entry, store.get_sync(sha256))] + [
-        (check_name(f["name"]), store.get_sync(f["sha256"]))
-        for f in files or []
-        if f.get("name") != entry
-    ]
-    data = contents[0][1]
+    try:  # parameters can be edited in Prefect: names checked again, hashes verified
+        contents = run_contents.contents_for_run(filename, sha256, files)
+    except run_contents.Unusable as exc:
+        msg = RunMessage("files_unavailable", {"reason": str(exc)})
+        system.error(msg.text)
+        with get_client(sync_client=True) as client:
+            client.update_flow_run_labels(run_id, msg.label())
+        return Failed(message=msg.text)
+    entry, data = contents[0]
     run_root = fresh_workdir(settings.work_dir, str(run_id))  # the run's own: wine prefix...
     folder = working_folder or {}
     try:

@@ -67,6 +67,16 @@ TEMPLATES: dict[str, str] = {
     "python_unsupported": N_(
         "This script needs Python %(needed)s; scripts run with Python %(version)s here"
     ),
+    # The deployment's parameters were edited in Prefect (scripts/drift.py shows and repairs
+    # that): the worker (runs/worker.py) or the flow refuses them in words.
+    "parameters_invalid": N_(
+        "Not started: this script's deployment was given parameters in Prefect that cannot be "
+        "used (%(reason)s); an administrator can repair it on the scheduler status page."
+    ),
+    "files_unavailable": N_(
+        "Not started: the script's files cannot be read (%(reason)s); if its deployment was "
+        "changed in Prefect, an administrator can repair it on the scheduler status page."
+    ),
     "working_folder": N_("The working folder cannot be used: %(reason)s"),
     # platform/disk_space.py: output capture stopped while the disk still had its reserve.
     "disk_full": N_(

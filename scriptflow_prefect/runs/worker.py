@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import logging
 import sys
 import threading
@@ -19,7 +20,7 @@ import anyio
 from prefect import get_client
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun
-from prefect.states import Crashed
+from prefect.states import Crashed, Failed
 from prefect.workers.base import (
     BaseJobConfiguration,
     BaseVariables,
@@ -176,9 +177,11 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
         heap_trimmer.run_started()
         try:
             flow = flow_for(await self._flow_name(flow_run.flow_id))
-            state = await anyio.to_thread.run_sync(
-                partial(_execute, flow, flow_run), limiter=self._threads
-            )
+            state = None
+            if not await self._refused_parameters(flow, flow_run):
+                state = await anyio.to_thread.run_sync(
+                    partial(_execute, flow, flow_run), limiter=self._threads
+                )
         except Exception as exc:
             # Outside the flow (Prefect's engine, the API gone mid-run): Prefect's worker
             # would only log it and leave the run Running with nothing behind it.
@@ -193,6 +196,30 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
             heap_trimmer.trim_soon()
         ok = getattr(state, "is_completed", lambda: False)()
         return ScriptFlowWorkerResult(identifier=str(flow_run.id), status_code=0 if ok else 1)
+
+    async def _refused_parameters(self, flow, flow_run: FlowRun) -> bool:
+        """Parameters edited in Prefect that the flow cannot take (an unknown name, a word for
+        a number): the run fails at once with a coded message. (Prefect's engine would fail it
+        too, in its own words, untranslated.)"""
+        params = dict(flow_run.parameters or {})
+        unknown = sorted(set(params) - set(inspect.signature(flow.fn).parameters))
+        try:
+            if unknown:
+                raise ValueError(f"unknown parameter(s) {', '.join(unknown)}")
+            await anyio.to_thread.run_sync(flow.validate_parameters, params)
+            return False
+        except Exception as exc:
+            text = str(exc).replace("Flow run received invalid parameters:", "")
+            reason = "; ".join(line.strip(" -") for line in text.splitlines() if line.strip())
+        msg = RunMessage("parameters_invalid", {"reason": reason[:300]})
+        try:
+            async with get_client() as client:
+                await client.update_flow_run_labels(flow_run.id, msg.label())
+                await client.set_flow_run_state(flow_run.id, Failed(message=msg.text), force=True)
+        except Exception as error:  # Prefect's engine then fails it in its own words
+            log.warning("could not refuse run %s: %s", flow_run.id, error)
+            return False
+        return True
 
     async def _crash_unfinished(self, flow_run: FlowRun, exc: Exception) -> None:
         log.exception("run %s failed outside its flow", flow_run.id)
