@@ -17,7 +17,6 @@ from pydantic import (
 )
 
 from scriptflow_prefect.runs.models import IsoDatetime, Run, Trigger
-from scriptflow_prefect.scripts.drift import ITEM_ID
 
 # Free-form values (and extra fields below) in JSON as the API has always written them.
 Loose = Annotated[Any, PlainSerializer(jsonable_encoder, when_used="json")]
@@ -285,11 +284,17 @@ class DriftRepairResult(Open):
     failed: list[DriftFailure]
 
 
+# scripts/drift.py's DriftItem.id: the kind, the script's id (0: none), the deployment's id.
+DRIFT_ITEM_ID = (
+    r"^(missing|renamed|orphan|parameters|tags|work_pool|concurrency):[0-9]{1,10}:[-0-9a-f]{1,36}$"
+)
+
+
 class DriftRepairBody(BaseModel):
     """`{"item": "<id from GET /scheduler/drift>"}` or `{"all": true}`."""
 
     model_config = ConfigDict(extra="forbid")
-    item: str | None = Field(default=None, max_length=80, pattern=ITEM_ID)
+    item: str | None = Field(default=None, max_length=80, pattern=DRIFT_ITEM_ID)
     all: bool = Field(default=False, strict=True)
 
 

@@ -214,7 +214,8 @@ class ScriptFlowWorker(BaseWorker[BaseJobConfiguration, BaseVariables, ScriptFlo
         msg = RunMessage("parameters_invalid", {"reason": reason[:300]})
         try:
             async with get_client() as client:
-                await client.update_flow_run_labels(flow_run.id, msg.label())
+                labels: dict[str, Any] = msg.label()
+                await client.update_flow_run_labels(flow_run.id, labels)
                 await client.set_flow_run_state(flow_run.id, Failed(message=msg.text), force=True)
         except Exception as error:  # Prefect's engine then fails it in its own words
             log.warning("could not refuse run %s: %s", flow_run.id, error)

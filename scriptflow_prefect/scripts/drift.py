@@ -33,11 +33,6 @@ from scriptflow_prefect.scripts.models import Script
 
 log = logging.getLogger("scriptflow.drift")
 
-KINDS = ("missing", "renamed", "orphan", "parameters", "tags", "work_pool", "concurrency")
-ITEM_ID = (
-    r"^(missing|renamed|orphan|parameters|tags|work_pool|concurrency):[0-9]{1,10}:[-0-9a-f]{1,36}$"
-)
-
 
 @dataclass
 class DriftItem:
