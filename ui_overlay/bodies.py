@@ -256,3 +256,28 @@ class WorkingFolderBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: Literal["script", "path", "fresh"] = "script"
     path: Annotated[str, Field(max_length=1024)] | None = None
+
+
+# -- POST /scheduler/drift/repair (ui_overlay/scheduler.py) -----------------------------------
+# scripts/drift.py's DriftItem.id: the kind, the script's id (0: none), the deployment's id.
+DRIFT_ITEM_ID = (
+    r"^(missing|renamed|orphan|parameters|tags|work_pool|concurrency):[0-9]{1,10}:[-0-9a-f]{1,36}$"
+)
+
+
+class DriftRepairOne(BaseModel):
+    """One item: its id from GET /scheduler/drift."""
+
+    model_config = ConfigDict(extra="forbid")
+    item: str = Field(max_length=80, pattern=DRIFT_ITEM_ID)
+
+
+class DriftRepairAll(BaseModel):
+    """Every repairable item."""
+
+    model_config = ConfigDict(extra="forbid")
+    all: Literal[True]
+
+
+class DriftRepairBody(RootModel[DriftRepairOne | DriftRepairAll]):
+    """`{"item": "<id from GET /scheduler/drift>"}` or `{"all": true}`."""

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Body, Form, Request
 from fastapi.responses import RedirectResponse
+from pydantic import ValidationError
 from scriptflow_prefect.ui_overlay import schemas
+from scriptflow_prefect.ui_overlay.bodies import DriftRepairBody, DriftRepairOne
 from scriptflow_prefect.ui_overlay.deps import ApiUser, Csrf, DbDep, PageUser
 from scriptflow_prefect.ui_overlay.health import sandbox_component
-from scriptflow_prefect.ui_overlay.openapi import errors
+from scriptflow_prefect.ui_overlay.openapi import body, errors
 from scriptflow_prefect.ui_overlay.templating import flash, render
 from sqlalchemy.orm import Session
 
@@ -113,14 +115,23 @@ async def get_drift(user: ApiUser, db: DbDep):
     "/scheduler/drift/repair",
     response_model=schemas.DriftRepairResult,
     responses=errors(403, 404, 409, 422, 503),
+    openapi_extra=body(DriftRepairBody),
 )
-async def post_drift_repair(body: schemas.DriftRepairBody, user: ApiUser, db: DbDep):
+async def post_drift_repair(user: ApiUser, db: DbDep, sent: Annotated[Any, Body()] = None):
     """Repair one item (`{"item": "<id>"}`) or every repairable one (`{"all": true}`);
     admins only. Nothing is repaired at start-up: a deletion in Prefect may be deliberate."""
-    if (body.item is None) == (not body.all):
-        raise ScriptError(422, _('Name one item ("item": "<id>") or send "all": true.'))
-    if body.item is not None:
-        item = await drift_repair.repair_one(db, user, body.item)
+    try:
+        wanted = DriftRepairBody.model_validate(sent).root
+    except ValidationError:
+        raise ScriptError(
+            422,
+            _(
+                'Send {"item": "<an id from GET /api/v1/scheduler/drift>"} to repair one item, '
+                'or {"all": true} to repair them all.'
+            ),
+        ) from None
+    if isinstance(wanted, DriftRepairOne):
+        item = await drift_repair.repair_one(db, user, wanted.item)
         return {"repaired": [item.to_dict()], "failed": []}
     repaired, failed = await drift_repair.repair_all(db, user)
     return {

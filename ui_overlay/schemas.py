@@ -7,14 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi.encoders import jsonable_encoder
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    SerializationInfo,
-    model_serializer,
-)
+from pydantic import BaseModel, ConfigDict, PlainSerializer, SerializationInfo, model_serializer
 
 from scriptflow_prefect.runs.models import IsoDatetime, Run, Trigger
 
@@ -282,20 +275,6 @@ class DriftFailure(Open):
 class DriftRepairResult(Open):
     repaired: list[DriftItem]
     failed: list[DriftFailure]
-
-
-# scripts/drift.py's DriftItem.id: the kind, the script's id (0: none), the deployment's id.
-DRIFT_ITEM_ID = (
-    r"^(missing|renamed|orphan|parameters|tags|work_pool|concurrency):[0-9]{1,10}:[-0-9a-f]{1,36}$"
-)
-
-
-class DriftRepairBody(BaseModel):
-    """`{"item": "<id from GET /scheduler/drift>"}` or `{"all": true}`."""
-
-    model_config = ConfigDict(extra="forbid")
-    item: str | None = Field(default=None, max_length=80, pattern=DRIFT_ITEM_ID)
-    all: bool = Field(default=False, strict=True)
 
 
 # -- notifications, settings, auth ---------------------------------------------------------------
