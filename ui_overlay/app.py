@@ -48,7 +48,6 @@ from scriptflow_prefect.platform.db import Database
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.prefect import PrefectUnavailable
 from scriptflow_prefect.platform.settings import Settings
-from scriptflow_prefect.scripts import drift
 from scriptflow_prefect.scripts.service import ScriptError
 
 log = logging.getLogger("scriptflow.web")
@@ -214,16 +213,6 @@ def _page_errors(app: FastAPI) -> None:
         )
 
 
-async def _check_drift(db: Database) -> None:
-    """Once at start (`up`, `web`), in the background: drift with Prefect, one log line per
-    item (scripts/drift.py); repaired by an admin on the scheduler page, never here."""
-    try:
-        with db.session() as session:
-            await drift.log_drift(session)
-    except Exception as exc:  # Prefect not there yet, say; the scheduler page shows it later
-        log.warning("the drift check at start-up failed: %s", exc)
-
-
 def _outbox_lifespan(settings: Settings, db: Database):
     """The notification outbox's sender loop lives as long as the web app: messages whose
     first try failed are retried from here, also while Prefect's server restarts."""
@@ -232,11 +221,9 @@ def _outbox_lifespan(settings: Settings, db: Database):
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         task = asyncio.create_task(notifications_core.deliver_outbox(db, settings, stop))
-        check = asyncio.create_task(_check_drift(db))
         try:
             yield
         finally:
-            check.cancel()
             stop.set()
             try:
                 await asyncio.wait_for(task, 10)

@@ -229,6 +229,7 @@ def _serve_web(
         threading.Thread(
             target=_announce, args=(settings, web, generated, started), daemon=True
         ).start()
+        threading.Thread(target=_check_drift, args=(db,), daemon=True, name="drift").start()
         web.run()
     finally:
         STOP.finishing()
@@ -236,6 +237,21 @@ def _serve_web(
             runner.stop()
     # 0 is for a stop that was asked for; a service manager restarts on anything else.
     return 1 if server_died.is_set() else 0
+
+
+def _check_drift(db) -> None:
+    """Once at start, beside it: drift with Prefect, one log line per item (scripts/drift.py);
+    repaired by an admin on the scheduler page, never here (a deletion may be deliberate)."""
+    from scriptflow_prefect.scripts import drift
+
+    async def check() -> None:
+        with db.session() as session:
+            await drift.log_drift(session)
+
+    try:
+        asyncio.run(check())
+    except Exception as exc:  # the scheduler page shows it later
+        log.warning("the drift check at start-up failed: %s", exc)
 
 
 def _watch_server(proc: subprocess.Popen, web: uvicorn.Server, died: threading.Event) -> None:
