@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from scriptflow_prefect.accounts.models import User
 from scriptflow_prefect.platform import prefect_names
@@ -95,7 +95,7 @@ def _changed_parameters(script: Script, deployment) -> list[str]:
 
 async def detect(db: Session) -> list[DriftItem]:
     """Every drift item, for every script (PrefectUnavailable when Prefect does not answer)."""
-    scripts = list(db.scalars(select(Script)))
+    scripts = list(db.scalars(select(Script).options(selectinload(Script.versions))))
     live = [s for s in scripts if s.deleted_at is None]
     by_id = {s.id: s for s in scripts}
     deployments = await scripts_prefect.read_script_deployments(
