@@ -7,7 +7,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, ConfigDict, PlainSerializer, SerializationInfo, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializationInfo,
+    model_serializer,
+)
 
 from scriptflow_prefect.runs.models import IsoDatetime, Run, Trigger
 

@@ -75,16 +75,7 @@ async def upsert_deployment(
     async def _do() -> UUID:
         async with get_client() as client:
             flow_id = await ensure_flow_id(client)
-            # Prefect's upsert writes the limit it is given, None included: a limit set in
-            # Prefect (drift.py shows it) is handed back so that a save here keeps it.
-            try:
-                current = await client.read_deployment_by_name(f"{FLOW_NAME}/{name}")
-            except ObjectNotFound:
-                current = None
-            limit = current.global_concurrency_limit if current is not None else None
             return await client.create_deployment(
-                concurrency_limit=limit.limit if limit is not None else None,
-                concurrency_options=current.concurrency_options if current is not None else None,
                 flow_id=flow_id,
                 name=name,
                 description=description,
@@ -273,35 +264,21 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-async def replace_schedules_and_limit(deployment_id: str, source) -> None:
-    """Give the deployment `deployment_id` the schedules (with their active flags) and the
-    concurrency limit of the deployment `source` (read before): a deployment made again under
-    another name keeps what was set in Prefect."""
+async def copy_concurrency_limit(deployment_id: str, source) -> None:
+    """Give the deployment `deployment_id` the concurrency limit (and its options) of the
+    deployment `source` (read before), if it has one: a deployment made again under another
+    name keeps the limit set in Prefect (sync_deployment carries the schedules over)."""
+    limit = source.global_concurrency_limit
+    if limit is None:
+        return
 
     async def _do():
         async with get_client() as client:
-            target = UUID(deployment_id)
-            current = await client.read_deployment(target)
-            for schedule in current.schedules:
-                await client.delete_deployment_schedule(target, schedule.id)
-            if source.schedules:
-                await client.create_deployment_schedules(
-                    target,
-                    [
-                        DeploymentScheduleCreate(
-                            schedule=s.schedule,
-                            active=s.active,
-                            max_scheduled_runs=s.max_scheduled_runs,
-                            parameters=s.parameters,
-                            slug=s.slug,
-                        )
-                        for s in source.schedules
-                    ],
-                )
-            limit = source.global_concurrency_limit
-            if limit is not None:
-                await client.update_deployment(
-                    target, DeploymentUpdate(concurrency_limit=limit.limit)
-                )
+            await client.update_deployment(
+                UUID(deployment_id),
+                DeploymentUpdate(
+                    concurrency_limit=limit.limit, concurrency_options=source.concurrency_options
+                ),
+            )
 
     await call(_do())
