@@ -30,6 +30,7 @@ from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.scripts import prefect as scripts_prefect
 from scriptflow_prefect.scripts.deployment import deployment_parameters, deployment_tags
 from scriptflow_prefect.scripts.models import Script
+from scriptflow_prefect.scripts.prefect import DeploymentFacts
 
 log = logging.getLogger("scriptflow.drift")
 
@@ -40,8 +41,10 @@ class DriftItem:
     message: str  # what is wrong, translated
     repair: str | None  # what the repair does, translated; None: nothing to repair
     script: Script | None = None
-    deployment: Any = None  # Prefect's DeploymentResponse, when there is one
-    candidate: Any = None  # `missing`: a deployment tagged for the script, to adopt
+    deployment: DeploymentFacts | None = None  # when Prefect has one
+    candidate: DeploymentFacts | None = (
+        None  # `missing`: a deployment tagged for the script, to adopt
+    )
     tag_script_id: int | None = None  # `orphan`: the script its `script-<id>` tag names
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -219,13 +222,15 @@ def _differences(script: Script, deployment) -> list[DriftItem]:
             ),
             _("Repair moves it back to the work pool %(pool)s.", pool=prefect_names.WORK_POOL),
         )
-    limit = deployment.global_concurrency_limit
-    if limit is not None and limit.limit:
+    if deployment.concurrency_limit:
         add(
             "concurrency",
-            _("At most %(n)s runs of this script at once (set in Prefect).", n=limit.limit),
+            _(
+                "At most %(n)s runs of this script at once (set in Prefect).",
+                n=deployment.concurrency_limit,
+            ),
             None,
-            concurrency_limit=limit.limit,
+            concurrency_limit=deployment.concurrency_limit,
         )
     return items
 
