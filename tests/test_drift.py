@@ -349,3 +349,36 @@ def test_scriptflow_web_logs_drift_at_start_without_repairing_it(stack, alice, p
         web.terminate()
         web.wait(30)
     assert "scriptflow" not in prefect.read_deployment(dep.id).tags  # not repaired
+
+
+def test_a_deployment_tagged_for_a_script_that_lost_its_own_is_adopted(
+    admin, alice, prefect
+) -> None:
+    """The script's deployment deleted, another one carrying its tag (made in Prefect under
+    another name, with a schedule): repair adopts that one, under the script's name, with its
+    schedule, rather than making a second."""
+    script = upload(alice, JOB)
+    dep = deployment_of(prefect, script["name"])
+    other = unique("made-in-prefect")
+    kept = prefect.create_deployment(
+        flow_id=dep.flow_id,
+        name=other,
+        tags=list(dep.tags),
+        parameters=dict(dep.parameters),
+        work_pool_name="scriptflow",
+        entrypoint=dep.entrypoint,
+    )
+    prefect.create_deployment_schedules(kept, [(CronSchedule(cron="15 7 * * *"), True)])
+    prefect.delete_deployment(dep.id)
+
+    items = drift_of(admin, script["id"])
+    item = one(items, "missing")
+    assert other in item["message"] and "adopts" in item["repair"]
+    assert not [i for i in items if i["kind"] == "orphan"]  # it is the script's, not an orphan
+    r = repair(admin, item["id"])
+    assert r.status_code == 200, r.text
+    assert drift_of(admin, script["id"]) == []
+    now = deployment_of(prefect, script["name"])
+    assert [s.schedule.cron for s in now.schedules] == ["15 7 * * *"]
+    with pytest.raises(ObjectNotFound):
+        prefect.read_deployment(kept)

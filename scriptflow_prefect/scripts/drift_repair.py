@@ -125,12 +125,11 @@ async def _make_again_or_adopt(db: Session, script: Script | None, candidate) ->
         script.deployment_id = None  # gone: sync_deployment makes it under the script's name
         await sync_deployment(script)
         return
-    script.deployment_id = str(candidate.id)
-    _remember(db, script.id, str(candidate.id))
     if candidate.name != script.name:
         await _rename(db, script, candidate)
     else:
-        await sync_deployment(script)
+        script.deployment_id = str(candidate.id)
+        await sync_deployment(script)  # remembers it as the script's
 
 
 async def _rename(db: Session, script: Script | None, old) -> None:
@@ -152,10 +151,10 @@ async def _delete_orphan(db: Session, item: DriftItem) -> None:
     sid = item.tag_script_id
     if sid is not None and db.get(Script, sid) is not None:
         _remember(db, sid, str(item.deployment.id))
-        db.flush()
     await scripts_prefect.delete_deployment(item.deployment.id)
 
 
 def _remember(db: Session, script_id: int, deployment_id: str) -> None:
     if db.get(ScriptDeployment, (script_id, deployment_id)) is None:
         db.add(ScriptDeployment(script_id=script_id, deployment_id=deployment_id))
+        db.flush()  # found by the next get (remember_deployment's too)
