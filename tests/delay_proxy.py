@@ -32,6 +32,7 @@ class DelayProxy:
     def __init__(self, target_port: int, delay: float = 0.0):
         self.target_port = target_port
         self.delay = delay
+        self.refuse = False  # True: Prefect is down (connections are closed at once)
         self.requests = 0
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -61,6 +62,9 @@ class DelayProxy:
         self._loop.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refuse:
+            writer.close()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -72,6 +76,8 @@ class DelayProxy:
         async def requests() -> None:
             while data := await reader.read(65536):
                 if answered.is_set():  # a new request on this connection
+                    if self.refuse:  # kept-alive connections go down too
+                        break
                     answered.clear()
                     self.requests += 1
                     if self.delay:

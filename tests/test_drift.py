@@ -11,6 +11,7 @@ import shlex
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -382,3 +383,25 @@ def test_a_deployment_tagged_for_a_script_that_lost_its_own_is_adopted(
     assert [s.schedule.cron for s in now.schedules] == ["15 7 * * *"]
     with pytest.raises(ObjectNotFound):
         prefect.read_deployment(kept)
+
+
+def test_it_answers_503_while_prefect_is_down_and_the_page_says_so(tmp_path) -> None:
+    """Prefect behind a proxy that closes every connection: the API answers 503 with a
+    reason, never 500, and nothing is repaired; the page (within its budget) says it cannot
+    tell. (Prefect's client tries a while before giving up: the API answer is slow.)"""
+    from delay_proxy import stack_behind_proxy
+
+    with stack_behind_proxy(tmp_path / "home") as (stack, proxy), stack.client() as api:
+        upload(api, JOB)
+        assert api.get("/scheduler/drift").status_code == 200
+        proxy.refuse = True
+        with _signed_in(stack, "admin", ADMIN_PASSWORD) as browser:
+            page = browser.get("/scheduler", timeout=120)
+        assert page.status_code == 200
+        assert "cannot be shown" in page.text
+        started = time.monotonic()
+        r = api.post("/scheduler/drift/repair", json={"all": True}, timeout=180)
+        print(f"503 after {time.monotonic() - started:.1f} s")
+        assert r.status_code == 503, r.text
+        assert set(r.json()) == {"detail"} and "Prefect" in r.json()["detail"]
+        proxy.refuse = False

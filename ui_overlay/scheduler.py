@@ -70,7 +70,7 @@ async def scheduler_page(request: Request, user: PageUser, db: DbDep):
         prefect_down = True
     # Admins see here, loudly, when scripts run without a sandbox on this host.
     sandbox = sandbox_component(request.app.state.settings) if user.is_admin else None
-    items = [] if prefect_down else await _drift_or_none(db, user)
+    items = None if prefect_down else await _drift_or_none(db, user)
     context = {
         **status,
         "prefect_down": prefect_down,
