@@ -21,6 +21,13 @@ from scriptflow_prefect.scripts.service import visible_scripts_query
 api = APIRouter(tags=["schedules"])
 
 
+def _replace(data: dict) -> bool:
+    replace = data.get("replace", False)
+    if not isinstance(replace, bool):
+        raise HTTPException(422, _("replace must be true or false."))
+    return replace
+
+
 def _body_object(body: Any) -> dict:
     if not isinstance(body, dict):
         raise HTTPException(422, _("Send the schedule as a JSON object."))
@@ -36,10 +43,7 @@ def _body_object(body: Any) -> dict:
 async def put_schedule(script_id: int, user: ApiUser, db: DbDep, body: Annotated[Any, Body()]):
     script = visible_script(db, user, script_id)
     data = _body_object(body)
-    replace = data.get("replace", False)
-    if not isinstance(replace, bool):
-        raise HTTPException(422, _("replace must be true or false."))
-    await core.set_schedule(db, user, script, data, replace=replace)
+    await core.set_schedule(db, user, script, data, replace=_replace(data))
     # Written in Prefect already: a failed read-back must not undo the save here.
     return core.schedule_to_dict((await truths_or_saved([script]))[script.id])
 
@@ -68,7 +72,9 @@ async def delete_schedule(script_id: int, user: ApiUser, db: DbDep):
 )
 @no_database_write
 async def preview(user: ApiUser, body: Annotated[Any, Body()]):
-    return core.preview(_body_object(body))
+    data = _body_object(body)
+    _replace(data)  # the schedule's shape: checked like a PUT's, though a preview replaces nothing
+    return core.preview(data)
 
 
 @api.get("/schedules", response_model=schemas.ScriptSchedules, responses=errors(503))
