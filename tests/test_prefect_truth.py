@@ -212,13 +212,18 @@ def test_an_extra_interval_beside_the_forms_schedule_is_shown_and_kept_through_e
     # Every 2 hours: the next run is within 2 hours, before the daily one 8 hours away.
     assert ts(s["next_run_at"]) <= datetime.now(UTC) + timedelta(hours=2, minutes=1)
 
-    # An edit here (a new description, a rename) never rewrites what Prefect runs.
+    # An edit here (a new description, a rename) never rewrites what Prefect runs, nor the
+    # concurrency limit a power user set there.
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    prefect.update_deployment(dep, DeploymentUpdate(concurrency_limit=2))
     assert alice.patch(f"/scripts/{sid}", json={"description": "edited"}).status_code == 200
     renamed = unique("renamed")
     r = alice.patch(f"/scripts/{sid}", json={"name": renamed})
     assert r.status_code == 200, r.text
     assert r.json()["schedule_source"] == "prefect"
     moved = prefect.read_deployment_by_name(f"run_script/{renamed}")
+    assert moved.global_concurrency_limit and moved.global_concurrency_limit.limit == 2
     assert sorted(type(s.schedule).__name__ for s in moved.schedules) == [
         "CronSchedule",
         "IntervalSchedule",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from prefect.client.schemas.actions import DeploymentScheduleCreate
@@ -52,6 +53,16 @@ def _kept(schedules) -> list[DeploymentScheduleCreate]:
     ]
 
 
+def _limit(deployment) -> SimpleNamespace:
+    """A deployment's concurrency limit as copy_concurrency_limit takes it (a power user may
+    have set one in Prefect; a rename must not lose it)."""
+    limit = deployment.global_concurrency_limit
+    return SimpleNamespace(
+        concurrency_limit=limit.limit if limit is not None else deployment.concurrency_limit,
+        concurrency_options=deployment.concurrency_options,
+    )
+
+
 async def sync_deployment(script: Script) -> None:
     """Create or update the script's deployment so that Prefect runs what the overlay shows:
     its parameters, tags, work pool and entrypoint.
@@ -60,8 +71,8 @@ async def sync_deployment(script: Script) -> None:
     version, a setting) updates the deployment in place and leaves them as they are, so a
     schedule switched off after failures or set by a power user in Prefect survives it. Only
     a new deployment gets the saved form's schedules; Prefect names deployments by flow and
-    name, so a rename is a new deployment, which takes over the old one's schedules and pause
-    (the caller deletes the old one)."""
+    name, so a rename is a new deployment, which takes over the old one's schedules, pause and
+    concurrency limit (the caller deletes the old one)."""
     try:
         current = (
             await scripts_prefect.read_deployment(script.deployment_id)
@@ -87,6 +98,8 @@ async def sync_deployment(script: Script) -> None:
                 else prefect_schedules_for(script.schedule),
                 paused=bool(current is not None and current.paused),
             )
+            if current is not None and deployment_id != current.id:
+                await scripts_prefect.copy_concurrency_limit(str(deployment_id), _limit(current))
     except platform_prefect.PrefectUnavailable as exc:
         raise ServiceError(
             503, _("Prefect is not reachable, nothing was changed: %(err)s", err=str(exc)[:200])

@@ -134,15 +134,14 @@ async def _make_again_or_adopt(db: Session, script: Script | None, candidate) ->
 
 async def _rename(db: Session, script: Script | None, old) -> None:
     """Prefect has no rename (its DeploymentUpdate has no name): make the deployment under the
-    script's name (sync_deployment gives it the old one's schedules and pause), give it the
-    old one's concurrency limit, then delete the old one. The old one's runs keep its id,
+    script's name (sync_deployment gives it the old one's schedules, pause and concurrency
+    limit), then delete the old one. The old one's runs keep its id,
     which stays the script's (history finds them by it)."""
     assert script is not None
     script.deployment_id = str(old.id)  # what sync_deployment takes the schedules from
     _remember(db, script.id, str(old.id))
     await sync_deployment(script)  # upserts by (flow, name): the new one, or one there
     if script.deployment_id != str(old.id):
-        await scripts_prefect.copy_concurrency_limit(str(script.deployment_id), old)
         await scripts_prefect.delete_deployment(old.id)
 
 
