@@ -13,6 +13,7 @@ import json
 import re
 import sqlite3
 import threading
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import httpx
@@ -213,16 +214,27 @@ def test_bad_paths_are_4xx_never_500(stack):
     assert r.status_code == 422
 
 
-async def _events(stack, cookie: str, origin: str) -> list[dict]:
+async def _events(stack, cookie: str, origin: str, start) -> list[dict]:
     url = stack.url.replace("http", "ws", 1) + "/prefect/api/events/out"
     headers = {"Cookie": cookie, "Origin": origin}
+    run_id: list[str] = []
+
+    async def started() -> None:
+        run_id.append(await asyncio.to_thread(start))
+
     async with connect(url, subprotocols=["prefect"], additional_headers=headers) as ws:
         # The browser has no token to send: the proxy puts the real one in.
         await ws.send(json.dumps({"type": "auth", "token": "anything"}))
         got = [json.loads(await asyncio.wait_for(ws.recv(), 30))]
-        await ws.send(json.dumps({"type": "filter", "filter": {"event": {"prefix": ["prefect."]}}}))
-        got.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
-        return got
+        # Live, not only the backfill: Prefect's filters end "now" unless told otherwise.
+        until = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        event_filter = {"event": {"prefix": ["prefect.flow-run."]}, "occurred": {"until": until}}
+        await ws.send(json.dumps({"type": "filter", "filter": event_filter}))
+        await started()
+        while True:  # the backfill (older runs' events) first, then this run's
+            got.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+            if run_id and run_id[0] in json.dumps(got[-1]):
+                return got
 
 
 async def _refused(stack, headers: dict) -> int:
@@ -236,11 +248,14 @@ async def _refused(stack, headers: dict) -> int:
 
 def test_prefects_event_websocket_works_through_the_proxy(stack, alice):
     script = upload(alice, "print('event')\n")
-    alice.post(f"/scripts/{script['id']}/runs")  # something happens in Prefect
     web = sign_in(stack, "admin", "admin-pass-123")
-    got = run_async(_events(stack, _cookie(web), stack.url))
+
+    def start() -> str:  # once subscribed: its events come live
+        return alice.post(f"/scripts/{script['id']}/runs").json()["id"]
+
+    got = run_async(_events(stack, _cookie(web), stack.url, start))
     assert got[0] == {"type": "auth_success"}
-    assert got[1]["type"] == "event" and got[1]["event"]["event"].startswith("prefect.")
+    assert got[-1]["type"] == "event" and got[-1]["event"]["event"].startswith("prefect.flow-run")
 
     bob = sign_in(stack, "bob", "bob-pass-123")
     assert run_async(_refused(stack, {"Cookie": _cookie(bob), "Origin": stack.url})) == 403
