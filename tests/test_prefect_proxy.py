@@ -19,14 +19,17 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import uvicorn
+from alembic import command
+from alembic.config import Config
 from conftest import free_port, run_async, unique, upload, wait_until
 from scriptflow_prefect.ui_overlay.app import create_app
+from sqlalchemy import text
 from test_web_security import csrf_of, sign_in
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from scriptflow_prefect.accounts import service as accounts
-from scriptflow_prefect.platform.db import Database
+from scriptflow_prefect.platform.db import _MIGRATIONS, Database
 from scriptflow_prefect.platform.settings import load_settings
 
 
@@ -298,3 +301,29 @@ def test_a_prefect_that_is_away_is_a_503_with_a_reason(no_prefect):
     api = web.get("/prefect/api/health")
     assert api.status_code == 503 and "not reachable" in api.json()["detail"]
     assert web.get("/prefect/ui-settings").status_code == 503
+
+
+# -- power users in the database: the upgrade, the rule ----------------------------------------
+
+
+def test_users_from_before_the_upgrade_are_not_power_users(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0006_notification_outbox")
+        conn.execute(
+            text(
+                "INSERT INTO users (username, password_hash, is_admin, is_active, session_epoch,"
+                " created_at) VALUES ('old', 'x', 0, 1, 0, '2026-01-01'),"
+                " ('boss', 'x', 1, 1, 0, '2026-01-01')"
+            )
+        )
+    db.migrate()
+    with db.session() as s:
+        old, boss = accounts.find_user(s, "old"), accounts.find_user(s, "boss")
+        assert (old.is_power_user, old.uses_prefect) == (False, False)
+        assert (boss.is_power_user, boss.uses_prefect) == (False, True)  # admins always are
+        new = accounts.create_user(s, "newer", "power-pass-123", is_power_user=True)
+        assert new.uses_prefect
