@@ -65,7 +65,9 @@ def test_an_admin_opens_the_prefect_ui_from_the_navigation(prefect_page, alice, 
     page.wait_for_url("**/prefect/**")
     assert stack.prefect_url not in page.url  # the overlay's address, not Prefect's port
     page.get_by_role("link", name="Deployments").first.click()
-    page.get_by_text(script["name"]).first.wait_for()
+    page.get_by_text("run_script").first.wait_for()  # the scripts' deployments are listed
+    page.get_by_placeholder("Search deployments").fill(script["name"])  # past page 1 too
+    page.get_by_role("link", name=script["name"]).wait_for()
     _assert_no_auth_prompt(page)
     page.screenshot(path=str(SCREENSHOTS / "prefect-deployments-1280.png"))
 
