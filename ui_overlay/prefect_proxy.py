@@ -68,10 +68,13 @@ DROP_RESPONSE = HOP_BY_HOP | {
     "referrer-policy",
 }
 # What the Prefect UI needs beside the overlay's own policy (app.py): inline styles set by its
-# components and charts, images and workers built in the page. No other origin.
+# components and charts, images and workers built in the page, and eval for the flow run
+# graph (pixi.js compiles its shaders' glue with `new Function`). No other origin: Prefect's
+# V2 UI also tries to reach Amplitude on every load, which this keeps from leaving.
 UI_CSP = (
     b"default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-    b"font-src 'self' data:; script-src 'self'; worker-src 'self' blob:; connect-src 'self'; "
+    b"font-src 'self' data:; script-src 'self' 'unsafe-eval'; worker-src 'self' blob:; "
+    b"connect-src 'self'; "
     b"frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
 )
 
