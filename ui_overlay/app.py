@@ -22,6 +22,8 @@ from scriptflow_prefect.ui_overlay import (
     notifications,
     notifications_api,
     openapi,
+    prefect_proxy,
+    prefect_proxy_ws,
     runs,
     runs_api,
     scheduler,
@@ -92,15 +94,22 @@ class SecurityHeadersMiddleware:
     # are the same for everyone and may be cached.
     NO_STORE = (b"cache-control", b"no-store")
 
+    # The Prefect UI behind /prefect/ (prefect_proxy.py) needs inline styles: its own policy.
+    UI_HEADERS = [*HEADERS[:3], (b"content-security-policy", prefect_proxy.UI_CSP)]
+
     def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        cacheable = scope["type"] == "http" and scope["path"].startswith("/static/")
+        http = scope["type"] == "http"
+        prefect_ui = http and prefect_proxy.is_ui_asset(scope["path"])
+        # The Prefect UI's files keep Prefect's cache headers (or the proxy's no-cache).
+        cacheable = http and (scope["path"].startswith("/static/") or prefect_ui)
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", [])) + self.HEADERS
+                policy = self.UI_HEADERS if prefect_ui else self.HEADERS
+                headers = list(message.get("headers", [])) + policy
                 if not cacheable:
                     headers = [h for h in headers if h[0].lower() != b"cache-control"]
                     headers.append(self.NO_STORE)
@@ -222,7 +231,8 @@ def _outbox_lifespan(settings: Settings, db: Database):
         stop = asyncio.Event()
         task = asyncio.create_task(notifications_core.deliver_outbox(db, settings, stop))
         try:
-            yield
+            async with prefect_proxy.lifespan(_app):
+                yield
         finally:
             stop.set()
             try:
@@ -293,6 +303,7 @@ def create_app(settings: Settings, *, db: Database | None = None, runner=None) -
         if hasattr(module, "pages"):
             app.include_router(module.pages)
     openapi.document(api)
+    app.router.routes.extend(prefect_proxy.routes + prefect_proxy_ws.routes)
     app.mount("/api/v1", api)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 

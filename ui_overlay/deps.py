@@ -76,6 +76,7 @@ def _use_user_language(request: Request, user: User) -> None:
         id=user.id,
         username=user.username,
         is_admin=user.is_admin,
+        uses_prefect=user.uses_prefect,
         email=user.email,
         language=user.language,
         timezone=user.timezone,

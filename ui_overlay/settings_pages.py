@@ -133,11 +133,17 @@ async def add_user(
     password: Annotated[str, Form()] = "",
     email: Annotated[str, Form()] = "",
     is_admin: Annotated[str, Form()] = "",
+    is_power_user: Annotated[str, Form()] = "",
 ):
     require_admin(user)
     try:
         new = accounts.create_user(
-            db, username.strip(), password, is_admin=bool(is_admin), email=email.strip() or None
+            db,
+            username.strip(),
+            password,
+            is_admin=bool(is_admin),
+            email=email.strip() or None,
+            is_power_user=bool(is_power_user),
         )
     except accounts.AccountError as exc:
         return _page(request, db, user, error=_(exc.msgid, **exc.params), status_code=422)
@@ -166,4 +172,30 @@ async def toggle_active(request: Request, user_id: DbId, user: PageUser, db: DbD
         else _("%(name)s is now disabled.", name=target.username),
     )
     await _notifications_follow(request, db)
+    return RedirectResponse("/settings#users", status_code=303)
+
+
+@pages.post("/settings/users/{user_id}/power", dependencies=[Csrf])
+async def toggle_power_user(request: Request, user_id: DbId, user: PageUser, db: DbDep):
+    """Lets a user into the Prefect UI (`/prefect/`), or out again. Admins always are."""
+    require_admin(user)
+    target = db.get(User, user_id)
+    if target is None:
+        raise HTTPException(404, _("There is no such user."))
+    if target.is_admin:
+        return _page(
+            request,
+            db,
+            user,
+            error=_("An administrator always opens the Prefect UI."),
+            status_code=422,
+        )
+    target.is_power_user = not target.is_power_user
+    audit(db, user.id, "user.power" if target.is_power_user else "user.unpower", target.username)
+    flash(
+        request,
+        _("%(name)s may now open the Prefect UI.", name=target.username)
+        if target.is_power_user
+        else _("%(name)s may no longer open the Prefect UI.", name=target.username),
+    )
     return RedirectResponse("/settings#users", status_code=303)

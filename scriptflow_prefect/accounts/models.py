@@ -17,6 +17,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # May open the Prefect UI (ui_overlay/prefect_proxy.py); admins always may.
+    is_power_user: Mapped[bool] = mapped_column(Boolean, default=False)
     email: Mapped[str | None] = mapped_column(String(255))
     language: Mapped[str | None] = mapped_column(String(8))
     timezone: Mapped[str | None] = mapped_column(String(64))
@@ -24,6 +26,11 @@ class User(Base):
     # Bumped on password change so that old sessions stop working.
     session_epoch: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def uses_prefect(self) -> bool:
+        """Opens the Prefect UI through the overlay: admins and the users an admin marked."""
+        return bool(self.is_admin or self.is_power_user)
 
 
 class ApiToken(Base):

@@ -53,6 +53,7 @@ def create_user(
     *,
     is_admin: bool = False,
     email: str | None = None,
+    is_power_user: bool = False,
 ) -> User:
     if not USERNAME_RE.match(username):
         raise AccountError(N_("A user name has 1 to 64 letters, digits or the characters . _ @ -"))
@@ -64,6 +65,7 @@ def create_user(
         username=username,
         password_hash=hash_password(password),
         is_admin=is_admin,
+        is_power_user=is_power_user,
         email=email or None,
     )
     session.add(user)

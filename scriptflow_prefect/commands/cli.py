@@ -98,10 +98,18 @@ def cmd_user_add(args) -> int:
     password = _read_password(args.password_stdin)
     with db.session() as s:
         try:
-            accounts.create_user(s, args.name, password, is_admin=args.admin, email=args.email)
+            accounts.create_user(
+                s,
+                args.name,
+                password,
+                is_admin=args.admin,
+                email=args.email,
+                is_power_user=args.power_user,
+            )
         except accounts.AccountError as exc:
             sys.exit(f"scriptflow: {exc}")
-    print(f"User {args.name} added{' (admin)' if args.admin else ''}.")
+    role = " (admin)" if args.admin else " (power user)" if args.power_user else ""
+    print(f"User {args.name} added{role}.")
     if args.email:  # their address may be a recipient: the notifications follow
         _notifications_follow_users(settings, db)
     return 0
@@ -123,6 +131,20 @@ def _notifications_follow_users(settings: Settings, db) -> None:
             asyncio.run(notifications.users_changed(s, settings))
         except ServiceError as exc:
             sys.exit(f"scriptflow: {exc}")
+
+
+def cmd_user_list(args) -> int:
+    from sqlalchemy import select
+
+    from scriptflow_prefect.accounts.models import User
+
+    db = _database(_settings())
+    with db.session() as s:
+        for user in s.scalars(select(User).order_by(User.username)):
+            role = "admin" if user.is_admin else "power user" if user.is_power_user else "user"
+            state = "active" if user.is_active else "disabled"
+            print(f"{user.username}\t{role}\t{state}\t{user.email or ''}")
+    return 0
 
 
 def cmd_user_passwd(args) -> int:
@@ -178,11 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--admin", action="store_true")
     add.add_argument("--email")
     add.add_argument(
+        "--power-user", action="store_true", help="may open the Prefect UI (admins always may)"
+    )
+    add.add_argument(
         "--password-stdin",
         action="store_true",
         help="read the password from the first line of standard input",
     )
     add.set_defaults(func=cmd_user_add)
+    user.add_parser("list", help="list the users, their role and state").set_defaults(
+        func=cmd_user_list
+    )
     passwd = user.add_parser("passwd", help="change a user's password")
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true")

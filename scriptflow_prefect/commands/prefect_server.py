@@ -22,7 +22,7 @@ from scriptflow_prefect.commands.stopping import STOP, StopRequested
 from scriptflow_prefect.history.retention import stored_retention_days
 from scriptflow_prefect.platform.i18n import _
 from scriptflow_prefect.platform.lifeline import Lifeline
-from scriptflow_prefect.platform.prefect_env import server_env
+from scriptflow_prefect.platform.prefect_env import UI_SERVE_BASE, server_env
 from scriptflow_prefect.platform.settings import Settings
 
 
@@ -163,7 +163,8 @@ def run_prefect_server_foreground(settings: Settings) -> int:
     try:
         replace_leftover_or_refuse(settings)
         print(
-            f"Prefect server on 127.0.0.1:{settings.prefect_port}; UI at {settings.ui_url}",
+            f"Prefect server on 127.0.0.1:{settings.prefect_port}; "
+            f"UI at {settings.ui_url}{UI_SERVE_BASE}/",
             flush=True,
         )
         with STOP.deferred():

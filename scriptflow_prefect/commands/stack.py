@@ -274,7 +274,8 @@ def _announce(settings: Settings, web: uvicorn.Server, generated: str | None, st
         took = f" in {time.monotonic() - started:.1f} s" if started else ""
         print(f"ScriptFlow is ready{took}.", flush=True)
         print(f"  Web:        {settings.overlay_url}", flush=True)
-        print(f"  Prefect UI: {settings.ui_url}", flush=True)
+        # Behind the overlay's login (ui_overlay/prefect_proxy.py): nobody types an auth string.
+        print(f"  Prefect UI: {settings.link_url}/prefect/", flush=True)
         if generated:
             print(
                 f"  First user: admin, password {generated} (shown once: change it "

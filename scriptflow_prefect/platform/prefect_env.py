@@ -10,6 +10,10 @@ from urllib.parse import urlsplit
 
 from scriptflow_prefect.platform.settings import Settings
 
+# Where Prefect's server serves its UI: the overlay proxies the same path behind its own login
+# (ui_overlay/prefect_proxy.py), so the UI's asset links are right through both doors.
+UI_SERVE_BASE = "/prefect"
+
 # Ship run logs to the API faster than the 2 s default so live output stays live even when
 # it is read from Prefect (a worker on another machine).
 LOG_BATCH_INTERVAL = "0.5"
@@ -50,6 +54,7 @@ def server_env(settings: Settings) -> dict[str, str]:
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
         "PREFECT_UI_API_URL": settings.api_url,
+        "PREFECT_UI_SERVE_BASE": UI_SERVE_BASE,
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{db}",
         "PREFECT_SERVER_API_AUTH_STRING": settings.auth_string or "",
         # The server's own client (automation actions) must authenticate too.
