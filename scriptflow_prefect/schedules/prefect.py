@@ -14,20 +14,17 @@ from prefect.client.schemas.actions import (
     DeploymentUpdate,
 )
 from prefect.client.schemas.filters import (
-    DeploymentFilter,
-    DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterExpectedStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
     FlowRunFilterTags,
 )
-from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.client.schemas.responses import DeploymentResponse
+from prefect.client.schemas.objects import DeploymentSchedule, FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
-from scriptflow_prefect.platform.prefect import call
+from scriptflow_prefect.platform.prefect import call, shared_client
 from scriptflow_prefect.platform.prefect_names import TAG, script_tag
 from scriptflow_prefect.runs.models import Trigger
 
@@ -170,21 +167,39 @@ async def set_schedules_active(deployment_id: str | UUID, active: bool) -> bool:
     return await call(_do())
 
 
-async def read_deployments(ids: list[str]) -> dict[str, DeploymentResponse]:
-    """These deployments as Prefect has them now, by id; one that Prefect does not have is
-    absent. One request per 100 ids."""
-    keys = [UUID(i) for i in dict.fromkeys(ids)]
+@dataclass(frozen=True)
+class DeploymentSchedules:
+    """What schedules.truth needs of a deployment: its schedules and whether it is paused."""
 
-    async def _do() -> dict[str, DeploymentResponse]:
-        found: dict[str, DeploymentResponse] = {}
-        async with get_client() as client:
-            for i in range(0, len(keys), MAX_TAGS_PER_QUERY):
-                chunk = keys[i : i + MAX_TAGS_PER_QUERY]
-                for d in await client.read_deployments(
-                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=chunk)),
-                    limit=len(chunk),
-                ):
-                    found[str(d.id)] = d
+    id: str
+    paused: bool
+    schedules: list[DeploymentSchedule]
+
+
+async def read_deployments(ids: list[str]) -> dict[str, DeploymentSchedules]:
+    """These deployments' schedules as Prefect has them now, by id; one Prefect does not have
+    is absent. One request per 100 ids, read as plain JSON with only the schedules parsed:
+    Prefect's full deployment model (the flow's parameter schema, the script's parameters)
+    cost ~2 ms a deployment to parse, most of a page's time."""
+    keys = [str(UUID(i)) for i in dict.fromkeys(ids)]
+
+    async def _do() -> dict[str, DeploymentSchedules]:
+        found: dict[str, DeploymentSchedules] = {}
+        client = await shared_client()
+        for i in range(0, len(keys), MAX_TAGS_PER_QUERY):
+            chunk = keys[i : i + MAX_TAGS_PER_QUERY]
+            r = await client.request(
+                "POST",
+                "/deployments/filter",
+                json={"deployments": {"id": {"any_": chunk}}, "limit": len(chunk)},
+            )
+            r.raise_for_status()
+            for d in r.json():
+                found[str(d["id"])] = DeploymentSchedules(
+                    id=str(d["id"]),
+                    paused=bool(d.get("paused")),
+                    schedules=[DeploymentSchedule.model_validate(s) for s in d["schedules"] or []],
+                )
         return found
 
     return await call(_do()) if keys else {}
