@@ -178,6 +178,25 @@ def test_it_shows_a_second_deployment_to_the_admin_only_and_deletes_it(
     assert deployment_of(prefect, script["name"]).id == dep.id  # the script's own stays
 
 
+def test_a_power_users_own_flow_tagged_scriptflow_is_none_of_its_business(
+    admin, alice, prefect
+) -> None:
+    """Only run_script's deployments can be scripts': another flow's, even tagged like a
+    script's, is never an orphan to delete nor a deployment to adopt."""
+    script = upload(alice, JOB)
+    own_flow = prefect.create_flow_from_name(unique("power-users-flow"))
+    theirs = prefect.create_deployment(
+        flow_id=own_flow,
+        name=unique("theirs"),
+        tags=["scriptflow", f"script-{script['id']}"],
+        entrypoint="flows.py:theirs",
+    )
+    assert not [
+        i for i in drift_of(admin) if i["deployment"] and i["deployment"]["id"] == str(theirs)
+    ]
+    prefect.read_deployment(theirs)  # still there
+
+
 def test_it_shows_a_deployment_left_by_a_deleted_script(admin, alice, prefect) -> None:
     script = upload(alice, JOB)
     dep = deployment_of(prefect, script["name"])

@@ -26,7 +26,7 @@ from scriptflow_prefect.ui_overlay.app import create_app
 from sqlalchemy import text
 from test_web_security import csrf_of, sign_in
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from scriptflow_prefect.accounts import service as accounts
 from scriptflow_prefect.platform.db import _MIGRATIONS, Database
@@ -113,6 +113,8 @@ def test_an_admin_marks_and_unmarks_a_power_user_on_the_settings_page(stack):
     toggle = f"/settings/users/{uid.group(1)}/power"
     assert web.post(toggle).status_code == 403  # no CSRF token
     r = web.post(toggle, data={"csrf_token": csrf_of(web)})
+    assert r.status_code == 422  # which way is not said: nothing changes
+    r = web.post(toggle, data={"csrf_token": csrf_of(web), "power": "1"})
     assert r.status_code == 303
     assert f"{name} may now open the Prefect UI." in web.get("/settings").text
     assert user.get("/prefect/").status_code == 200  # the same session: no sign-in again
@@ -122,7 +124,10 @@ def test_an_admin_marks_and_unmarks_a_power_user_on_the_settings_page(stack):
         )
         assert [a for (a,) in audited] == ["user.power"]
 
-    r = web.post(toggle, data={"csrf_token": csrf_of(web)})
+    r = web.post(toggle, data={"csrf_token": csrf_of(web), "power": "0"})
+    assert r.status_code == 303 and user.get("/prefect/").status_code == 403
+    # A second "remove" (an old tab) stays removed: it sets, it does not flip.
+    r = web.post(toggle, data={"csrf_token": csrf_of(web), "power": "0"})
     assert r.status_code == 303 and user.get("/prefect/").status_code == 403
 
     # Only admins mark; an admin always is one; an id that is nobody is 404.
@@ -266,6 +271,88 @@ def test_prefects_event_websocket_works_through_the_proxy(stack, alice):
     assert (
         run_async(_refused(stack, {"Cookie": _cookie(web), "Origin": "http://evil.example"})) == 403
     )
+
+
+async def _closed_after_sign_out(stack, web: httpx.Client) -> int | None:
+    """Open Prefect's event stream as `web`'s user, sign them out, wait for the proxy to end
+    the stream; its close code."""
+    url = stack.url.replace("http", "ws", 1) + "/prefect/api/events/out"
+    headers = {"Cookie": _cookie(web), "Origin": stack.url}
+    async with connect(url, subprotocols=["prefect"], additional_headers=headers) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": None}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 30)) == {"type": "auth_success"}
+        await asyncio.to_thread(
+            web.post, "/logout", data={"csrf_token": await asyncio.to_thread(csrf_of, web)}
+        )
+        try:
+            while True:  # events may still come until the proxy's next check (15 s)
+                await asyncio.wait_for(ws.recv(), 40)
+        except ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd else None
+
+
+def test_an_open_event_stream_ends_when_its_user_signs_out(stack):
+    name, password = _user(stack, "--power-user")
+    web = sign_in(stack, name, password)
+    assert run_async(_closed_after_sign_out(stack, web)) == 1008
+
+
+def test_a_get_with_a_body_is_a_4xx_not_a_500(stack):
+    web = sign_in(stack, "admin", "admin-pass-123")
+    r = web.request("GET", "/prefect/api/health", content=b"0123456789")
+    assert r.status_code < 500, r.text
+
+
+def test_prefects_redirects_stay_under_prefect():
+    from scriptflow_prefect.ui_overlay.prefect_access import Upstream
+
+    up = Upstream(
+        api_url="http://127.0.0.1:4200/api", root_url="http://127.0.0.1:4200", auth_string=None
+    )
+    assert up.browser_location("http://127.0.0.1:4200/api/flows/") == "/prefect/api/flows/"
+    assert up.browser_location("/api/flows/?a=1") == "/prefect/api/flows/?a=1"
+    assert up.browser_location("http://127.0.0.1:4200/prefect/runs") == "/prefect/runs"
+    assert up.browser_location("http://127.0.0.1:42001/x") == "http://127.0.0.1:42001/x"
+    assert up.browser_location("http://127.0.0.1:4200/docs") == "/prefect/"
+
+
+def test_the_shared_pool_keeps_no_cookie_prefect_sets():
+    """A cookie Prefect sets in one user's answer must not ride along with the next user's
+    request: the pool is shared. A loopback server that sets one and echoes what it got."""
+    import http.server
+    from types import SimpleNamespace
+
+    from scriptflow_prefect.ui_overlay.prefect_proxy import client
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            body = (self.headers.get("Cookie") or "").encode()
+            self.send_response(200)
+            self.send_header("Set-Cookie", "prefect_x=1; Path=/")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+
+    async def twice() -> str:
+        pool = client(SimpleNamespace(state=SimpleNamespace()))
+        try:
+            await pool.get(url)
+            return (await pool.get(url)).text
+        finally:
+            await pool.aclose()
+
+    try:
+        assert run_async(twice()) == ""
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # -- Prefect away: the overlay alone, its Prefect address answering nothing ------------------

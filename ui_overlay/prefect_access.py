@@ -92,6 +92,20 @@ class Upstream:
             return self.api_url + path.removeprefix(API_PREFIX)
         return self.root_url + path
 
+    def browser_location(self, location: str) -> str:
+        """A Location Prefect sent, as the browser must follow it: Prefect's API and UI are
+        under /prefect here. Anything not on Prefect's server is left as it is."""
+        target, server = urlsplit(location), urlsplit(self.root_url)
+        if target.netloc and (target.scheme, target.netloc) != (server.scheme, server.netloc):
+            return location
+        path = target.path
+        api = urlsplit(self.api_url).path or "/api"
+        if path == api or path.startswith(api + "/"):
+            path = API_PREFIX + path.removeprefix(api)
+        elif not (path == UI_SERVE_BASE or path.startswith(UI_SERVE_BASE + "/")):
+            path = UI_SERVE_BASE + "/"  # not something the proxy passes: the UI's start
+        return path + (f"?{target.query}" if target.query else "")
+
     def websocket_url_for(self, path: str) -> str:
         url = self.url_for(path)
         return "ws" + url.removeprefix("http") if url.startswith("http") else url

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import quote
 
 import httpx
@@ -56,7 +57,21 @@ HOP_BY_HOP = {
 # Not forwarded to Prefect: the overlay's address, the browser's credentials for Prefect
 # (the proxy sends the real ones) and ScriptFlow's session cookie (only Prefect's own
 # `prefect_*` cookies, the UI version choice, go on).
-DROP_REQUEST = HOP_BY_HOP | {"host", "authorization", "cookie", "origin", "referer"}
+DROP_REQUEST = HOP_BY_HOP | {
+    "host",
+    "authorization",
+    "cookie",
+    "origin",
+    "referer",
+    # Prefect's server trusts these from 127.0.0.1 (the proxy): a browser must not pick the
+    # client address Prefect sees.
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+}
 # Not passed back: the overlay sets its own security headers, date and (no) server name.
 DROP_RESPONSE = HOP_BY_HOP | {
     "server",
@@ -90,7 +105,13 @@ def client(app: FastAPI) -> httpx.AsyncClient:
     pool = getattr(app.state, "prefect_proxy_client", None)
     if pool is None:
         pool = app.state.prefect_proxy_client = httpx.AsyncClient(
-            timeout=TIMEOUT, limits=LIMITS, follow_redirects=False, trust_env=False
+            timeout=TIMEOUT,
+            limits=LIMITS,
+            follow_redirects=False,
+            trust_env=False,
+            # Shared by every user: a cookie Prefect sets for one must never go back to
+            # Prefect with another's request (each browser sends its own prefect_* cookies).
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
     return pool
 
@@ -161,8 +182,14 @@ def _upstream_down(request: Request, exc: httpx.HTTPError) -> Response:
     return _refusal(request, 502, _("Prefect's server did not answer in time."))
 
 
-def _request_headers(request: Request, upstream: Upstream) -> dict[str, str]:
-    headers = {k: v for k, v in request.headers.items() if k not in DROP_REQUEST}
+def _request_headers(
+    request: Request, upstream: Upstream, *, with_body: bool = False
+) -> dict[str, str]:
+    named = {
+        n.strip().lower() for n in request.headers.get("connection", "").split(",") if n.strip()
+    }  # headers the Connection header names are hop-by-hop too
+    drop = DROP_REQUEST | named | (set() if with_body else {"content-length"})
+    headers = {k: v for k, v in request.headers.items() if k not in drop}
     prefect_cookies = [
         c.strip()
         for c in request.headers.get("cookie", "").split(";")
@@ -178,8 +205,8 @@ def _request_headers(request: Request, upstream: Upstream) -> dict[str, str]:
 def _response_headers(response: httpx.Response, upstream: Upstream, path: str) -> dict[str, str]:
     headers = {k: v for k, v in response.headers.items() if k.lower() not in DROP_RESPONSE}
     location = headers.get("location")
-    if location and location.startswith(upstream.root_url):  # Prefect's redirects stay here
-        headers["location"] = location.removeprefix(upstream.root_url) or "/"
+    if location:  # Prefect's redirects stay here, under /prefect
+        headers["location"] = upstream.browser_location(location)
     if is_ui_asset(path) and "cache-control" not in response.headers:
         # The browser asks again (If-None-Match: a 304 through the proxy), so a signed-out
         # browser does not open the UI from its cache.
@@ -223,13 +250,16 @@ async def forward(request: Request) -> Response:
     outgoing = pool.build_request(
         request.method,
         httpx.URL(upstream.url_for(path), query=request.url.query.encode("latin-1")),
-        headers=_request_headers(request, upstream),
+        headers=_request_headers(request, upstream, with_body=has_body),
         content=request.stream() if has_body else None,
     )
     try:
         answer = await pool.send(outgoing, stream=True)
     except httpx.HTTPError as exc:
         return _upstream_down(request, exc)
+    except Exception as exc:  # noqa: BLE001 - h11 refusing what the browser sent
+        log.warning("prefect proxy: %s %s not sent: %r", request.method, path, exc)
+        return _refusal(request, 400, _("This request cannot be passed on to Prefect."))
 
     async def body() -> AsyncIterator[bytes]:
         try:

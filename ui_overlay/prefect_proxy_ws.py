@@ -31,6 +31,7 @@ log = logging.getLogger("scriptflow.web")
 PREFECT = Subprotocol("prefect")
 OPEN_TIMEOUT = 10.0
 MAX_MESSAGE = 16 * 1024 * 1024
+RECHECK_SECONDS = 15.0  # how soon a sign-out, a disable or a demotion ends an open stream
 # Close codes (RFC 6455 7.4.1): policy (not allowed), server error, try again later.
 POLICY, SERVER_ERROR, TRY_LATER = 1008, 1011, 1013
 
@@ -66,6 +67,13 @@ async def _prefect_to_browser(ws: WebSocket, up: ClientConnection) -> None:
             await ws.send_text(message)
         else:
             await ws.send_bytes(message)
+
+
+async def _still_allowed(ws: WebSocket) -> None:
+    """Returns when the user may no longer use Prefect: signed out, disabled or no longer a
+    power user since the handshake. An open stream carries every run's events and logs."""
+    while await access(ws) is Access.ALLOWED:
+        await asyncio.sleep(RECHECK_SECONDS)
 
 
 async def _close(ws: WebSocket, up: ClientConnection | None, code: int, reason: str = "") -> None:
@@ -117,12 +125,14 @@ async def relay(ws: WebSocket) -> None:
             return
     await ws.accept(subprotocol=PREFECT if PREFECT in asked else None)
 
+    guard = asyncio.create_task(_still_allowed(ws))
     tasks = [
         asyncio.create_task(_browser_to_prefect(ws, up, token)),
         asyncio.create_task(_prefect_to_browser(ws, up)),
+        guard,
     ]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
@@ -130,6 +140,9 @@ async def relay(ws: WebSocket) -> None:
             # Its side closed (or closes now): nothing left to report.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+    if guard in done and not guard.cancelled() and guard.exception() is None:
+        await _close(ws, up, POLICY, "no longer allowed to use Prefect")
+        return
     code = up.close_code or 1000
     await _close(ws, up, code if code in (1000, 1001, POLICY, SERVER_ERROR, TRY_LATER) else 1000)
 

@@ -176,8 +176,16 @@ async def toggle_active(request: Request, user_id: DbId, user: PageUser, db: DbD
 
 
 @pages.post("/settings/users/{user_id}/power", dependencies=[Csrf])
-async def toggle_power_user(request: Request, user_id: DbId, user: PageUser, db: DbDep):
-    """Lets a user into the Prefect UI (`/prefect/`), or out again. Admins always are."""
+async def set_power_user(
+    request: Request,
+    user_id: DbId,
+    user: PageUser,
+    db: DbDep,
+    power: Annotated[str, Form()] = "",
+):
+    """Lets a user into the Prefect UI (`/prefect/`), or out again. Admins always are. The
+    form says which (`power` 1 or 0), not "the other way": a second click, an old tab or two
+    admins at once cannot give access back just after it was taken away."""
     require_admin(user)
     target = db.get(User, user_id)
     if target is None:
@@ -190,7 +198,9 @@ async def toggle_power_user(request: Request, user_id: DbId, user: PageUser, db:
             error=_("An administrator always opens the Prefect UI."),
             status_code=422,
         )
-    target.is_power_user = not target.is_power_user
+    if power not in ("0", "1"):
+        raise HTTPException(422, _("Say whether the user is a power user: power=1 or power=0."))
+    target.is_power_user = power == "1"
     audit(db, user.id, "user.power" if target.is_power_user else "user.unpower", target.username)
     flash(
         request,

@@ -19,11 +19,8 @@ from pydantic import SecretStr
 
 from scriptflow_prefect.platform.prefect import call, flow_parameter_schema, shared_client
 from scriptflow_prefect.platform.prefect_names import (
-    CLEAN_FLOW,
-    DIGEST_FLOW,
     ENTRYPOINT,
     FLOW_NAME,
-    TAG,
     WORK_POOL,
 )
 from scriptflow_prefect.runs.worker import ScriptFlowWorker
@@ -241,15 +238,14 @@ class DeploymentFacts:
 
 async def read_script_deployments(ids: list[str]) -> list[DeploymentFacts]:
     """Every deployment that may be a script's, in one read of all deployments (a ScriptFlow
-    Prefect holds the scripts' and a few more): those of the run_script flow, those tagged
-    `scriptflow` but not of the digest and clean-up flows (not scripts'), and these `ids`."""
+    Prefect holds the scripts' and a few more): those of the run_script flow, and these `ids`."""
 
     async def _do():
         client = await shared_client()
         r = await client.request(
             "POST",
             "/flows/filter",
-            json={"flows": {"name": {"any_": [FLOW_NAME, DIGEST_FLOW, CLEAN_FLOW]}}},
+            json={"flows": {"name": {"any_": [FLOW_NAME]}}},
         )
         r.raise_for_status()
         flows = {f["name"]: f["id"] for f in r.json()}
@@ -264,14 +260,9 @@ async def read_script_deployments(ids: list[str]) -> list[DeploymentFacts]:
             if len(page) < 200:
                 break
             offset += 200
-        not_scripts = {flows.get(DIGEST_FLOW), flows.get(CLEAN_FLOW)}
-        return [
-            d
-            for d in found
-            if d.flow_id == flows.get(FLOW_NAME)
-            or (TAG in d.tags and d.flow_id not in not_scripts)
-            or d.id in wanted
-        ]
+        # Only the run_script flow's deployments can be scripts' (orphans to delete, ones to
+        # adopt): a power user's own flow tagged `scriptflow` is none of ScriptFlow's business.
+        return [d for d in found if d.flow_id == flows.get(FLOW_NAME) or d.id in wanted]
 
     return await call(_do())
 
