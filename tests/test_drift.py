@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shlex
 import sqlite3
 import subprocess
 import sys
@@ -21,28 +20,14 @@ from conftest import ADMIN_PASSWORD, free_port, unique, upload, wait_until
 from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ObjectNotFound
+from test_schedule_runs import prefect_client, prefect_exports
 
 JOB = "print('hello from a script')\n"
 
 
-def power_user_env(stack) -> dict[str, str]:
-    r = stack.cli("prefect-env")
-    assert r.returncode == 0, r.stderr
-    return dict(
-        shlex.split(line.removeprefix("export "))[0].split("=", 1)
-        for line in r.stdout.splitlines()
-        if line.startswith("export ")
-    )
-
-
 @pytest.fixture(scope="module")
 def prefect(stack):
-    from prefect.client.orchestration import SyncPrefectClient
-
-    env = power_user_env(stack)
-    with SyncPrefectClient(
-        env["PREFECT_API_URL"], auth_string=env.get("PREFECT_API_AUTH_STRING")
-    ) as client:
+    with prefect_client(stack) as client:
         yield client
 
 
@@ -74,7 +59,7 @@ def test_it_finds_a_deployment_deleted_in_prefect_and_makes_it_again(admin, alic
     dep = deployment_of_cli(stack, script["name"])
     r = subprocess.run(
         [sys.executable, "-m", "prefect", "deployment", "delete", f"run_script/{script['name']}"],
-        env={**stack.env, **power_user_env(stack)},
+        env={**stack.env, **prefect_exports(stack)},
         capture_output=True,
         text=True,
         timeout=120,
@@ -99,7 +84,7 @@ def deployment_of_cli(stack, name: str) -> str:
     """The deployment's id as `prefect deployment inspect` shows it."""
     r = subprocess.run(
         [sys.executable, "-m", "prefect", "deployment", "inspect", f"run_script/{name}"],
-        env={**stack.env, **power_user_env(stack)},
+        env={**stack.env, **prefect_exports(stack)},
         capture_output=True,
         text=True,
         timeout=120,
