@@ -208,7 +208,7 @@ def test_an_extra_interval_beside_the_forms_schedule_is_shown_and_kept_through_e
     assert s["schedule_source"] == "prefect"
     kinds = sorted(p["kind"] for p in s["schedule"]["prefect_schedules"])
     assert kinds == ["cron", "interval"]
-    assert "every 2 hour(s)" in s["schedule"]["description"]
+    assert "every 2 hours" in s["schedule"]["description"]
     # Every 2 hours: the next run is within 2 hours, before the daily one 8 hours away.
     assert ts(s["next_run_at"]) <= datetime.now(UTC) + timedelta(hours=2, minutes=1)
 

@@ -74,6 +74,8 @@ DROP_REQUEST = HOP_BY_HOP | {
 }
 # Not passed back: the overlay sets its own security headers, date and (no) server name.
 DROP_RESPONSE = HOP_BY_HOP | {
+    # Prefect's Basic-auth challenge would make the browser ask for the shared string.
+    "www-authenticate",
     "server",
     "date",
     "set-cookie",

@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 
-from scriptflow_prefect.platform.i18n import _
+from scriptflow_prefect.platform.i18n import _, ngettext
 from scriptflow_prefect.schedules.spec import DAYS, ScheduleError, ScheduleSpec, crons_of
 
 # Cron's number of each day name ScriptFlow writes (Sunday is 0, and 7 too).
@@ -105,15 +105,13 @@ def spec_of_schedules(schedules: list[Any]) -> ScheduleSpec | None:
 
 def _interval(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds % size == 0:
-            n = seconds // size
-            if unit == "day":
-                return _("every %(n)s day(s)", n=n)
-            if unit == "hour":
-                return _("every %(n)s hour(s)", n=n)
-            return _("every %(n)s minute(s)", n=n)
-    return _("every %(n)s second(s)", n=seconds)
+    if seconds % 86400 == 0:
+        return ngettext("every day", "every %(num)s days", seconds // 86400)
+    if seconds % 3600 == 0:
+        return ngettext("every hour", "every %(num)s hours", seconds // 3600)
+    if seconds % 60 == 0:
+        return ngettext("every minute", "every %(num)s minutes", seconds // 60)
+    return ngettext("every second", "every %(num)s seconds", seconds)
 
 
 def describe_one(schedule: Any) -> str:
