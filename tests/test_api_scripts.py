@@ -481,8 +481,10 @@ def test_it_keeps_a_prefect_deployment_per_script_in_step(alice, prefect_api):
 
 class RefusingProxy(ThreadingHTTPServer):
     """Prefect's API on another loopback port: every request goes through, except a DELETE of
-    a deployment in `refuse` and a POST to a path in `refuse_posts` (e.g. "/api/deployments/"),
-    answered 500 as Prefect answers when its database fails."""
+    a deployment in `refuse`, a POST to a path in `refuse_posts` (e.g. "/api/deployments/")
+    and a PATCH to a path under one in `refuse_patches` (e.g. "/api/deployments/": an edit
+    updates the deployment in place), answered 500 as Prefect answers when its database
+    fails."""
 
     daemon_threads = True
 
@@ -490,6 +492,7 @@ class RefusingProxy(ThreadingHTTPServer):
         self.target = target
         self.refuse: set[str] = set()
         self.refuse_posts: set[str] = set()
+        self.refuse_patches: set[str] = set()
         self.upstream = httpx.Client(timeout=60)
         super().__init__(("127.0.0.1", 0), _Forward)
 
@@ -507,6 +510,10 @@ class _Forward(BaseHTTPRequestHandler):
             self.command == "DELETE"
             and self.path.rstrip("/").rsplit("/", 1)[-1] in self.server.refuse
         ) or (self.command == "POST" and self.path.split("?")[0] in self.server.refuse_posts)
+        refused = refused or (
+            self.command == "PATCH"
+            and any(self.path.startswith(p) for p in self.server.refuse_patches)
+        )
         if refused:
             self._send(500, b'{"detail": "database is locked"}', {})
             return

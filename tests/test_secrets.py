@@ -182,14 +182,14 @@ def test_a_secret_change_prefect_refuses_changes_nothing(alice, prefect_api, ref
     script = upload(alice, "print(1)\n")
     prefix = f"scriptflow-script-{script['id']}-"
     alice.patch(f"/scripts/{script['id']}", json={"secrets": {"API_KEY": "old-value-1"}})
-    proxy.refuse_posts.add("/api/deployments/")  # the deployment update after the writes
+    proxy.refuse_patches.add("/api/deployments/")  # the deployment update after the writes
     try:
         r = through_proxy.patch(
             f"/scripts/{script['id']}",
             json={"secrets": {"API_KEY": "new-value-2", "OTHER": "other-value-3"}},
         )
     finally:
-        proxy.refuse_posts.clear()
+        proxy.refuse_patches.clear()
     detail = assert_error(r, 503)
     assert "new-value-2" not in detail
     assert alice.get(f"/scripts/{script['id']}").json()["secrets"] == ["API_KEY"]
