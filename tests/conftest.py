@@ -10,6 +10,7 @@ others (`-m "not stack"`: no server starts), `make test` runs everything."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import os
@@ -21,7 +22,7 @@ import sys
 import time
 import types
 import urllib.request
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,28 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {timeout:g} s")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def served_overlay(settings, db) -> Iterator[str]:
+    """The overlay app alone (no Prefect started) served by uvicorn on a loopback port; its
+    URL while the block runs."""
+    import threading
+
+    import uvicorn
+    from scriptflow_prefect.ui_overlay.app import create_app
+
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, db=db), host="127.0.0.1", port=0, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 30, "the overlay starting")
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def free_port() -> int:

@@ -18,11 +18,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from alembic import command
 from alembic.config import Config
-from conftest import free_port, run_async, unique, upload, wait_until
-from scriptflow_prefect.ui_overlay.app import create_app
+from conftest import free_port, run_async, served_overlay, unique, upload
 from sqlalchemy import text
 from test_web_security import csrf_of, sign_in
 from websockets.asyncio.client import connect
@@ -366,16 +364,8 @@ def no_prefect(tmp_path):
     db.migrate()
     with db.session() as s:
         accounts.create_user(s, "admin", "admin-pass-123", is_admin=True)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, db=db), host="127.0.0.1", port=0, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 30, "the overlay starting")
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield type("Overlay", (), {"url": f"http://127.0.0.1:{port}"})
-    server.should_exit = True
-    thread.join(10)
+    with served_overlay(settings, db) as url:
+        yield type("Overlay", (), {"url": url})
 
 
 def test_a_prefect_that_is_away_is_a_503_with_a_reason(no_prefect):

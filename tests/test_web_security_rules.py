@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import threading
 import tracemalloc
 from datetime import UTC, datetime
 
 import httpx
 import pytest
-import uvicorn
-from conftest import wait_until
+from conftest import served_overlay
 from scriptflow_prefect.ui_overlay.addresses import real_client
-from scriptflow_prefect.ui_overlay.app import create_app
 
 from scriptflow_prefect.accounts import service as accounts
 from scriptflow_prefect.accounts.service import LoginThrottle
@@ -177,17 +174,8 @@ def overlay(tmp_path):
     db.migrate()
     with db.session() as s:
         accounts.create_user(s, "alice", "alice-pass-123")
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, db=db), host="127.0.0.1", port=0, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 30, "the overlay starting")
-    port = server.servers[0].sockets[0].getsockname()[1]
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    with served_overlay(settings, db) as url, httpx.Client(base_url=url, timeout=30) as client:
         yield client
-    server.should_exit = True
-    thread.join(10)
 
 
 def token(client, password: str, forwarded: str) -> httpx.Response:
