@@ -185,15 +185,20 @@ def test_it_points_the_prefect_cli_at_scriptflows_server(stack, alice, tmp_path)
     assert script["name"] in r.stdout
 
 
-def test_prefect_env_refuses_to_invent_a_home(tmp_path):
-    home = tmp_path / "nowhere"
-    r = subprocess.run(
+def prefect_env(**env: str) -> subprocess.CompletedProcess:
+    """`scriptflow prefect-env` with only these settings (no stack of the session's)."""
+    return subprocess.run(
         [*SCRIPTFLOW, "prefect-env"],
-        env=clean_env(SCRIPTFLOW_HOME=str(home)),
+        env=clean_env(**env),
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_prefect_env_refuses_to_invent_a_home(tmp_path):
+    home = tmp_path / "nowhere"
+    r = prefect_env(SCRIPTFLOW_HOME=str(home))
     assert r.returncode != 0 and r.stdout == ""
     assert f"SCRIPTFLOW_HOME={home}" in r.stderr
     assert not home.exists()  # nothing created, no auth string that matches no server
@@ -202,13 +207,7 @@ def test_prefect_env_refuses_to_invent_a_home(tmp_path):
 def test_prefect_env_refuses_a_home_no_stack_has_run_with(tmp_path):
     home = tmp_path / "empty"
     home.mkdir()
-    r = subprocess.run(
-        [*SCRIPTFLOW, "prefect-env"],
-        env=clean_env(SCRIPTFLOW_HOME=str(home)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = prefect_env(SCRIPTFLOW_HOME=str(home))
     assert r.returncode != 0 and r.stdout == ""
     assert "auth_string is missing" in r.stderr
     assert list(home.iterdir()) == []
@@ -219,13 +218,7 @@ def test_prefect_env_says_when_the_stack_is_not_running(tmp_path):
     (home / "prefect").mkdir(parents=True)
     (home / "prefect" / "auth_string").write_text("scriptflow:kept")
     port = free_port()
-    r = subprocess.run(
-        [*SCRIPTFLOW, "prefect-env"],
-        env=clean_env(SCRIPTFLOW_HOME=str(home), SCRIPTFLOW_PREFECT_PORT=str(port)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = prefect_env(SCRIPTFLOW_HOME=str(home), SCRIPTFLOW_PREFECT_PORT=str(port))
     # The exports stand (eval still points the CLI there), but the exit code says no server.
     assert r.returncode == 3
     assert "export PREFECT_API_AUTH_STRING=scriptflow:kept" in r.stdout
@@ -235,16 +228,10 @@ def test_prefect_env_says_when_the_stack_is_not_running(tmp_path):
 def test_prefect_env_needs_no_home_when_the_auth_string_is_given(tmp_path):
     home = tmp_path / "unused"
     port = free_port()
-    r = subprocess.run(
-        [*SCRIPTFLOW, "prefect-env"],
-        env=clean_env(
-            SCRIPTFLOW_HOME=str(home),
-            SCRIPTFLOW_PREFECT_PORT=str(port),
-            SCRIPTFLOW_PREFECT_AUTH_STRING="scriptflow:given",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    r = prefect_env(
+        SCRIPTFLOW_HOME=str(home),
+        SCRIPTFLOW_PREFECT_PORT=str(port),
+        SCRIPTFLOW_PREFECT_AUTH_STRING="scriptflow:given",
     )
     assert "export PREFECT_API_AUTH_STRING=scriptflow:given" in r.stdout
     assert r.returncode == 3 and "no Prefect server answers" in r.stderr  # none runs here
